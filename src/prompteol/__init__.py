@@ -1,0 +1,69 @@
+"""prompteol: sentence embeddings from decoder-only LLMs with the PromptEOL method.
+
+>>> import prompteol
+>>> enc = prompteol.Encoder.from_pretrained("smollm2-135m")   # doctest: +SKIP
+>>> enc.encode(["A man is playing a guitar."]).shape            # doctest: +SKIP
+(1, 576)
+
+Importing the package does not import torch; the model stack is loaded on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported lazily, so `import prompteol` stays light)
+_EXPORTS = {
+    "Encoder": ".encoder",
+    "EncoderConfig": ".config",
+    "Template": ".templates",
+    "Demonstration": ".templates",
+    "TEMPLATES": ".templates",
+    "get_template": ".templates",
+    "normalize_sentence": ".templates",
+    "EmbeddingCache": ".cache",
+    "PACKAGED_MODELS": ".models.registry",
+    "DEFAULT_MODEL": ".models.registry",
+    "PrompteolError": ".errors",
+    "ConfigError": ".errors",
+    "InputError": ".errors",
+    "ModelNotFoundError": ".errors",
+    "ModelDownloadError": ".errors",
+    "ChecksumError": ".errors",
+    "DataError": ".errors",
+    "MissingExtraError": ".errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cache import EmbeddingCache
+    from .config import EncoderConfig
+    from .encoder import Encoder
+    from .errors import (
+        ChecksumError,
+        ConfigError,
+        DataError,
+        InputError,
+        MissingExtraError,
+        ModelDownloadError,
+        ModelNotFoundError,
+        PrompteolError,
+    )
+    from .models.registry import DEFAULT_MODEL, PACKAGED_MODELS
+    from .templates import TEMPLATES, Demonstration, Template, get_template, normalize_sentence
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'prompteol' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,96 @@
+"""``prompteol encode``: sentences in (text / JSONL / stdin), vectors out (.npy / .jsonl)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+from .common import add_encoder_args, atomic_write, build_encoder, progress_wanted
+
+OUTPUT_SUFFIXES = (".npy", ".jsonl")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "encode",
+        help="embed sentences into vectors",
+        description="Embed one sentence per line (text file, '-' for stdin, or JSONL with a 'text' field) "
+        "and write the vectors as .npy (N, H) float32 or .jsonl (one object with 'embedding' per input).",
+    )
+    p.add_argument("input", help="text file (one sentence per line), '-' for stdin, or .jsonl with a 'text' field")
+    p.add_argument("-o", "--output", required=True, help="output file: .npy or .jsonl (chosen by extension)")
+    p.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
+    p.add_argument("--max-batch-tokens", type=int, default=None, help="padded tokens per batch (default: no limit)")
+    p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
+    p.add_argument("--no-cache", dest="use_cache", action="store_false", help="do not use the embedding cache")
+    prog = p.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None)
+    prog.add_argument("--no-progress", dest="progress", action="store_false")
+    add_encoder_args(p)
+    p.set_defaults(func=run)
+
+
+def read_input(source: str) -> tuple[list[str], list[dict] | None]:
+    """Sentences and, for JSONL input, the original records."""
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read input {source!r}: {exc}") from None
+    if source.endswith(".jsonl"):
+        records, texts = [], []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{source} line {n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+                raise InputError(f"{source} line {n}: expected an object with a string 'text' field")
+            records.append(rec)
+            texts.append(rec["text"])
+        return texts, records
+    # one sentence per line; a final newline does not add an empty sentence, blank lines inside do
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines], None
+
+
+def write_output(path: Path, vectors, texts: list[str], records: list[dict] | None) -> None:
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        if path.suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, vectors)
+        else:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for i, (t, v) in enumerate(zip(texts, vectors)):
+                    rec = dict(records[i]) if records else {"text": t}
+                    rec.setdefault("index", i)
+                    rec["embedding"] = [float(x) for x in v]
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+    atomic_write(path, write)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.suffix not in OUTPUT_SUFFIXES:
+        raise InputError(f"output {args.output!r} should end in one of {list(OUTPUT_SUFFIXES)}")
+    texts, records = read_input(args.input)  # fail on bad input before loading any model
+    encoder = build_encoder(args, use_cache=args.use_cache)
+    vectors = encoder.encode(
+        texts, batch_size=args.batch_size, normalize=args.normalize, max_batch_tokens=args.max_batch_tokens,
+        show_progress=progress_wanted(args.progress), use_cache=args.use_cache,
+    )  # fmt: skip
+    write_output(out, vectors, texts, records)
+    print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} vectors to {out}", file=sys.stderr)
+    return 0

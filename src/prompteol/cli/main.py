@@ -1,0 +1,86 @@
+"""The ``prompteol`` command line. Each command lives in its own module with ``register``/``run``.
+
+``prompteol --help`` imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from .. import __version__
+
+# command name -> module (relative to this package); each module has register(subparsers) and run(args)
+COMMANDS = {
+    "encode": ".encode_cmd",
+    "eval": ".eval_cmd",
+    "data": ".data_cmd",
+    "models": ".models_cmd",
+    "cache": ".cache_cmd",
+    "demos": ".demos_cmd",
+    "train": ".train_cmd",
+    "serve": ".serve_cmd",
+    "bench": ".bench_cmd",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prompteol",
+        description="Sentence embeddings from decoder-only LLMs (PromptEOL): encode, evaluate, search "
+        "demonstrations, fine-tune, serve.",
+    )
+    parser.add_argument("--version", action="version", version=f"prompteol {__version__}")
+    parser.add_argument("--cache-dir", default=None, help="cache root (default: $PROMPTEOL_CACHE or ~/.cache/prompteol)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module, __package__)
+        except ModuleNotFoundError as exc:  # a command whose module is not written yet
+            if exc.name and exc.name.endswith(module.lstrip(".")):
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    _setup_logging(args.verbose, args.quiet)
+    if args.cache_dir:
+        os.environ["PROMPTEOL_CACHE"] = str(args.cache_dir)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from ..errors import PrompteolError
+
+    try:
+        return int(args.func(args) or 0)
+    except PrompteolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

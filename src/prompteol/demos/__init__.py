@@ -1,0 +1,1 @@
+"""In-context demonstrations: presets, candidate sets and leak-free search."""

@@ -1,0 +1,72 @@
+"""Named demonstration presets.
+
+``paper-opt-*`` are the demonstrations the paper chose for each OPT size (method.md section 2,
+selected on STS-B dev). ``paper`` picks the paper's demonstration for the OPT size closest
+to the model's parameter count. Per-model defaults found by our own search live in
+``prompteol/data/demo_presets.json`` (written by ``prompteol demos search --save-preset``)
+and are named ``searched`` (selected on STS-B dev, as the paper) and ``searched-leakfree``
+(selected on a split disjoint from every reported test set).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from ..errors import ConfigError
+from ..templates import Demonstration
+
+__all__ = ["PAPER_DEMOS", "get_preset", "list_presets", "searched_presets"]
+
+#: OPT size (parameters) -> (demonstration, average STS gain reported by the paper)
+PAPER_DEMOS: dict[str, tuple[int, Demonstration, float]] = {
+    "paper-opt-125m": (125_000_000, Demonstration("A man is smoking.", "Smoking"), 0.46),
+    "paper-opt-350m": (350_000_000, Demonstration("A man is playing on a guitar and singing.", "Music"), 3.99),
+    "paper-opt-1.3b": (1_300_000_000, Demonstration("relating to switzerland or its people.", "Swiss"), 4.34),
+    "paper-opt-2.7b": (2_700_000_000, Demonstration("A jockey riding a horse.", "Equestrian"), 8.88),
+    "paper-opt-6.7b": (6_700_000_000, Demonstration("The man is riding a horse.", "Horseback-riding"), 6.98),
+    "paper-opt-13b": (13_000_000_000, Demonstration("meat from a deer.", "Venison"), 7.18),
+    "paper-opt-30b": (30_000_000_000, Demonstration("The man is riding a motorcycle down the road.", "Motorcycling"), 6.51),
+    "paper-opt-66b": (66_000_000_000, Demonstration("of or relating to tutors or tutoring.", "Tutorial"), 9.35),
+}
+
+#: parameter counts of the packaged models (for the closest-size paper preset)
+_PACKAGED_PARAMS = {
+    "smollm2-135m": 134_500_000,
+    "gemma3-270m": 268_000_000,
+    "qwen2.5-coder-0.5b": 630_000_000,
+    "qwen2.5-coder-1.5b": 1_780_000_000,
+}
+
+
+def searched_presets() -> dict[str, dict]:
+    """``{model alias: {preset name: record}}`` from the packaged search results."""
+    try:
+        text = resources.files("prompteol").joinpath("data/demo_presets.json").read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError):
+        return {}
+    return json.loads(text)
+
+
+def closest_paper_preset(params: int) -> str:
+    import math
+
+    return min(PAPER_DEMOS, key=lambda n: abs(math.log(PAPER_DEMOS[n][0]) - math.log(params)))
+
+
+def list_presets(model: str | None = None) -> dict[str, list[Demonstration]]:
+    out = {name: [demo] for name, (_, demo, _) in PAPER_DEMOS.items()}
+    if model in _PACKAGED_PARAMS:
+        out["paper"] = [PAPER_DEMOS[closest_paper_preset(_PACKAGED_PARAMS[model])][1]]
+    for name, record in searched_presets().get(model or "", {}).items():
+        out[name] = [Demonstration(d["sentence"], d["word"]) for d in record["demonstrations"]]
+    return out
+
+
+def get_preset(name: str, model: str | None = None) -> list[Demonstration]:
+    presets = list_presets(model)
+    if name not in presets:
+        raise ConfigError(
+            f"unknown demonstration preset {name!r} for model {model!r}; valid: {sorted(presets)}"
+        )
+    return presets[name]
