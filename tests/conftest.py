@@ -1,0 +1,55 @@
+"""Shared fixtures. Tests are fast and deterministic: 1 torch thread, tiny random models by default.
+
+- ``PROMPTEOL_TEST_CACHE`` (default: ``.cache/test`` in the repo) isolates the cache of tiny models
+  and embeddings from the user's; real packaged models are read from the user's cache
+  (``PROMPTEOL_CACHE`` or ``~/.cache/prompteol``) so they are pulled only once.
+- ``PROMPTEOL_DATA`` (default ``../shared/data/senteval``) is the SentEval data root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+USER_CACHE = os.environ.get("PROMPTEOL_CACHE")  # where real models are pulled (None = default)
+TEST_CACHE = Path(os.environ.get("PROMPTEOL_TEST_CACHE", ROOT / ".cache" / "test"))
+DATA_DIR = Path(os.environ.get("PROMPTEOL_DATA", ROOT.parent / "shared" / "data" / "senteval"))
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def test_cache_dir() -> Path:
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    return TEST_CACHE
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "downstream").is_dir():
+        pytest.skip(f"SentEval data not found at {DATA_DIR} (set PROMPTEOL_DATA)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(test_cache_dir):
+    """A tiny random Llama encoder (PromptEOL template, no demonstrations), loaded once."""
+    from prompteol import Encoder
+
+    return Encoder.from_pretrained("tiny-random-llama", cache_dir=test_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def smollm2_encoder():
+    """The real default model (pulled into the user's cache on first use)."""
+    from prompteol import Encoder
+
+    return Encoder.from_pretrained("smollm2-135m", cache_dir=USER_CACHE)
