@@ -317,7 +317,7 @@ class Encoder:
         self._prefix_stale = False
         self._prefix = None
         ids = self.prefix_ids()
-        if len(ids) < 1:
+        if len(ids) < 1 or self.layer_index == 0:  # nothing to share below the first block
             return None
         tensor = torch.tensor([ids], device=self.device)
         mask = torch.ones_like(tensor)
@@ -325,19 +325,11 @@ class Encoder:
         cache = DynamicCache()  # plain full-length layers: exact for sliding-window models too
         hidden = self._run(tensor, mask, positions, cache=cache)
         kv = [(layer.keys, layer.values) for layer in cache.layers if getattr(layer, "keys", None) is not None]
-        if len(kv) != len(self._decoder_layers()) or any(k.shape[-2] != len(ids) for k, _ in kv):
+        if len(kv) != self.layer_index or any(k.shape[-2] != len(ids) for k, _ in kv):
             log.info("the shared-prefix cache is not exact for this architecture; computing prompts in full")
             return None
         self._prefix = _Prefix(ids=ids, kv=kv, hidden_sum=hidden.sum(dim=1))
         return self._prefix
-
-    def _decoder_layers(self):
-        from .models.loading import find_decoder_layers
-
-        try:
-            return find_decoder_layers(self.model)[2]
-        except Exception:  # noqa: BLE001 - truncated to 0 layers: nothing to find
-            return []
 
     def _with_prefix(self, prefix: _Prefix, suffixes):
         import torch

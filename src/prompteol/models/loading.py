@@ -268,17 +268,25 @@ def _num_layers(model) -> int:
     return int(cfg.num_hidden_layers)
 
 
-def find_decoder_layers(model):
-    """``(parent_module, attribute_name, module_list)`` of the decoder blocks."""
+def find_decoder_layers(model, n: int | None = None):
+    """``(parent_module, attribute_name, module_list)`` of the decoder blocks.
+
+    With ``n`` the list must have that length (the config's layer count, before truncation);
+    without it, the first ModuleList of decoder blocks is returned (after truncation).
+    """
     import torch
 
-    n = _num_layers(model)
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            parent_name, _, attr = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            return parent, attr, module
-    raise ConfigError(f"cannot find the {n} decoder layers of {type(model).__name__}")
+        if not isinstance(module, torch.nn.ModuleList):
+            continue
+        if n is not None and len(module) != n:
+            continue
+        if n is None and not all(type(m).__name__.endswith(("DecoderLayer", "Block", "Layer")) for m in module):
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        return parent, attr, module
+    raise ConfigError(f"cannot find the decoder layers of {type(model).__name__}")
 
 
 def resolve_layer(layer: int, num_layers: int) -> int:
@@ -305,7 +313,7 @@ def truncate_to_layer(model, layer: int) -> int:
     idx = resolve_layer(layer, n)
     if idx == n:
         return idx
-    parent, attr, layers = find_decoder_layers(model)
+    parent, attr, layers = find_decoder_layers(model, n)
     setattr(parent, attr, torch.nn.ModuleList(list(layers)[:idx]))
     for name in _NORM_NAMES:
         if isinstance(getattr(parent, name, None), torch.nn.Module):

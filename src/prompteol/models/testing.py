@@ -45,7 +45,7 @@ def byte_level_tokenizer(bos: str | None, eos: str, pad: str | None, prefix_bos:
 
 
 def _config(arch: str, vocab_size: int, tok):
-    from transformers import GPT2Config, Gemma3TextConfig, LlamaConfig, OPTConfig, Qwen2Config
+    from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig, OPTConfig, Qwen2Config
 
     common = dict(vocab_size=vocab_size, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                   pad_token_id=tok.pad_token_id)  # fmt: skip
