@@ -277,3 +277,15 @@ def test_cache_serves_second_call_without_forward(tmp_path, test_cache_dir, monk
     assert cache.count(enc.fingerprint) == len(TEXTS)
     monkeypatch.setattr(enc, "forward_ids", lambda *a, **k: pytest.fail("forward called on a cache hit"))
     np.testing.assert_array_equal(enc.encode(TEXTS), first)
+
+
+def test_derive_shares_model_and_changes_prompt(tiny_encoder):
+    d = tiny_encoder.derive(demonstrations=DEMO)
+    assert d.model is tiny_encoder.model and d.fingerprint != tiny_encoder.fingerprint
+    assert d.render("x").startswith('This sentence : "A man is smoking." means in one word:"Smoking".')
+    same = Encoder(tiny_encoder.model, tiny_encoder.tokenizer, EncoderConfig(model="tiny-random-llama", demonstrations=DEMO),
+                   weights_id=tiny_encoder.weights_id, num_layers=tiny_encoder.num_layers,
+                   layer_index=tiny_encoder.layer_index)  # fmt: skip
+    np.testing.assert_allclose(d.encode(TEXTS, use_cache=False), same.encode(TEXTS, use_cache=False), atol=1e-6)
+    with pytest.raises(ConfigError, match="cannot change"):
+        tiny_encoder.derive(layer=1)

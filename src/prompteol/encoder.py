@@ -163,6 +163,31 @@ class Encoder:
             layer_index=layer_index, adapter_id=adapter_id, cache=cache or None, source=source,
         )  # fmt: skip
 
+    def derive(self, **changes) -> Encoder:
+        """A new encoder on the same loaded model with other prompt settings.
+
+        Only settings that do not need another model load may change: ``template``,
+        ``demonstrations``, ``pooling``, ``normalize_text``, ``max_length``, ``prefix_cache``.
+        The new encoder shares the model, tokenizer and embedding cache, and has its own
+        fingerprint and shared-prefix cache (used by demonstration search).
+        """
+        allowed = {"template", "demonstrations", "pooling", "normalize_text", "max_length", "prefix_cache"}
+        bad = sorted(set(changes) - allowed)
+        if bad:
+            from .errors import ConfigError
+
+            raise ConfigError(f"derive() cannot change {bad}; load a new encoder. It can change {sorted(allowed)}")
+        data = self.config.to_dict()
+        data.update({k: v for k, v in changes.items()})
+        config = EncoderConfig.from_dict(data)
+        derived = Encoder(
+            self.model, self.tokenizer, config, weights_id=self.weights_id, num_layers=self.num_layers,
+            layer_index=self.layer_index, adapter_id=self.adapter_id, cache=self.cache, source=self.source,
+        )  # fmt: skip
+        derived.padding_side = self.padding_side
+        derived._dim = self._dim
+        return derived
+
     # ------------------------------------------------------------------ identity
     @property
     def device(self):

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 from ..errors import ConfigError
 from ..templates import Demonstration
 
-__all__ = ["PAPER_DEMOS", "get_preset", "list_presets", "searched_presets"]
+__all__ = ["PAPER_DEMOS", "get_preset", "list_presets", "searched_presets", "save_preset"]
 
 #: OPT size (parameters) -> (demonstration, average STS gain reported by the paper)
 PAPER_DEMOS: dict[str, tuple[int, Demonstration, float]] = {
@@ -39,13 +40,37 @@ _PACKAGED_PARAMS = {
 }
 
 
+def user_presets_path() -> Path:
+    from ..paths import cache_root
+
+    return cache_root() / "demo_presets.json"
+
+
 def searched_presets() -> dict[str, dict]:
-    """``{model alias: {preset name: record}}`` from the packaged search results."""
+    """``{model alias: {preset name: record}}``: the packaged search results, then the user's."""
+    out: dict[str, dict] = {}
     try:
         text = resources.files("prompteol").joinpath("data/demo_presets.json").read_text(encoding="utf-8")
+        out = json.loads(text)
     except (FileNotFoundError, ModuleNotFoundError):
-        return {}
-    return json.loads(text)
+        pass
+    user = user_presets_path()
+    if user.is_file():
+        for model, presets in json.loads(user.read_text(encoding="utf-8")).items():
+            out.setdefault(model, {}).update(presets)
+    return out
+
+
+def save_preset(model: str, name: str, record: dict, path: str | Path | None = None) -> Path:
+    """Store a searched demonstration preset for ``model`` (default: the user's presets file)."""
+    p = Path(path) if path else user_presets_path()
+    data = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+    data.setdefault(model, {})[name] = record
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(p)
+    return p
 
 
 def closest_paper_preset(params: int) -> str:

@@ -1,0 +1,151 @@
+"""``prompteol demos``: demonstration presets, candidate sets, and the leak-free search."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import add_encoder_args, console, progress_wanted
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demos", help="in-context demonstrations: presets, candidates, search")
+    dsub = p.add_subparsers(dest="demos_command", metavar="ACTION", required=True)
+
+    pr = dsub.add_parser("presets", help="list the named demonstration presets (for a model)")
+    pr.add_argument("--model", "-m", default=None, help="also list the presets found for this model by search")
+    pr.set_defaults(func=run_presets)
+
+    b = dsub.add_parser("build", help="build a candidate set (self-labelled sentences or WordNet definitions)")
+    b.add_argument("--source", choices=["selflabel", "wordnet"], required=True)
+    b.add_argument("--model", "-m", default="smollm2-135m", help="labelling model for selflabel (default: %(default)s)")
+    b.add_argument("--split", default="STSBenchmark-train",
+                   help="training split to draw sentences from for selflabel (default: %(default)s)")  # fmt: skip
+    b.add_argument("--n", type=int, default=200, help="number of candidates (default: %(default)s)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--wordnet-dir", default="/usr/share/wordnet")
+    b.add_argument("--data-dir", default=None, help="SentEval data root (default: $PROMPTEOL_DATA)")
+    b.add_argument("-o", "--output", required=True, help="candidates file (.jsonl)")
+    b.set_defaults(func=run_build)
+
+    s = dsub.add_parser(
+        "search",
+        help="score candidates on a selection split (resumable) and report the best",
+        description="Scores every candidate demonstration (k=1) and greedy/beam combinations (k>1) on a "
+        "selection split; results are appended to --results as they come, and a rerun resumes.",
+    )
+    s.add_argument("--candidates", nargs="+", required=True, help="candidate files (.jsonl or 'sentence|word' lines)")
+    s.add_argument("--split", default="stsb-dev", help="stsb-dev (paper), stsb-train-heldout or sick-train (leak-free)")
+    s.add_argument("--k", type=int, default=1, help="demonstrations per prompt (default: %(default)s)")
+    s.add_argument("--beam", type=int, default=1, help="sequences kept per round for k>1 (1 = greedy)")
+    s.add_argument("--pool", type=int, default=20, help="best single candidates tried in rounds k>1")
+    s.add_argument("--top", type=int, default=10, help="rows to print (default: %(default)s)")
+    s.add_argument("--max-pairs", type=int, default=None, help="score on a seeded sample of this many pairs")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--results", default=None, help="results JSONL (default: outputs/demos/<model>_<split>.jsonl)")
+    s.add_argument("--report", default=None, help="evaluate the best demonstration on these tasks afterwards (e.g. sts)")
+    s.add_argument("--save-preset", default=None, metavar="NAME", help="store the best as a named preset for the model")
+    s.add_argument("--preset-file", default=None, help="presets JSON to write (default: the user's, in the cache root)")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--data-dir", default=None)
+    prog = s.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None)
+    prog.add_argument("--no-progress", dest="progress", action="store_false")
+    add_encoder_args(s)
+    s.set_defaults(func=run_search)
+
+
+def run_presets(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from ..demos.presets import PAPER_DEMOS, list_presets, searched_presets
+
+    table = Table(title="Demonstration presets" + (f" for {args.model}" if args.model else ""))
+    for col in ("name", "demonstrations", "chosen on", "score"):
+        table.add_column(col)
+    searched = searched_presets().get(args.model or "", {})
+    for name, demos in list_presets(args.model).items():
+        text = " + ".join(f"{d.sentence!r} -> {d.word}" for d in demos)
+        if name in PAPER_DEMOS:
+            info, score = "paper (OPT, STS-B dev)", f"+{PAPER_DEMOS[name][2]:.2f} avg STS"
+        elif name in searched:
+            rec = searched[name]
+            info, score = f"{rec.get('split')} ({rec.get('n_pairs')} pairs)", f"{rec.get('score', float('nan')):.2f}"
+        else:
+            info, score = "paper, closest OPT size", ""
+        table.add_row(name, text, info, score)
+    console().print(table)
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ..demos import candidates as C
+
+    exclude = C.test_sentences(args.data_dir)  # never a sentence of a reported test set
+    if args.source == "wordnet":
+        cands = C.wordnet_candidates(args.n, args.seed, args.wordnet_dir, exclude=exclude)
+        prov = C.provenance(source="WordNet 3.0 (Debian wordnet-base)", wordnet_dir=args.wordnet_dir, n=args.n,
+                            seed=args.seed, command=" ".join(sys.argv))  # fmt: skip
+    else:
+        # oversample: not every continuation is a one-word answer
+        sentences = C.sample_training_sentences(args.split, 5 * args.n, args.seed, args.data_dir, exclude=exclude)
+        cands = C.self_labelled_candidates(args.model, sentences, progress=progress_wanted(None), limit=args.n)
+        prov = C.provenance(source=f"{args.split} sentences labelled by {args.model} (greedy one-word continuation "
+                            f"of the PromptEOL template)", model=args.model, split=args.split, n_requested=args.n,
+                            seed=args.seed, command=" ".join(sys.argv))  # fmt: skip
+    path = C.write_candidates(args.output, cands, prov)
+    print(f"wrote {len(cands)} candidates to {path}")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from ..demos.candidates import read_candidates
+    from ..demos.search import check_split, load_selection_split, search
+    from ..evaluation.tasks import resolve_tasks
+    from .common import build_encoder
+
+    report = [t.name for t in resolve_tasks(args.report)] if args.report else []
+    check_split(args.split, report)  # before any model is loaded
+    cands = []
+    for f in args.candidates:
+        cands.extend(read_candidates(f)[0])
+    split = load_selection_split(args.split, cands, args.data_dir, args.max_pairs, args.seed)
+    base = build_encoder(args)
+    if base.config.demonstrations:
+        print("error: do not combine --demo/--demo-preset with a search", file=sys.stderr)
+        return 2
+    results = Path(args.results or f"outputs/demos/{Path(args.model).name}_{args.split}.jsonl")
+    con = console()
+    con.print(f"searching {len(cands)} candidates (k={args.k}) on {split.name}: {split.description}, "
+              f"{len(split)} pairs; results -> {results}")  # fmt: skip
+    rows = search(base, cands, split, results, k=args.k, beam=args.beam, pool=args.pool,
+                  batch_size=args.batch_size, progress=progress_wanted(args.progress))  # fmt: skip
+    from rich.table import Table
+
+    none_score = next((r["score"] for r in rows if r["k"] == 0), None)
+    table = Table(title=f"best demonstrations on {split.name} (no demonstration: {none_score:.2f})")
+    for col in ("rank", "score", "gain", "demonstrations"):
+        table.add_column(col)
+    for i, r in enumerate(rows[: args.top], start=1):
+        demos = " + ".join(f"{d['sentence']!r} -> {d['word']}" for d in r["demonstrations"]) or "(none)"
+        table.add_row(str(i), f"{r['score']:.2f}", f"{r['score'] - none_score:+.2f}", demos)
+    con.print(table)
+    best = rows[0]
+    if args.save_preset:
+        from ..demos.presets import save_preset
+
+        record = {"demonstrations": best["demonstrations"], "score": best["score"], "no_demo_score": none_score,
+                  "split": split.name, "split_description": split.description, "n_pairs": len(split),
+                  "leak_free": split.leak_free, "candidates": [str(c) for c in args.candidates],
+                  "n_candidates": len(cands), "k": best["k"]}  # fmt: skip
+        path = save_preset(args.model, args.save_preset, record, args.preset_file)
+        con.print(f"saved preset {args.save_preset!r} for {args.model} in {path}")
+    if report:
+        from ..evaluation import evaluate
+
+        enc = base.derive(demonstrations=[tuple(d.values()) for d in best["demonstrations"]])
+        res = evaluate(enc, tasks=report, data_dir=args.data_dir)
+        con.print(json.dumps({"tasks": {t: round(r["score"], 2) for t, r in res["tasks"].items()}, "averages": res["averages"]}, indent=1))
+    return 0

@@ -1,0 +1,207 @@
+"""Demonstration search: score candidates on a selection split, resumably, and keep the best.
+
+Each candidate (or k-shot combination) is scored as the paper does: Spearman x100 of cosine
+similarities on a selection split, with the candidate as the in-context demonstration. The
+encoder for each candidate is ``base.derive(demonstrations=...)``: the same loaded model, the
+same render/tokenize/forward/pool path as ``encode`` and ``eval``, the shared-prefix KV cache
+and the persistent embedding cache.
+
+Selection splits (``SPLITS``):
+
+- ``stsb-dev``: STS-B dev, the paper's choice. Not leak-free: STS-B is drawn from the same
+  SemEval 2012-2017 pool as the STS12-16 test sets.
+- ``stsb-train-heldout`` / ``sick-train``: training pairs with every pair removed that shares
+  a sentence with any reported test set (STS12-16, STS-B test, SICK-R test) or with a
+  candidate; numbers reported after selecting here are leak-free at the sentence level.
+
+Test splits are refused outright, and so is a split that the same command reports (``--report``).
+Results are appended to a JSONL file as they come (one line per scored combination); a rerun
+skips what is already there, so an interrupted search resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..templates import Demonstration
+from .candidates import TEST_SETS, Candidate, _key, test_sentences
+
+__all__ = ["SPLITS", "SelectionSplit", "load_selection_split", "score_split", "search", "read_results"]
+
+log = logging.getLogger(__name__)
+
+#: name -> (underlying split of prompteol.evaluation, leak-free, description)
+SPLITS = {
+    "stsb-dev": ("STSBenchmark-dev", False, "STS-B dev (1500 pairs), the paper's selection split"),
+    "stsb-train-heldout": ("STSBenchmark-train", True, "STS-B train minus pairs sharing a sentence with any test set or candidate"),
+    "sick-train": ("SICK-train", True, "SICK train minus pairs sharing a sentence with any test set or candidate"),
+}  # fmt: skip
+_REFUSED = {
+    "stsb-test": "STSBenchmark", "sick-test": "SICKRelatedness", **{t.lower(): t for t in TEST_SETS},
+    **{t: t for t in TEST_SETS},
+}  # fmt: skip
+
+
+@dataclass
+class SelectionSplit:
+    name: str
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: np.ndarray
+    leak_free: bool
+    description: str
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def check_split(split: str, report: Sequence[str] = ()) -> None:
+    """Refuse test splits, and any split the same run reports as a test score."""
+    if split in _REFUSED:
+        raise ConfigError(
+            f"refusing to select demonstrations on {split!r}: it is the reported test set "
+            f"{_REFUSED[split]}. Select on one of {sorted(SPLITS)}"
+        )
+    if split not in SPLITS:
+        raise ConfigError(f"unknown selection split {split!r}; valid: {sorted(SPLITS)}")
+    underlying = SPLITS[split][0]
+    if underlying in report:
+        raise ConfigError(f"refusing to select on {split!r} and report {underlying} in the same run")
+
+
+def load_selection_split(
+    split: str, candidates: Sequence[Candidate] = (), data_dir=None, max_pairs: int | None = None, seed: int = 0
+) -> SelectionSplit:
+    from ..evaluation import load_sts_pairs
+
+    check_split(split)
+    underlying, leak_free, description = SPLITS[split]
+    pairs = load_sts_pairs(underlying, data_dir)
+    keep = list(range(len(pairs)))
+    if leak_free:
+        banned = test_sentences(data_dir) | {_key(c.sentence) for c in candidates}
+        keep = [i for i in keep if _key(pairs.sentences1[i]) not in banned and _key(pairs.sentences2[i]) not in banned]
+        log.info("%s: kept %d of %d pairs disjoint from the test sets and candidates", split, len(keep), len(pairs))
+    if max_pairs is not None and len(keep) > max_pairs:
+        keep = sorted(random.Random(seed).sample(keep, max_pairs))
+    return SelectionSplit(
+        name=split, sentences1=[pairs.sentences1[i] for i in keep], sentences2=[pairs.sentences2[i] for i in keep],
+        scores=np.asarray(pairs.scores)[keep], leak_free=leak_free,
+        description=description + (f", {max_pairs}-pair sample (seed {seed})" if max_pairs else ""),
+    )  # fmt: skip
+
+
+def score_split(encoder, split: SelectionSplit, batch_size: int = 64) -> float:
+    """Spearman x100 of cosine similarities on the split (the paper's selection criterion)."""
+    from ..evaluation.sts import correlations, cosine_pairs
+
+    unique = list(dict.fromkeys(split.sentences1 + split.sentences2))
+    vecs = encoder.encode(unique, batch_size=batch_size, show_progress=False)
+    index = {s: i for i, s in enumerate(unique)}
+    a = vecs[[index[s] for s in split.sentences1]]
+    b = vecs[[index[s] for s in split.sentences2]]
+    return correlations(cosine_pairs(a, b), split.scores)["spearman"]
+
+
+def _combo_key(demos: Sequence[Demonstration]) -> str:
+    return json.dumps([[d.sentence, d.word] for d in demos], ensure_ascii=False)
+
+
+def read_results(path: str | Path) -> tuple[dict, list[dict]]:
+    """The search header and the result rows of a results file (missing file: empty)."""
+    p = Path(path)
+    if not p.exists():
+        return {}, []
+    header, rows = {}, []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill: ignore it, it is recomputed
+            continue
+        if "search" in rec:
+            header = rec["search"]
+        elif "score" in rec:
+            rows.append(rec)
+    return header, rows
+
+
+def search(
+    base,
+    candidates: Sequence[Candidate],
+    split: SelectionSplit,
+    results_path: str | Path,
+    k: int = 1,
+    beam: int = 1,
+    pool: int = 20,
+    batch_size: int = 64,
+    progress: bool | None = None,
+) -> list[dict]:
+    """Score every candidate (and greedy/beam k-shot combinations) on ``split``; return rows best first.
+
+    ``beam`` sequences are kept after each round; round ``r > 1`` extends them with each of the
+    ``pool`` best single candidates not already in the sequence.
+    """
+    from tqdm.auto import tqdm
+
+    if k < 1 or beam < 1 or pool < 1:
+        raise ConfigError(f"k, beam and pool should be >= 1, got k={k}, beam={beam}, pool={pool}")
+    results_path = Path(results_path)
+    header = {
+        "weights_id": base.weights_id, "template": base.config.template.to_dict(), "layer": base.layer_index,
+        "pooling": base.config.pooling, "dtype": base.config.dtype, "split": split.name,
+        "split_description": split.description, "n_pairs": len(split), "leak_free": split.leak_free,
+    }  # fmt: skip
+    old_header, rows = read_results(results_path)
+    if old_header and {k_: old_header.get(k_) for k_ in header} != header:
+        raise ConfigError(
+            f"{results_path} holds results of another search ({old_header.get('split')}, weights "
+            f"{old_header.get('weights_id')}); use another --results file"
+        )
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    if not old_header:
+        with open(results_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"search": header}, ensure_ascii=False) + "\n")
+    done = {r["key"]: r for r in rows}
+    show = sys.stderr.isatty() if progress is None else progress
+
+    def run(combos: list[list[Demonstration]], desc: str) -> None:
+        todo = [c for c in combos if _combo_key(c) not in done]
+        with tqdm(total=len(combos), initial=len(combos) - len(todo), disable=not show, desc=desc, unit="demo") as bar:
+            for combo in todo:
+                t = time.perf_counter()
+                enc = base.derive(demonstrations=combo)
+                score = score_split(enc, split, batch_size)
+                row = {"key": _combo_key(combo), "demonstrations": [d.to_dict() for d in combo], "k": len(combo),
+                       "score": score, "seconds": round(time.perf_counter() - t, 2), "fingerprint": enc.fingerprint}  # fmt: skip
+                with open(results_path, "a", encoding="utf-8") as f:  # one line per result: a kill loses at most one
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                done[row["key"]] = row
+                bar.update(1)
+                bar.set_postfix(best=f"{max(r['score'] for r in done.values()):.2f}")
+
+    singles = [[d] for d in dict.fromkeys(c.demonstration for c in candidates)]
+    run([[]] + singles, "demos k=1")
+    for r in range(2, k + 1):
+        ranked_singles = sorted((done[_combo_key(s)] for s in singles), key=lambda x: -x["score"])[:pool]
+        best_prev = sorted((x for x in done.values() if x["k"] == r - 1), key=lambda x: -x["score"])[:beam]
+        combos = []
+        for prev in best_prev:
+            prev_demos = [Demonstration(**d) for d in prev["demonstrations"]]
+            for s in ranked_singles:
+                d = Demonstration(**s["demonstrations"][0])
+                if d not in prev_demos:
+                    combos.append(prev_demos + [d])
+        run(combos, f"demos k={r}")
+    return sorted(done.values(), key=lambda x: -x["score"])
