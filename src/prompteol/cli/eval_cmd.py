@@ -1,0 +1,133 @@
+"""``prompteol eval``: SentEval-protocol STS / transfer scores of an encoder (and baselines), as a table and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import add_encoder_args, atomic_write, build_encoder, console, progress_wanted
+
+_BASELINE_NAMES = ("all-minilm-l6-v2", "all-mpnet-base-v2")  # = evaluation.baselines.BASELINES (checked by a test)
+_DEFAULT_MODEL = "smollm2-135m"
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate an encoder on STS and transfer tasks (SentEval protocol)",
+        description="Score an encoder on SentEval tasks: STS12-16, STS-B, SICK-R (Spearman x100) and MR, CR, SUBJ, "
+        "MPQA, SST2, TREC, MRPC (logistic regression accuracy). Verifies the data before loading any model, prints a "
+        "table and writes a results JSON. Vectors come from the persistent embedding cache when known, so a repeated "
+        "run does no forward pass. Protocol and deviations from SentEval: docs/evaluation.md.",
+    )
+    p.add_argument("--tasks", default="sts",
+                   help="sts (7 STS tasks, default), transfer (7), all, or a comma-separated list of tasks and groups, "
+                   "e.g. STS12,STSBenchmark-dev,MR")  # fmt: skip
+    p.add_argument("--mode", choices=["test", "fast"], default="test",
+                   help="transfer protocol: test = 10-fold (SentEval's full mode), fast = 5-fold; STS is identical "
+                   "in both (default: %(default)s)")  # fmt: skip
+    p.add_argument("--data-dir", default=None,
+                   help="SentEval data root, the folder that holds downstream/ (default: $PROMPTEOL_DATA)")  # fmt: skip
+    p.add_argument("--output", "-o", default=None, help="write the results JSON to this file (atomically)")
+    p.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
+    p.add_argument("--no-cache", dest="use_cache", action="store_false",
+                   help="neither read nor write the embedding cache")  # fmt: skip
+    p.add_argument("--baseline", action="append", default=[], choices=_BASELINE_NAMES, metavar="NAME",
+                   help=f"also (or, without --model, only) evaluate a sentence-transformers baseline; repeatable; "
+                   f"one of {', '.join(_BASELINE_NAMES)}")  # fmt: skip
+    prog = p.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None)
+    prog.add_argument("--no-progress", dest="progress", action="store_false")
+    add_encoder_args(p)
+    for action in p._actions:  # --model defaults to the packaged model unless only baselines are asked for
+        if action.dest == "model":
+            action.default = None
+            action.help = (f"packaged alias (see `prompteol models list`), local folder, .gguf file, adapter folder or "
+                           f"hub id (default: {_DEFAULT_MODEL}, or none when --baseline is given)")  # fmt: skip
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate, resolve_data_dir, resolve_tasks, verify_data
+
+    tasks = resolve_tasks(args.tasks)
+    root = resolve_data_dir(args.data_dir)
+    verify_data(root, tasks)  # a missing or changed file fails here, before any model is loaded
+    if args.model is None and not args.baseline:
+        args.model = _DEFAULT_MODEL
+    jobs = ([("model", args.model)] if args.model else []) + [("baseline", b) for b in dict.fromkeys(args.baseline)]
+    progress = progress_wanted(args.progress)
+    out = console(stderr=True)
+    runs = []
+    for kind, name in jobs:
+        out.print(f"[bold]evaluating {name}[/bold] on {', '.join(t.name for t in tasks)} ({args.mode} mode)")
+        encoder = _load(kind, name, args)
+        res = evaluate(encoder, tasks, data_dir=root, mode=args.mode, batch_size=args.batch_size, progress=progress)
+        res["label"] = name
+        runs.append(res)
+        out.print(f"{name}: done in {res['elapsed_s']:.1f} s")
+        del encoder  # free the weights before the next encoder
+    console().print(results_table(runs, verbose=getattr(args, "verbose", 0) > 0))
+    if args.output:
+        payload = runs[0] if len(runs) == 1 else {"schema": "prompteol.eval-multi/1", "runs": runs}
+        path = Path(args.output)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n"))
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _load(kind: str, name: str, args: argparse.Namespace):
+    if kind == "model":
+        return build_encoder(args, use_cache=args.use_cache)
+    from ..evaluation.baselines import load_baseline
+
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_baseline(name, device=device, cache=args.use_cache)
+
+
+def results_table(runs: list[dict], verbose: bool = False):
+    """A rich table: one row per task (STS subsets and SentEval's mean/wmean with ``verbose``), one column per run."""
+    from rich.table import Table
+
+    from ..evaluation import TASK_GROUPS
+
+    table = Table(title="Spearman x100 (STS) / accuracy (transfer)", title_justify="left")
+    table.add_column("task")
+    for run in runs:
+        table.add_column(str(run.get("label") or run["encoder"].get("model", "encoder")), justify="right")
+    names = list(dict.fromkeys(n for run in runs for n in run["tasks"]))
+    for name in names:
+        table.add_row(name, *[_cell(run["tasks"].get(name)) for run in runs])
+        first = next(run["tasks"][name] for run in runs if name in run["tasks"])
+        if verbose and "subsets" in first:
+            for sub in first["subsets"]:
+                table.add_row(f"  {sub}", *[_sub_cell(run["tasks"].get(name), sub) for run in runs], style="dim")
+            for agg in ("mean", "wmean"):
+                cells = [f"{r['tasks'][name]['spearman'][agg]:.2f}" if name in r["tasks"] else "" for r in runs]
+                table.add_row(f"  ({agg})", *cells, style="dim")
+    for group in ("sts", "transfer"):
+        if any(group in run["averages"] for run in runs):
+            cells = [f"{run['averages'][group]:.2f}" if group in run["averages"] else "" for run in runs]
+            table.add_row(f"Avg {group} ({len(TASK_GROUPS[group])})", *cells, style="bold")
+    return table
+
+
+def _cell(res: dict | None) -> str:
+    if res is None:
+        return ""
+    text = f"{res['score']:.2f}"
+    if "f1" in res:
+        text += f" (F1 {res['f1']:.2f})"
+    return text
+
+
+def _sub_cell(res: dict | None, subset: str) -> str:
+    if res is None or subset not in res.get("subsets", {}):
+        return ""
+    return f"{res['subsets'][subset]['spearman']:.2f}"

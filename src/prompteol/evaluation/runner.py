@@ -1,0 +1,247 @@
+"""``evaluate(encoder, tasks)``: the SentEval-compatible harness for ANY sentence embedder.
+
+The encoder is any object with ``encode(sentences: list[str]) -> array (N, H)``. Sentences
+are passed exactly as SentEval's batcher presents them (``' '.join(tokens)``); templates and
+text normalisation belong to the encoder (our :class:`~prompteol.Encoder` applies its own).
+Each task's unique sentences are encoded in one call, so an encoder with a cache or with
+length-sorted batching gets the whole task at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import platform
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from .data import Examples, StsPairs, load_task_data, resolve_data_dir, verify_data
+from .sts import cosine_pairs, score_sts
+from .tasks import MODES, TASK_GROUPS, Task, resolve_tasks
+
+__all__ = ["evaluate", "SentenceEncoder", "RESULTS_SCHEMA", "package_versions", "main_score"]
+
+log = logging.getLogger(__name__)
+
+#: version tag of the results dictionary (see docs/evaluation.md for the fields)
+RESULTS_SCHEMA = "prompteol.eval/1"
+_VERSIONED = ("prompteol", "torch", "transformers", "numpy", "scikit-learn", "scipy", "sentence-transformers", "mteb")
+
+
+class SentenceEncoder(Protocol):
+    """What :func:`evaluate` needs: ``encode`` returning one row per sentence, in input order."""
+
+    def encode(self, sentences: list[str]) -> Any: ...
+
+
+def evaluate(
+    encoder: SentenceEncoder,
+    tasks: str | Iterable[str | Task] = "sts",
+    data_dir: str | os.PathLike | None = None,
+    mode: str = "test",
+    batch_size: int = 32,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``encoder`` on SentEval tasks; returns a JSON-serialisable results dictionary.
+
+    Args:
+        encoder: any object with ``encode(list[str]) -> (N, H) array``. If its ``encode``
+            accepts ``batch_size`` / ``show_progress`` (or ``show_progress_bar``), they are passed.
+        tasks: a group (``sts``, ``transfer``, ``all``), a task name, a comma-separated list,
+            or a list of names. ``STSBenchmark-dev`` is the selection split (in no group).
+        data_dir: the SentEval data root (holds ``downstream/``); default ``$PROMPTEOL_DATA``.
+        mode: ``test`` (10-fold transfer protocols) or ``fast`` (5-fold); STS is the same in both.
+        batch_size: passed to ``encode`` when it takes one.
+        progress: passed to ``encode`` as its progress-bar switch when it takes one.
+
+    The data files are verified (sha256) before anything is encoded. Scores are x100:
+    ``results["tasks"][name]["score"]`` is the headline of each task (Spearman "all" for
+    STS12-16, Spearman for STS-B/SICK-R, accuracy for transfer) and ``results["averages"]``
+    holds the mean over each complete group.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"mode should be one of {list(MODES)}, got {mode!r}")
+    if not callable(getattr(encoder, "encode", None)):
+        raise InputError(f"encoder should have an encode(sentences) -> array method; got {type(encoder).__name__}")
+    task_list = resolve_tasks(tasks)
+    root = resolve_data_dir(data_dir)
+    checksums = verify_data(root, task_list)  # before any sentence is encoded
+    kwargs = _encode_kwargs(encoder, batch_size, progress)
+    started = datetime.now(UTC)
+    t_start = time.perf_counter()
+    results: dict[str, dict] = {}
+    for task in task_list:
+        log.info("evaluating %s (%s)", task.name, task.description)
+        t0 = time.perf_counter()
+        data = load_task_data(task, root)
+        sentences = _unique_sentences(data)
+        vectors = _encode(encoder, sentences, kwargs)  # (U, H)
+        index = {s: i for i, s in enumerate(sentences)}
+        t1 = time.perf_counter()
+        if isinstance(data, StsPairs):
+            res = _sts_task(task, data, vectors, index)
+        else:
+            res = _transfer_task(task, data, vectors, index, MODES[mode])
+        t2 = time.perf_counter()
+        res = {"score": main_score(task, res), "main_score": task.main_score, **res, "sentences": len(sentences),
+               "elapsed_s": {"encode": round(t1 - t0, 3), "score": round(t2 - t1, 3), "total": round(t2 - t0, 3)}}  # fmt: skip
+        log.info("%s: %s = %.2f (%.1f s)", task.name, task.main_score, res["score"], t2 - t0)
+        results[task.name] = res
+    describe = getattr(encoder, "describe", None)
+    return {
+        "schema": RESULTS_SCHEMA,
+        "date": started.isoformat(timespec="seconds"),
+        "mode": mode,
+        "tasks": results,
+        "averages": _averages(results),
+        "encoder": {"class": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
+                    **(_jsonable(describe()) if callable(describe) else {})},  # fmt: skip
+        "protocol": _protocol(mode, task_list),
+        "data": {"root": str(root.resolve()), "sha256": checksums},
+        "versions": package_versions(),
+        "elapsed_s": round(time.perf_counter() - t_start, 3),
+    }
+
+
+def main_score(task: Task, res: dict) -> float:
+    """The headline number of a task's result."""
+    if task.main_score == "spearman_all":
+        return res["spearman"]["all"]
+    return res[task.main_score]
+
+
+# ---------------------------------------------------------------------------------------- encoding
+def _encode_kwargs(encoder, batch_size: int, progress: bool | None) -> dict:
+    try:
+        params = inspect.signature(encoder.encode).parameters
+    except (TypeError, ValueError):  # builtins / C extensions: pass nothing extra
+        return {}
+    kwargs: dict[str, Any] = {}
+    if "batch_size" in params:
+        kwargs["batch_size"] = batch_size
+    if progress is not None:
+        for name in ("show_progress", "show_progress_bar"):
+            if name in params:
+                kwargs[name] = progress
+                break
+    return kwargs
+
+
+def _unique_sentences(data: StsPairs | dict[str, Examples]) -> list[str]:
+    if isinstance(data, StsPairs):
+        return list(dict.fromkeys(data.sentences1 + data.sentences2))
+    return list(dict.fromkeys(s for ex in data.values() for s in ex.sentences()))
+
+
+def _encode(encoder, sentences: list[str], kwargs: dict) -> np.ndarray:
+    out = encoder.encode(list(sentences), **kwargs)
+    if hasattr(out, "detach"):  # a torch tensor
+        out = out.detach().float().cpu().numpy()
+    arr = np.asarray(out)
+    if arr.ndim != 2 or arr.shape[0] != len(sentences):
+        raise InputError(
+            f"{type(encoder).__name__}.encode returned an array of shape {arr.shape} for {len(sentences)} sentences; "
+            f"it should return one row per sentence, shape ({len(sentences)}, dim)"
+        )
+    return arr.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------- scoring
+def _rows(vectors: np.ndarray, index: dict[str, int], texts: list[str]) -> np.ndarray:
+    return vectors[[index[s] for s in texts]]
+
+
+def _sts_task(task: Task, pairs: StsPairs, vectors: np.ndarray, index: dict[str, int]) -> dict:
+    pred = cosine_pairs(_rows(vectors, index, pairs.sentences1), _rows(vectors, index, pairs.sentences2))
+    subsets = pairs.subsets if task.aggregation == "all" else None
+    res = score_sts(pred, pairs.scores, subsets)
+    if subsets is None:
+        res["split"] = task.parts[0].name
+    return res
+
+
+def _features(ex: Examples, vectors: np.ndarray, index: dict[str, int], pair: bool) -> np.ndarray:
+    u = _rows(vectors, index, ex.texts)
+    if not pair:
+        return u
+    v = _rows(vectors, index, ex.texts_b or [])
+    return np.concatenate([np.abs(u - v), u * v], axis=1)  # MRPC: [|u-v|, u*v], as SentEval
+
+
+def _transfer_task(task: Task, data: dict[str, Examples], vectors, index, kfold: int) -> dict:
+    from . import transfer
+
+    feats = {name: _features(ex, vectors, index, task.pair_features) for name, ex in data.items()}
+    labels = {name: ex.labels for name, ex in data.items()}
+    if task.aggregation == "inner-kfold":
+        return transfer.inner_kfold(feats["all"], labels["all"], kfold)
+    if task.aggregation == "split":
+        return transfer.split_select(feats["train"], labels["train"], feats["dev"], labels["dev"],
+                                     feats["test"], labels["test"])  # fmt: skip
+    if task.aggregation == "kfold":
+        res = transfer.kfold_then_test(feats["train"], labels["train"], feats["test"], labels["test"], kfold)
+        yhat = res.pop("_yhat")
+        if task.nclasses == 2:
+            from sklearn.metrics import f1_score
+
+            res["f1"] = round(100 * f1_score(labels["test"], yhat), 2)
+        return res
+    raise ConfigError(f"task {task.name} has an unknown aggregation {task.aggregation!r}")
+
+
+def _averages(results: dict[str, dict]) -> dict[str, float]:
+    """Mean headline score of each group whose tasks were all evaluated."""
+    out = {}
+    for group in ("sts", "transfer"):
+        names = TASK_GROUPS[group]
+        if all(n in results for n in names):
+            out[group] = float(np.mean([results[n]["score"] for n in names]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- metadata
+def _protocol(mode: str, tasks: list[Task]) -> dict:
+    from .transfer import L2_GRID, MAX_ITER, SEED
+
+    out: dict[str, Any] = {
+        "sentences": "SentEval tokens joined by single spaces; the encoder applies its own template",
+        "sts": "cosine similarity; scipy spearmanr/pearsonr x100; STS12-16 'all' = Spearman over concatenated subsets",
+    }
+    if any(t.kind == "transfer" for t in tasks):
+        out["transfer"] = {
+            "kfold": MODES[mode], "seed": SEED, "l2_grid": list(L2_GRID),
+            "classifier": f"sklearn LogisticRegression(lbfgs, C = 1/(l2 * n_train), max_iter={MAX_ITER})",
+        }  # fmt: skip
+    return out
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that can change a score."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in _VERSIONED:
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _jsonable(value):
+    """Plain JSON types (paths, tuples, numpy scalars converted)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

@@ -1,0 +1,74 @@
+"""``evaluate`` on the real data with any object that has ``encode``: results fields, errors, metadata."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from eval_fakes import HashedBoW
+
+from prompteol.errors import ConfigError, DataError, InputError
+from prompteol.evaluation import RESULTS_SCHEMA, evaluate, get_task
+
+
+def test_any_object_with_encode(data_dir):
+    enc = HashedBoW()
+    res = evaluate(enc, tasks="STSBenchmark-dev,STS13", data_dir=data_dir)
+    json.dumps(res)  # JSON-serialisable as is
+    assert res["schema"] == RESULTS_SCHEMA and res["mode"] == "test"
+    assert set(res) >= {"date", "tasks", "averages", "encoder", "protocol", "data", "versions", "elapsed_s"}
+    dev = res["tasks"]["STSBenchmark-dev"]
+    assert dev["n"] == 1500 and dev["split"] == "dev" and 30 < dev["score"] < 80
+    sts13 = res["tasks"]["STS13"]
+    assert set(sts13["spearman"]) == {"all", "mean", "wmean"} and set(sts13["subsets"]) == {"FNWN", "headlines", "OnWN"}
+    assert set(sts13["elapsed_s"]) == {"encode", "score", "total"}
+    assert len(enc.calls) == 2  # one encode call per task, unique sentences only
+    assert enc.calls[0] == dev["sentences"] < 2 * 1500
+    assert res["encoder"]["class"].endswith("HashedBoW")
+    assert {"numpy", "scipy", "scikit-learn", "prompteol", "python"} <= set(res["versions"])
+    assert len(res["data"]["sha256"]) == 7
+    # deterministic
+    again = evaluate(HashedBoW(), tasks="STSBenchmark-dev", data_dir=data_dir)
+    assert again["tasks"]["STSBenchmark-dev"]["score"] == dev["score"]
+
+
+def test_describe_is_recorded(data_dir):
+    class Described(HashedBoW):
+        def describe(self):
+            return {"model": "bow", "dim": np.int64(self.dim), "path": data_dir}
+
+    res = evaluate(Described(), tasks="STS13", data_dir=data_dir)
+    assert res["encoder"]["model"] == "bow" and res["encoder"]["dim"] == 256 and isinstance(res["encoder"]["path"], str)
+    json.dumps(res)
+
+
+def test_bad_encoder_output_is_explained(data_dir):
+    class Flat:
+        def encode(self, sentences):
+            return np.zeros(len(sentences))
+
+    with pytest.raises(InputError, match="one row per sentence"):
+        evaluate(Flat(), tasks="STS13", data_dir=data_dir)
+    with pytest.raises(InputError, match="encode"):
+        evaluate(object(), tasks="STS13", data_dir=data_dir)
+    with pytest.raises(ConfigError, match="mode should be one of"):
+        evaluate(HashedBoW(), tasks="STS13", data_dir=data_dir, mode="quick")
+
+
+def test_data_is_verified_before_anything_is_encoded(data_dir, tmp_path):
+    for f in get_task("STS13").files:
+        (tmp_path / f.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data_dir / f.path, tmp_path / f.path)
+    (tmp_path / get_task("STS13").files[0].path).write_text("changed\n")
+    enc = HashedBoW()
+    with pytest.raises(DataError, match="bad checksum"):
+        evaluate(enc, tasks="STS13", data_dir=tmp_path)
+    assert enc.calls == []
+
+
+def test_sts_group_average(data_dir):
+    res = evaluate(HashedBoW(), tasks="sts", data_dir=data_dir)
+    scores = [res["tasks"][n]["score"] for n in res["tasks"]]
+    assert len(scores) == 7 and res["averages"]["sts"] == pytest.approx(np.mean(scores))
