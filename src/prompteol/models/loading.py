@@ -245,7 +245,8 @@ def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", quan
             if quantization == "4bit"
             else BitsAndBytesConfig(load_in_8bit=True)
         )
-        kwargs["device_map"] = "auto"
+        # an explicit "cuda:N" (one process per GPU, e.g. torchrun) pins the weights there
+        kwargs["device_map"] = {"": device} if str(device).startswith("cuda") else "auto"
     elif device == "auto":
         kwargs["device_map"] = "auto" if torch.cuda.is_available() else None
     with quiet_transformers():
