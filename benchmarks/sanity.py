@@ -43,7 +43,7 @@ def main() -> None:
         enc = Encoder.from_pretrained(alias)
         load = time.perf_counter() - t
 
-        def cos(pairs):
+        def cos(pairs, enc=enc):
             v = enc.encode([s for p in pairs for s in p], normalize=True, use_cache=False)
             return np.array([v[2 * i] @ v[2 * i + 1] for i in range(len(pairs))])
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from .errors import ModelNotFoundError, require
 
-__all__ = ["apply_adapter", "adapter_id"]
+__all__ = ["apply_adapter", "adapter_id", "check_training_settings"]
+
+_COMPARED = ("template", "demonstrations", "layer", "pooling", "normalize_text")
 
 _WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
@@ -38,3 +40,28 @@ def apply_adapter(model, path: str | Path, merge: bool = True):
         model = peft_model
     model.eval()
     return model, ident
+
+
+def check_training_settings(path: str | Path, config) -> list[str]:
+    """Warn (and return the differences) when ``config`` encodes differently from how the adapter was trained.
+
+    An adapter trained with one template/layer/pooling gives poor vectors under another; this is
+    allowed (it can be an experiment) but never silent.
+    """
+    import json
+    import logging
+
+    run = Path(path) / "prompteol_train.json"
+    if not run.is_file():
+        return []
+    try:
+        trained = json.loads(run.read_text()).get("encoder") or {}
+    except (OSError, ValueError):
+        return []
+    now = config.to_dict()
+    diffs = [f"{k}: trained {trained[k]!r}, now {now.get(k)!r}" for k in _COMPARED if k in trained and trained[k] != now.get(k)]
+    if diffs:
+        logging.getLogger("prompteol").warning(
+            "the adapter %s was trained with other encoder settings (%s); its vectors may be poor", path, "; ".join(diffs)
+        )
+    return diffs

@@ -148,9 +148,10 @@ class Encoder:
         model = load_base_model(resolved.path, config.dtype, config.device, config.quantization, offline=offline)
         adapter_id = None
         if adapter:
-            from .adapters import apply_adapter
+            from .adapters import apply_adapter, check_training_settings
 
             model, adapter_id = apply_adapter(model, adapter, merge=config.quantization is None)
+            check_training_settings(adapter, config)
         num_layers = _num_layers(model)
         layer_index = truncate_to_layer(model, config.layer)
         if cache is True:
@@ -258,19 +259,22 @@ class Encoder:
                 raise InputError(f"texts[{i}] should be a string, got {type(t).__name__}: {t!r:.60}")
         return items
 
-    def prepare(self, texts: Sequence[str], max_length: int | None = None) -> list[str]:
-        """Validate, normalise (if configured) and truncate (if ``max_length``) the sentences."""
+    def prepare(self, texts: Sequence[str], max_length: int | None = None, warn_cut: bool = True) -> list[str]:
+        """Validate, normalise (if configured) and truncate (if ``max_length``) the sentences.
+
+        ``warn_cut=False`` silences the truncation warning (training cuts every long sentence on purpose).
+        """
         from .templates import normalize_sentence
 
         items = self.check_texts(texts)
         limit = max_length if max_length is not None else self.config.max_length
         if limit is not None:
-            items = self._truncate(items, limit)
+            items = self._truncate(items, limit, warn_cut)
         if self.config.normalize_text:
             items = [normalize_sentence(t) for t in items]
         return items
 
-    def _truncate(self, texts: list[str], limit: int) -> list[str]:
+    def _truncate(self, texts: list[str], limit: int, warn_cut: bool = True) -> list[str]:
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         out, cut = [], 0
         for text, seq in zip(texts, ids):
@@ -278,7 +282,7 @@ class Encoder:
                 text = self.tokenizer.decode(seq[:limit])
                 cut += 1
             out.append(text)
-        if cut:
+        if cut and warn_cut:
             log.warning("%d of %d sentence(s) were cut to max_length=%d tokens", cut, len(texts), limit)
         return out
 
@@ -402,7 +406,7 @@ class Encoder:
     def embed(self, texts: Sequence[str], max_length: int | None = None):
         """Vectors (B, H) as a torch tensor with gradients (training); no caches, no sorting."""
         self._prefix_stale = True  # the weights may change after a differentiable call
-        seqs = self.tokenize(self.prepare(texts, max_length=max_length))
+        seqs = self.tokenize(self.prepare(texts, max_length=max_length, warn_cut=False))
         return self.forward_ids(seqs, use_prefix=False)
 
     def invalidate_prefix(self) -> None:
