@@ -43,6 +43,8 @@ def register(sub) -> None:
     s.add_argument("--pool", type=int, default=20, help="best single candidates tried in rounds k>1")
     s.add_argument("--top", type=int, default=10, help="rows to print (default: %(default)s)")
     s.add_argument("--max-pairs", type=int, default=None, help="score on a seeded sample of this many pairs")
+    s.add_argument("--rescore", type=int, default=0, metavar="N",
+                   help="with --max-pairs: rescore the N best on the whole split and select among them")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--results", default=None, help="results JSONL (default: outputs/demos/<model>_<split>.jsonl)")
     s.add_argument("--report", default=None, help="evaluate the best demonstration on these tasks afterwards (e.g. sts)")
@@ -87,14 +89,14 @@ def run_build(args: argparse.Namespace) -> int:
     if args.source == "wordnet":
         cands = C.wordnet_candidates(args.n, args.seed, args.wordnet_dir, exclude=exclude)
         prov = C.provenance(source="WordNet 3.0 (Debian wordnet-base)", wordnet_dir=args.wordnet_dir, n=args.n,
-                            seed=args.seed, command=" ".join(sys.argv))  # fmt: skip
+                            seed=args.seed, command=" ".join(["prompteol", *sys.argv[1:]]))  # fmt: skip
     else:
         # oversample: not every continuation is a one-word answer
         sentences = C.sample_training_sentences(args.split, 5 * args.n, args.seed, args.data_dir, exclude=exclude)
         cands = C.self_labelled_candidates(args.model, sentences, progress=progress_wanted(None), limit=args.n)
         prov = C.provenance(source=f"{args.split} sentences labelled by {args.model} (greedy one-word continuation "
                             f"of the PromptEOL template)", model=args.model, split=args.split, n_requested=args.n,
-                            seed=args.seed, command=" ".join(sys.argv))  # fmt: skip
+                            seed=args.seed, command=" ".join(["prompteol", *sys.argv[1:]]))  # fmt: skip
     path = C.write_candidates(args.output, cands, prov)
     print(f"wrote {len(cands)} candidates to {path}")
     return 0
@@ -112,6 +114,7 @@ def run_search(args: argparse.Namespace) -> int:
     for f in args.candidates:
         cands.extend(read_candidates(f)[0])
     split = load_selection_split(args.split, cands, args.data_dir, args.max_pairs, args.seed)
+    n_candidates = len(cands)
     base = build_encoder(args)
     if base.config.demonstrations:
         print("error: do not combine --demo/--demo-preset with a search", file=sys.stderr)
@@ -122,6 +125,22 @@ def run_search(args: argparse.Namespace) -> int:
               f"{len(split)} pairs; results -> {results}")  # fmt: skip
     rows = search(base, cands, split, results, k=args.k, beam=args.beam, pool=args.pool,
                   batch_size=args.batch_size, progress=progress_wanted(args.progress))  # fmt: skip
+    if args.rescore:
+        if not args.max_pairs:
+            print("error: --rescore needs --max-pairs (the first stage scores a sample)", file=sys.stderr)
+            return 2
+        # stage 2: the N best single demonstrations, scored again on the whole split
+        from ..demos.candidates import Candidate
+
+        top = [r for r in rows if r["k"] == 1][: args.rescore]
+        # the same pairs are removed as in stage 1 (those sharing a sentence with any candidate)
+        split = load_selection_split(args.split, cands, args.data_dir, None, args.seed)
+        cands = [Candidate(r["demonstrations"][0]["sentence"], r["demonstrations"][0]["word"], "rescore") for r in top]
+        results = results.with_name(results.stem + f".rescore{args.rescore}.jsonl")
+        con.print(f"rescoring the {len(cands)} best on {split.name}: {split.description}, {len(split)} pairs; "
+                  f"results -> {results}")  # fmt: skip
+        rows = search(base, cands, split, results, k=args.k, beam=args.beam, pool=args.pool,
+                      batch_size=args.batch_size, progress=progress_wanted(args.progress))  # fmt: skip
     from rich.table import Table
 
     none_score = next((r["score"] for r in rows if r["k"] == 0), None)
@@ -139,7 +158,9 @@ def run_search(args: argparse.Namespace) -> int:
         record = {"demonstrations": best["demonstrations"], "score": best["score"], "no_demo_score": none_score,
                   "split": split.name, "split_description": split.description, "n_pairs": len(split),
                   "leak_free": split.leak_free, "candidates": [str(c) for c in args.candidates],
-                  "n_candidates": len(cands), "k": best["k"]}  # fmt: skip
+                  "n_candidates": n_candidates, "k": best["k"],
+                  "screening": ({"max_pairs": args.max_pairs, "seed": args.seed, "rescored": args.rescore}
+                                if args.rescore else None)}  # fmt: skip
         path = save_preset(args.model, args.save_preset, record, args.preset_file)
         con.print(f"saved preset {args.save_preset!r} for {args.model} in {path}")
     if report:
