@@ -27,6 +27,9 @@ def test_save_and_read_user_preset(tmp_path, monkeypatch):
     rec = {"demonstrations": [{"sentence": "x y.", "word": "Z"}], "score": 50.0, "split": "stsb-dev", "n_pairs": 3}
     P.save_preset("tiny-random-llama", "searched", rec)
     assert P.get_preset("searched", model="tiny-random-llama") == [Demonstration("x y.", "Z")]
+    assert P.get_preset("default", model="tiny-random-llama") == [Demonstration("x y.", "Z")]
+    P.save_preset("tiny-random-llama", "searched-leakfree", {**rec, "demonstrations": [{"sentence": "a.", "word": "B"}]})
+    assert P.get_preset("default", model="tiny-random-llama") == [Demonstration("a.", "B")]  # leak-free wins
 
 
 @pytest.mark.parametrize(

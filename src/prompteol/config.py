@@ -105,3 +105,18 @@ class EncoderConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> EncoderConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def config_from_options(model: str, demo_preset: str | None = None, demo: Sequence = (), **options: Any) -> EncoderConfig:
+    """An :class:`EncoderConfig` from user options (CLI flags, server settings).
+
+    ``demo_preset`` names a preset (``paper``, ``default``, ...) resolved for ``model``; its
+    demonstrations come first, then the explicit ``demo`` pairs, in order.
+    """
+    demos: list[Any] = []
+    if demo_preset:
+        from .demos.presets import get_preset
+
+        demos.extend(get_preset(demo_preset, model=model))
+    demos.extend(demo)
+    return EncoderConfig(model=model, demonstrations=demos, **options)

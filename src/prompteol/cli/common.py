@@ -10,7 +10,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 __all__ = ["add_encoder_args", "encoder_config_from_args", "build_encoder", "atomic_write", "console"]
 
@@ -44,18 +43,12 @@ def add_encoder_args(p: argparse.ArgumentParser, model_required: bool = False) -
 
 
 def encoder_config_from_args(args: argparse.Namespace):
-    from ..config import EncoderConfig
+    from ..config import config_from_options
 
-    demos: list[Any] = []
-    if getattr(args, "demo_preset", None):
-        from ..demos.presets import get_preset
-
-        demos.extend(get_preset(args.demo_preset, model=args.model))
-    demos.extend(args.demo)
-    return EncoderConfig(
-        model=args.model, template=args.template, demonstrations=demos, layer=args.layer, pooling=args.pooling,
-        dtype=args.dtype, device=args.device, normalize_text=args.normalize_text, max_length=args.max_length,
-        adapter=args.adapter, quantization=args.quantization, prefix_cache=args.prefix_cache,
+    return config_from_options(
+        args.model, getattr(args, "demo_preset", None), args.demo, template=args.template, layer=args.layer,
+        pooling=args.pooling, dtype=args.dtype, device=args.device, normalize_text=args.normalize_text,
+        max_length=args.max_length, adapter=args.adapter, quantization=args.quantization, prefix_cache=args.prefix_cache,
     )  # fmt: skip
 
 

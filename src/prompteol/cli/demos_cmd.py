@@ -43,6 +43,8 @@ def register(sub) -> None:
     s.add_argument("--pool", type=int, default=20, help="best single candidates tried in rounds k>1")
     s.add_argument("--top", type=int, default=10, help="rows to print (default: %(default)s)")
     s.add_argument("--max-pairs", type=int, default=None, help="score on a seeded sample of this many pairs")
+    s.add_argument("--max-candidates", type=int, default=None, metavar="N",
+                   help="score a seeded sample of N candidates (the split still excludes every candidate given)")
     s.add_argument("--rescore", type=int, default=0, metavar="N",
                    help="with --max-pairs: rescore the N best on the whole split and select among them")
     s.add_argument("--seed", type=int, default=0)
@@ -114,6 +116,11 @@ def run_search(args: argparse.Namespace) -> int:
     for f in args.candidates:
         cands.extend(read_candidates(f)[0])
     split = load_selection_split(args.split, cands, args.data_dir, args.max_pairs, args.seed)
+    all_cands = cands
+    if args.max_candidates is not None and args.max_candidates < len(cands):
+        import random
+
+        cands = random.Random(args.seed).sample(cands, args.max_candidates)
     n_candidates = len(cands)
     base = build_encoder(args)
     if base.config.demonstrations:
@@ -134,7 +141,7 @@ def run_search(args: argparse.Namespace) -> int:
 
         top = [r for r in rows if r["k"] == 1][: args.rescore]
         # the same pairs are removed as in stage 1 (those sharing a sentence with any candidate)
-        split = load_selection_split(args.split, cands, args.data_dir, None, args.seed)
+        split = load_selection_split(args.split, all_cands, args.data_dir, None, args.seed)
         cands = [Candidate(r["demonstrations"][0]["sentence"], r["demonstrations"][0]["word"], "rescore") for r in top]
         results = results.with_name(results.stem + f".rescore{args.rescore}.jsonl")
         con.print(f"rescoring the {len(cands)} best on {split.name}: {split.description}, {len(split)} pairs; "

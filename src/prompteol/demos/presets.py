@@ -5,7 +5,8 @@ selected on STS-B dev). ``paper`` picks the paper's demonstration for the OPT si
 to the model's parameter count. Per-model defaults found by our own search live in
 ``prompteol/data/demo_presets.json`` (written by ``prompteol demos search --save-preset``)
 and are named ``searched`` (selected on STS-B dev, as the paper) and ``searched-leakfree``
-(selected on a split disjoint from every reported test set).
+(selected on a split disjoint from every reported test set); ``default`` is the model's
+``searched-leakfree`` preset, else its ``searched`` one.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ def list_presets(model: str | None = None) -> dict[str, list[Demonstration]]:
         out["paper"] = [PAPER_DEMOS[closest_paper_preset(_PACKAGED_PARAMS[model])][1]]
     for name, record in searched_presets().get(model or "", {}).items():
         out[name] = [Demonstration(d["sentence"], d["word"]) for d in record["demonstrations"]]
+    # the model's default: our leak-free search result where there is one, else the STS-B dev one
+    for name in ("searched-leakfree", "searched"):
+        if name in out:
+            out["default"] = out[name]
+            break
     return out
 
 

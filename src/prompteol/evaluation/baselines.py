@@ -12,8 +12,6 @@ normalisation) and share the persistent embedding cache with every other command
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib
 import importlib.util
@@ -25,7 +23,7 @@ import shutil
 import sys
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ChecksumError, ConfigError, InputError, ModelDownloadError, require
+from ..models.pull import _lock
 from ..paths import cache_root, downloads_dir
 
 __all__ = ["Baseline", "BASELINES", "baseline_path", "load_baseline", "SentenceTransformerEncoder"]
@@ -131,17 +130,6 @@ def baseline_path(name: str, cache_dir=None, progress: bool = True) -> Path:
         shutil.rmtree(work, ignore_errors=True)
     log.info("baseline %s ready in %s", spec.alias, target)
     return target
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _safe_join(root: Path, rel: str) -> Path:

@@ -135,16 +135,10 @@ class ServeSettings(BaseModel):
 
     def encoder_config(self):
         """The :class:`~prompteol.EncoderConfig` of the served encoder (raises ``ConfigError``)."""
-        from ..config import EncoderConfig
+        from ..config import config_from_options
 
-        demos: list[Any] = []
-        if self.demo_preset:
-            from ..demos.presets import get_preset
-
-            demos.extend(get_preset(self.demo_preset, model=self.model))
-        demos.extend(self.demo)
-        return EncoderConfig(
-            model=self.model, template=self.template, demonstrations=demos, layer=self.layer, pooling=self.pooling,
+        return config_from_options(
+            self.model, self.demo_preset, self.demo, template=self.template, layer=self.layer, pooling=self.pooling,
             dtype=self.dtype, device=self.device, normalize_text=self.normalize_text, max_length=self.max_length,
             adapter=self.adapter, quantization=self.quantization, prefix_cache=self.prefix_cache,
         )  # fmt: skip

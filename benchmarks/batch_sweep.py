@@ -1,0 +1,49 @@
+"""Throughput of `Encoder.encode` for several batch sizes / token budgets, in one run.
+
+Larger batches are not always faster on CPU: once a batch's activations (tokens x intermediate
+size x 4 bytes) leave the cache, matmuls slow down. This prints sentences/s for each setting so
+that `--batch-size` / `--max-batch-tokens` can be chosen for a machine.
+
+    python benchmarks/batch_sweep.py --model smollm2-135m --n 300 --threads 1 --batch-sizes 8 16 32 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--n", type=int, default=300, help="STS-B train sentences (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
+    p.add_argument("--max-batch-tokens", type=int, nargs="*", default=[], help="also try these token budgets (batch 256)")
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from prompteol import Encoder
+    from prompteol.bench import load_sentences
+
+    enc = Encoder.from_pretrained(args.model, cache=False)
+    sentences = load_sentences(args.data_dir, args.n)
+    enc.encode(sentences[:16], use_cache=False)  # warm-up
+    settings = [(b, None) for b in args.batch_sizes] + [(256, t) for t in args.max_batch_tokens]
+    rows = []
+    for bs, mbt in settings:
+        t = time.perf_counter()
+        enc.encode(sentences, batch_size=bs, max_batch_tokens=mbt, use_cache=False)
+        rate = len(sentences) / (time.perf_counter() - t)
+        rows.append({"batch_size": bs, "max_batch_tokens": mbt, "sentences_per_s": round(rate, 2)})
+        print(f"batch_size {bs:4d}  max_batch_tokens {mbt or '-':>5}  {rate:7.1f} sentences/s", flush=True)
+    best = max(rows, key=lambda r: r["sentences_per_s"])
+    print(json.dumps({"model": args.model, "n": len(sentences), "threads": args.threads, "rows": rows, "best": best}))
+
+
+if __name__ == "__main__":
+    main()
