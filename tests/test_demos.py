@@ -155,3 +155,28 @@ def test_search_scores_match_direct_evaluation(tiny_encoder):
     a, b = enc.encode(split.sentences1, use_cache=False), enc.encode(split.sentences2, use_cache=False)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert S.score_split(enc, split) == pytest.approx(100 * spearmanr(cos, split.scores)[0], abs=1e-6)
+
+
+def test_cli_search_screens_rescores_and_saves_a_preset(tmp_path, data_dir, test_cache_dir, monkeypatch, capsys):
+    from prompteol.cli.main import main
+
+    monkeypatch.setenv("PROMPTEOL_CACHE", str(test_cache_dir))
+    cands = tmp_path / "c.jsonl"
+    C.write_candidates(cands, [C.Candidate(f"an example number {i}.", f"Word{i}", "test") for i in range(4)], {"source": "test"})
+    results, presets = tmp_path / "r.jsonl", tmp_path / "presets.json"
+    argv = ["--cache-dir", str(test_cache_dir), "demos", "search", "-m", "tiny-random-llama", "--candidates", str(cands),
+            "--split", "stsb-train-heldout", "--data-dir", str(data_dir), "--max-pairs", "12", "--rescore", "2",
+            "--max-candidates", "3", "--results", str(results), "--save-preset", "mine", "--preset-file", str(presets),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    header, rows = S.read_results(results)
+    assert header["n_pairs"] == 12 and sum(r["k"] == 1 for r in rows) == 3  # screening: a sample of 3 of 4
+    full_header, full_rows = S.read_results(tmp_path / "r.rescore2.jsonl")
+    assert full_header["n_pairs"] > 12 and sum(r["k"] == 1 for r in full_rows) == 2  # the 2 best, on the whole split
+    record = json.loads(presets.read_text())["tiny-random-llama"]["mine"]
+    best = max((r for r in full_rows), key=lambda r: r["score"])
+    assert record["demonstrations"] == best["demonstrations"] and record["score"] == best["score"]
+    assert record["n_pairs"] == full_header["n_pairs"] and record["leak_free"] and record["n_scored"] == 3
+    assert record["screening"] == {"max_pairs": 12, "seed": 0, "rescored": 2} and "demos search" in record["command"]
+    assert main(argv) == 0  # a rerun resumes: nothing new is scored
+    assert len(S.read_results(results)[1]) == len(rows)

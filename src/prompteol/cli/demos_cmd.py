@@ -91,14 +91,14 @@ def run_build(args: argparse.Namespace) -> int:
     if args.source == "wordnet":
         cands = C.wordnet_candidates(args.n, args.seed, args.wordnet_dir, exclude=exclude)
         prov = C.provenance(source="WordNet 3.0 (Debian wordnet-base)", wordnet_dir=args.wordnet_dir, n=args.n,
-                            seed=args.seed, command=" ".join(["prompteol", *sys.argv[1:]]))  # fmt: skip
+                            seed=args.seed, command=" ".join(["prompteol", *args.argv]))  # fmt: skip
     else:
         # oversample: not every continuation is a one-word answer
         sentences = C.sample_training_sentences(args.split, 5 * args.n, args.seed, args.data_dir, exclude=exclude)
         cands = C.self_labelled_candidates(args.model, sentences, progress=progress_wanted(None), limit=args.n)
         prov = C.provenance(source=f"{args.split} sentences labelled by {args.model} (greedy one-word continuation "
                             f"of the PromptEOL template)", model=args.model, split=args.split, n_requested=args.n,
-                            seed=args.seed, command=" ".join(["prompteol", *sys.argv[1:]]))  # fmt: skip
+                            seed=args.seed, command=" ".join(["prompteol", *args.argv]))  # fmt: skip
     path = C.write_candidates(args.output, cands, prov)
     print(f"wrote {len(cands)} candidates to {path}")
     return 0
@@ -132,6 +132,7 @@ def run_search(args: argparse.Namespace) -> int:
               f"{len(split)} pairs; results -> {results}")  # fmt: skip
     rows = search(base, cands, split, results, k=args.k, beam=args.beam, pool=args.pool,
                   batch_size=args.batch_size, progress=progress_wanted(args.progress))  # fmt: skip
+    n_screened = sum(1 for r in rows if r["k"] == 1)  # all in the results file, incl. earlier runs
     if args.rescore:
         if not args.max_pairs:
             print("error: --rescore needs --max-pairs (the first stage scores a sample)", file=sys.stderr)
@@ -159,13 +160,16 @@ def run_search(args: argparse.Namespace) -> int:
         table.add_row(str(i), f"{r['score']:.2f}", f"{r['score'] - none_score:+.2f}", demos)
     con.print(table)
     best = rows[0]
+    if not best["demonstrations"]:
+        con.print("no candidate beat the score without a demonstration: the best choice is none")
     if args.save_preset:
         from ..demos.presets import save_preset
 
         record = {"demonstrations": best["demonstrations"], "score": best["score"], "no_demo_score": none_score,
                   "split": split.name, "split_description": split.description, "n_pairs": len(split),
                   "leak_free": split.leak_free, "candidates": [str(c) for c in args.candidates],
-                  "n_candidates": n_candidates, "k": best["k"],
+                  "n_candidates": n_candidates, "n_scored": n_screened, "k": best["k"],
+                  "command": " ".join(["prompteol", *args.argv]),
                   "screening": ({"max_pairs": args.max_pairs, "seed": args.seed, "rescored": args.rescore}
                                 if args.rescore else None)}  # fmt: skip
         path = save_preset(args.model, args.save_preset, record, args.preset_file)

@@ -58,6 +58,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for provenance records ("prompteol " + argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
