@@ -67,16 +67,27 @@ def _rss_mb() -> float:
 
 
 # ---------------------------------------------------------------------------- workers (subprocess)
-def _gemm(threads: int) -> dict:
+def _sync(device: str) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _gemm(threads: int, device: str = "cpu", dtype: str = "float32") -> dict:
     import torch
 
     best = 0.0
-    for n in (2048, 3072, 4096):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+    sizes = (2048, 3072, 4096) if device == "cpu" else (4096, 8192)
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+        b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
         a @ b  # warm-up
+        _sync(device)
         for _ in range(3):
             t = time.perf_counter()
             a @ b
+            _sync(device)
             best = max(best, 2 * n**3 / (time.perf_counter() - t))
     return {"gemm_flops": best}
 
@@ -91,6 +102,9 @@ def _encoder_worker(cfg: str, args) -> dict:
         kwargs["demonstrations"] = [DEMO]
     if cfg.endswith("nocache"):
         kwargs["prefix_cache"] = False
+    kwargs["device"] = args.device
+    if args.dtype != "float32":
+        kwargs["dtype"] = args.dtype
     if cfg.endswith("bf16"):
         kwargs["dtype"] = "bfloat16"
     if cfg.endswith("int8"):
@@ -129,7 +143,7 @@ def _reference_worker(cfg: str, args) -> dict:
     t = time.perf_counter()
     with quiet_transformers():
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).to(args.device).eval()
     load_s = time.perf_counter() - t
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -140,13 +154,13 @@ def _reference_worker(cfg: str, args) -> dict:
     prompt_tokens = sum(len(x) for x in tok(prompts)["input_ids"])
 
     def run(batch_prompts):
-        batch = tok(batch_prompts, padding=True, return_tensors="pt")
+        batch = tok(batch_prompts, padding=True, return_tensors="pt").to(args.device)
         with torch.no_grad():
             return model(**batch, output_hidden_states=True, return_dict=True).hidden_states[-1][:, -1, :]
 
     run(prompts[:16])  # warm-up
     t = time.perf_counter()
-    vecs = torch.cat([run(prompts[i : i + 16]) for i in range(0, len(prompts), 16)]).float().numpy()
+    vecs = torch.cat([run(prompts[i : i + 16]) for i in range(0, len(prompts), 16)]).float().cpu().numpy()
     dt = time.perf_counter() - t
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     return {"seconds": dt, "load_s": load_s, "prompt_tokens": prompt_tokens, "computed_tokens": prompt_tokens,
@@ -167,9 +181,9 @@ def _st_worker(cfg: str, args) -> dict:
     t = time.perf_counter()
     # A text-only modality config: no chat template, the prompt is tokenized as is.
     tr = models.Transformer(path, modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
-                            module_output_name="token_embeddings", model_kwargs={"dtype": torch.float32})  # fmt: skip
+                            module_output_name="token_embeddings", model_kwargs={"dtype": getattr(torch, args.dtype)})  # fmt: skip
     dim = tr.model.config.hidden_size
-    st = SentenceTransformer(modules=[tr, models.Pooling(dim, pooling_mode="lasttoken")], device="cpu")
+    st = SentenceTransformer(modules=[tr, models.Pooling(dim, pooling_mode="lasttoken")], device=args.device)
     load_s = time.perf_counter() - t
     st.encode(prompts[:16], batch_size=args.batch_size)
     t = time.perf_counter()
@@ -188,7 +202,7 @@ def worker_main(argv: list[str]) -> None:
     cfg = args.worker
     rss0 = _rss_mb()
     if cfg == "gemm":
-        out = _gemm(args.threads)
+        out = _gemm(args.threads, args.device, args.dtype)
     elif cfg.startswith("reference"):
         out = _reference_worker(cfg, args)
     elif cfg == "st":
@@ -215,6 +229,9 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads for every configuration")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-batch-tokens", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default: %(default)s)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="dtype of every configuration and of the GEMM (default: %(default)s)")
     p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=ALL_CONFIGS)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--output", default=None, help="write the results JSON here")
@@ -243,7 +260,7 @@ def run_benchmark(args) -> dict:
             vec_path = Path(tmp) / f"{cfg}.npy"
             cmd = [sys.executable, "-m", "prompteol.bench", "--worker", cfg, "--vectors-out", str(vec_path),
                    "--model", args.model, "--n", str(args.n), "--threads", str(args.threads),
-                   "--batch-size", str(args.batch_size),
+                   "--batch-size", str(args.batch_size), "--device", args.device, "--dtype", args.dtype,
                    "--nonembed-params", str(results.get("prompteol", {}).get("nonembed_params", 0))]  # fmt: skip
             if args.max_batch_tokens:
                 cmd += ["--max-batch-tokens", str(args.max_batch_tokens)]
@@ -259,6 +276,11 @@ def run_benchmark(args) -> dict:
             if vec_path.exists():
                 vectors[cfg] = np.load(vec_path)
     base = results.get("prompteol", {})
+    gpu = None
+    if str(args.device).startswith("cuda"):
+        import torch
+
+        gpu = torch.cuda.get_device_name(torch.device(args.device))
     peak = results.get("gemm", {}).get("gemm_flops")
     params = base.get("nonembed_params")
     for cfg, r in results.items():
@@ -291,8 +313,9 @@ def run_benchmark(args) -> dict:
     ratios["int8 speed-up"] = ratio("prompteol-int8", "prompteol")
     return {
         "model": args.model, "n_sentences": args.n, "threads": args.threads, "batch_size": args.batch_size,
+        "device": args.device, "dtype": args.dtype,
         "max_batch_tokens": args.max_batch_tokens, "machine": {"platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}, "versions": _versions(),
+        "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "gpu": gpu}, "versions": _versions(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results,
         "ratios": {k: v for k, v in ratios.items() if v is not None},
     }  # fmt: skip
@@ -304,7 +327,7 @@ def print_report(report: dict) -> None:
 
     con = Console(width=160)
     t = Table(title=f"{report['model']}: {report['n_sentences']} STS-B sentences, {report['threads']} threads, "
-                    f"batch {report['batch_size']}")  # fmt: skip
+                    f"batch {report['batch_size']}, {report.get('device', 'cpu')} {report.get('dtype', 'float32')}")  # fmt: skip
     for col in ("config", "sent/s", "tok/s", "GFLOP/s", "% GEMM peak", "peak RSS MB", "weights MB", "max |vector diff|"):
         t.add_column(col, justify="right")
     for cfg, r in report["results"].items():
