@@ -289,3 +289,56 @@ def test_derive_shares_model_and_changes_prompt(tiny_encoder):
     np.testing.assert_allclose(d.encode(TEXTS, use_cache=False), same.encode(TEXTS, use_cache=False), atol=1e-6)
     with pytest.raises(ConfigError, match="cannot change"):
         tiny_encoder.derive(layer=1)
+
+
+def test_cache_survives_a_kill_mid_run(tmp_path, test_cache_dir):
+    """A process killed (SIGKILL) while encoding leaves only complete, correct rows; a rerun finishes the job."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prompteol import EmbeddingCache
+
+    db = tmp_path / "e.sqlite"
+    texts = [f"sentence number {i} " + "word " * (i % 9) for i in range(60)]
+    (tmp_path / "texts.txt").write_text("\n".join(texts), encoding="utf-8")
+    code = f"""
+import time, torch
+torch.set_num_threads(1)
+from prompteol import Encoder, EmbeddingCache
+enc = Encoder.from_pretrained("tiny-random-llama", cache=EmbeddingCache({str(db)!r}), cache_dir={str(test_cache_dir)!r})
+real = enc.forward_ids
+calls = []
+def slow(seqs, **kw):
+    calls.append(1)
+    if len(calls) == 3:  # two batches are stored; the third never finishes
+        print("STORED", flush=True)
+        time.sleep(60)
+    return real(seqs, **kw)
+enc.forward_ids = slow
+enc.encode(open({str(tmp_path / "texts.txt")!r}, encoding="utf-8").read().split("\\n"), batch_size=8)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        line = ""
+        while "STORED" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline() or line
+            if proc.poll() is not None:
+                break
+        assert "STORED" in line, "the child never reached its third batch"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    enc = Encoder.from_pretrained("tiny-random-llama", cache=EmbeddingCache(db), cache_dir=test_cache_dir)
+    cache = EmbeddingCache(db)
+    stored = cache.get_many(enc.fingerprint, enc.prepare(texts))
+    assert len(stored) == 16, "exactly the two finished batches were kept"
+    fresh = dict(zip(enc.prepare(texts), enc.encode(texts, use_cache=False)))
+    for sentence, vec in stored.items():
+        np.testing.assert_allclose(vec, fresh[sentence], atol=1e-5)
+    np.testing.assert_allclose(enc.encode(texts), enc.encode(texts, use_cache=False), atol=1e-5)
+    assert cache.count(enc.fingerprint) == len(texts)
