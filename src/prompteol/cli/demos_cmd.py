@@ -77,6 +77,9 @@ def run_presets(args: argparse.Namespace) -> int:
         elif name in searched:
             rec = searched[name]
             info, score = f"{rec.get('split')} ({rec.get('n_pairs')} pairs)", f"{rec.get('score', float('nan')):.2f}"
+        elif name == "default":
+            src = next(n for n in ("searched-leakfree", "searched") if n in searched)
+            info, score = f"= {src}", ""
         else:
             info, score = "paper, closest OPT size", ""
         table.add_row(name, text, info, score)
