@@ -11,8 +11,9 @@ Importing this package imports neither torch, scikit-learn nor scipy.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 # public name -> module that defines it (imported lazily)
 _EXPORTS = {
@@ -106,13 +107,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .tasks import MANIFEST, MODES, STS_SPLITS, TASK_GROUPS, TASKS, DataFile, Part, Task, get_task, resolve_tasks
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'prompteol.evaluation' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
