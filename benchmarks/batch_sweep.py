@@ -30,14 +30,14 @@ def main() -> None:
     from prompteol import Encoder
     from prompteol.bench import load_sentences
 
-    enc = Encoder.from_pretrained(args.model, cache=False)
+    enc = Encoder.from_pretrained(args.model, embedding_cache=False)
     sentences = load_sentences(args.data_dir, args.n)
-    enc.encode(sentences[:16], use_cache=False)  # warm-up
+    enc.encode(sentences[:16], use_embedding_cache=False)  # warm-up
     settings = [(b, None) for b in args.batch_sizes] + [(256, t) for t in args.max_batch_tokens]
     rows = []
     for bs, mbt in settings:
         t = time.perf_counter()
-        enc.encode(sentences, batch_size=bs, max_batch_tokens=mbt, use_cache=False)
+        enc.encode(sentences, batch_size=bs, max_batch_tokens=mbt, use_embedding_cache=False)
         rate = len(sentences) / (time.perf_counter() - t)
         rows.append({"batch_size": bs, "max_batch_tokens": mbt, "sentences_per_s": round(rate, 2)})
         print(f"batch_size {bs:4d}  max_batch_tokens {mbt or '-':>5}  {rate:7.1f} sentences/s", flush=True)

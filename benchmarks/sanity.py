@@ -44,7 +44,7 @@ def main() -> None:
         load = time.perf_counter() - t
 
         def cos(pairs, enc=enc):
-            v = enc.encode([s for p in pairs for s in p], normalize=True, use_cache=False)
+            v = enc.encode([s for p in pairs for s in p], normalize=True, use_embedding_cache=False)
             return np.array([v[2 * i] @ v[2 * i + 1] for i in range(len(pairs))])
 
         para, unrel = cos(PARAPHRASES), cos(UNRELATED)

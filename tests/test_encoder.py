@@ -48,12 +48,12 @@ def _skip_left_on_sliding(enc, side):
 def test_batch_equals_single(arch_encoder, side):
     enc = arch_encoder
     _skip_left_on_sliding(enc, side)
-    enc.padding_side = side
+    enc.runner.padding_side = side
     try:
-        batch = enc.encode(TEXTS, batch_size=8, use_cache=False)
-        single = np.stack([enc.encode([t], use_cache=False)[0] for t in TEXTS])
+        batch = enc.encode(TEXTS, batch_size=8, use_embedding_cache=False)
+        single = np.stack([enc.encode([t], use_embedding_cache=False)[0] for t in TEXTS])
     finally:
-        enc.padding_side = "right"
+        enc.runner.padding_side = "right"
     assert batch.shape == (len(TEXTS), enc.dim) and batch.dtype == np.float32
     np.testing.assert_allclose(batch, single, atol=1e-5)
 
@@ -61,12 +61,12 @@ def test_batch_equals_single(arch_encoder, side):
 def test_padding_side_does_not_matter(arch_encoder):
     enc = arch_encoder
     _skip_left_on_sliding(enc, "left")
-    right = enc.encode(TEXTS, use_cache=False)
-    enc.padding_side = "left"
+    right = enc.encode(TEXTS, use_embedding_cache=False)
+    enc.runner.padding_side = "left"
     try:
-        left = enc.encode(TEXTS, use_cache=False)
+        left = enc.encode(TEXTS, use_embedding_cache=False)
     finally:
-        enc.padding_side = "right"
+        enc.runner.padding_side = "right"
     np.testing.assert_allclose(left, right, atol=1e-5)
 
 
@@ -76,16 +76,34 @@ def test_layer_equals_hidden_states_of_full_forward(arch, layer, test_cache_dir)
     name = f"tiny-random-{arch}"
     enc = Encoder.from_pretrained(name, layer=layer, cache_dir=test_cache_dir)
     ref = _reference_model(name, test_cache_dir)
-    sentence = enc.prepare(["A man is playing a guitar."])
-    ids = torch.tensor(enc.tokenize(sentence))
+    sentence = enc.prompts.prepare(["A man is playing a guitar."])
+    ids = torch.tensor(enc.prompts.tokenize(sentence))
     with torch.no_grad():
         hs = ref(input_ids=ids, output_hidden_states=True).hidden_states
     expected = hs[layer][0, -1].numpy()
-    got = enc.encode(sentence, use_cache=False)[0]
-    np.testing.assert_allclose(got, expected, atol=1e-5)
-    # the forward stops at the requested layer: blocks above it are gone
     blocks = [m for m in enc.model.modules() if type(m).__name__.endswith(("DecoderLayer", "Block"))]
-    assert len(blocks) == resolve_layer(layer, enc.num_layers) == enc.layer_index
+    calls = [0] * len(blocks)
+    handles = [b.register_forward_hook(lambda *a, i=i: calls.__setitem__(i, calls[i] + 1)) for i, b in enumerate(blocks)]
+    try:
+        got = enc.encode(sentence, use_embedding_cache=False)[0]
+    finally:
+        for h in handles:
+            h.remove()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # the forward stops at the requested layer: no block above it is ever computed
+    k = resolve_layer(layer, enc.num_layers)
+    assert k == enc.layer_index
+    assert all(c > 0 for c in calls[:k]) and not any(calls[k:]), calls
+
+
+def test_derive_reads_another_layer_of_the_same_model(tiny_encoder, test_cache_dir):
+    top = tiny_encoder.encode(TEXTS, use_embedding_cache=False)
+    low = tiny_encoder.derive(layer=1)
+    assert low.model is tiny_encoder.model and low.fingerprint != tiny_encoder.fingerprint
+    fresh = Encoder.from_pretrained("tiny-random-llama", layer=1, cache_dir=test_cache_dir)
+    np.testing.assert_allclose(low.encode(TEXTS, use_embedding_cache=False),
+                               fresh.encode(TEXTS, use_embedding_cache=False), atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(tiny_encoder.encode(TEXTS, use_embedding_cache=False), top, atol=0)
 
 
 def test_no_lm_head_in_encoder(tiny_encoder):
@@ -97,9 +115,9 @@ def test_mean_pooling_is_true_masked_mean(test_cache_dir):
     name = "tiny-random-llama"
     enc = Encoder.from_pretrained(name, pooling="mean", cache_dir=test_cache_dir)
     ref = _reference_model(name, test_cache_dir)
-    vecs = enc.encode(TEXTS, use_cache=False)  # batched: padded rows must not dilute the mean
+    vecs = enc.encode(TEXTS, use_embedding_cache=False)  # batched: padded rows must not dilute the mean
     for text, vec in zip(TEXTS, vecs):
-        ids = torch.tensor(enc.tokenize(enc.prepare([text])))
+        ids = torch.tensor(enc.prompts.tokenize(enc.prompts.prepare([text])))
         with torch.no_grad():
             h = ref(input_ids=ids, output_hidden_states=True).hidden_states[-1][0]  # (T, H)
         np.testing.assert_allclose(vec, h.mean(dim=0).numpy(), atol=1e-5)
@@ -111,29 +129,28 @@ def test_prefix_cache_equals_full_recomputation(arch, pooling, test_cache_dir):
     enc = Encoder.from_pretrained(
         f"tiny-random-{arch}", demonstrations=DEMO, pooling=pooling, cache_dir=test_cache_dir
     )
-    assert enc._get_prefix() is not None, "the shared prefix should be usable for this architecture"
-    cached = enc.encode(TEXTS, use_cache=False)
-    enc.config.prefix_cache = False
-    full = enc.encode(TEXTS, use_cache=False)
+    assert enc.prefix.get(enc.runner) is not None, "the shared prefix should be usable for this architecture"
+    cached = enc.encode(TEXTS, use_embedding_cache=False)
+    full = enc.derive(prefix_cache=False).encode(TEXTS, use_embedding_cache=False)
     np.testing.assert_allclose(cached, full, atol=1e-4)
 
 
 def test_prefix_boundary_merge_falls_back_to_full(tiny_encoder, monkeypatch):
     """If the tokenizer merges tokens across the prefix boundary, those prompts are computed in full."""
     enc = tiny_encoder
-    prefix = enc.prefix_ids()
-    seqs = enc.tokenize(enc.prepare(TEXTS[:2]))
+    prefix = enc.prompts.prefix_ids()
+    seqs = enc.prompts.tokenize(enc.prompts.prepare(TEXTS[:2]))
     assert all(s[: len(prefix)] == prefix for s in seqs)
     # Simulate a merge: the second prompt's tokens no longer start with the prefix tokens.
     merged = [seqs[0], [seqs[1][0]] + [seqs[1][1] + 1] + seqs[1][2:]]
     calls = {"full": 0, "prefix": 0}
-    real_full, real_prefix = enc._full, enc._with_prefix
-    monkeypatch.setattr(enc, "_full", lambda s: (calls.__setitem__("full", calls["full"] + len(s)), real_full(s))[1])
+    real_full, real_prefix = enc.runner.full, enc.runner.with_prefix
+    monkeypatch.setattr(enc.runner, "full", lambda s: (calls.__setitem__("full", calls["full"] + len(s)), real_full(s))[1])
     monkeypatch.setattr(
-        enc, "_with_prefix", lambda p, s: (calls.__setitem__("prefix", calls["prefix"] + len(s)), real_prefix(p, s))[1]
+        enc.runner, "with_prefix", lambda p, s: (calls.__setitem__("prefix", calls["prefix"] + len(s)), real_prefix(p, s))[1]
     )
     with torch.inference_mode():
-        got = enc.forward_ids(merged, use_prefix=True)
+        got = enc._vectors(merged)
         want = real_full(merged)
     assert calls == {"full": 1, "prefix": 1}
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
@@ -142,20 +159,20 @@ def test_prefix_boundary_merge_falls_back_to_full(tiny_encoder, monkeypatch):
 def test_pad_token_is_assigned_without_changing_vectors(test_cache_dir):
     enc = Encoder.from_pretrained("tiny-random-gpt2", cache_dir=test_cache_dir)  # GPT-2 has no pad token
     assert enc.tokenizer.pad_token is not None
-    batch = enc.encode(TEXTS, use_cache=False)
-    single = np.stack([enc.encode([t], use_cache=False)[0] for t in TEXTS])
+    batch = enc.encode(TEXTS, use_embedding_cache=False)
+    single = np.stack([enc.encode([t], use_embedding_cache=False)[0] for t in TEXTS])
     np.testing.assert_allclose(batch, single, atol=1e-5)
 
 
 def test_order_is_restored_and_duplicates_computed_once(tiny_encoder, monkeypatch):
     texts = ["b b b b b b b b", "a", "b b b b b b b b", "c c c"]
     seen = []
-    real = tiny_encoder.forward_ids
-    monkeypatch.setattr(tiny_encoder, "forward_ids", lambda seqs, **k: (seen.extend(seqs), real(seqs, **k))[1])
-    out = tiny_encoder.encode(texts, batch_size=2, use_cache=False)
+    real = tiny_encoder._vectors
+    monkeypatch.setattr(tiny_encoder, "_vectors", lambda seqs: (seen.extend(seqs), real(seqs))[1])
+    out = tiny_encoder.encode(texts, batch_size=2, use_embedding_cache=False)
     assert len(seen) == 3
     np.testing.assert_array_equal(out[0], out[2])
-    np.testing.assert_allclose(out[1], tiny_encoder.encode(["a"], use_cache=False)[0], atol=1e-5)
+    np.testing.assert_allclose(out[1], tiny_encoder.encode(["a"], use_embedding_cache=False)[0], atol=1e-5)
 
 
 def test_empty_input_gives_empty_array(tiny_encoder):
@@ -171,9 +188,9 @@ def test_non_string_item_names_its_index(tiny_encoder):
 
 
 def test_empty_string_is_encoded_with_the_template(tiny_encoder):
-    out = tiny_encoder.encode(["", "x"], use_cache=False)
+    out = tiny_encoder.encode(["", "x"], use_embedding_cache=False)
     assert out.shape == (2, tiny_encoder.dim) and np.isfinite(out).all()
-    assert tiny_encoder.render(tiny_encoder.prepare([""])[0]) == 'This sentence : "" means in one word:"'
+    assert tiny_encoder.prompts.render(tiny_encoder.prompts.prepare([""])[0]) == 'This sentence : "" means in one word:"'
 
 
 def test_empty_string_without_tokens_is_a_clear_error(test_cache_dir):
@@ -185,20 +202,20 @@ def test_empty_string_without_tokens_is_a_clear_error(test_cache_dir):
 def test_long_text_truncated_only_with_max_length(test_cache_dir, caplog):
     long = "word " * 300
     enc = Encoder.from_pretrained("tiny-random-llama", cache_dir=test_cache_dir)
-    assert len(enc.tokenize(enc.prepare([long]))[0]) > 1000  # no truncation by default
+    assert len(enc.prompts.tokenize(enc.prompts.prepare([long]))[0]) > 1000  # no truncation by default
     short = Encoder.from_pretrained("tiny-random-llama", max_length=16, cache_dir=test_cache_dir)
     with caplog.at_level(logging.WARNING):
-        prepared = short.prepare([long, "short"])
+        prepared = short.prompts.prepare([long, "short"])
     assert "cut to max_length=16" in caplog.text
     assert prepared[1] == "short."
     assert len(short.tokenizer(prepared[0], add_special_tokens=False)["input_ids"]) <= 17  # 16 + normalisation '.'
     # the template stays intact around the cut sentence
-    assert short.render(prepared[0]).endswith('" means in one word:"')
+    assert short.prompts.render(prepared[0]).endswith('" means in one word:"')
 
 
 def test_normalize_option(tiny_encoder):
-    assert tiny_encoder.prepare(['Is it "ok"?']) == ["Is it 'ok'."]
-    v = tiny_encoder.encode(["x", "y"], normalize=True, use_cache=False)
+    assert tiny_encoder.prompts.prepare(['Is it "ok"?']) == ["Is it 'ok'."]
+    v = tiny_encoder.encode(["x", "y"], normalize=True, use_embedding_cache=False)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
 
 
@@ -265,30 +282,30 @@ def test_plan_batches_sorted_and_budgeted():
 def test_embed_has_gradients_and_matches_encode(tiny_encoder):
     out = tiny_encoder.embed(TEXTS[:2])
     assert out.requires_grad
-    np.testing.assert_allclose(out.detach().numpy(), tiny_encoder.encode(TEXTS[:2], use_cache=False), atol=1e-5)
+    np.testing.assert_allclose(out.detach().numpy(), tiny_encoder.encode(TEXTS[:2], use_embedding_cache=False), atol=1e-5)
 
 
 def test_cache_serves_second_call_without_forward(tmp_path, test_cache_dir, monkeypatch):
     from prompteol import EmbeddingCache
 
     cache = EmbeddingCache(tmp_path / "e.sqlite")
-    enc = Encoder.from_pretrained("tiny-random-llama", cache=cache, cache_dir=test_cache_dir)
+    enc = Encoder.from_pretrained("tiny-random-llama", embedding_cache=cache, cache_dir=test_cache_dir)
     first = enc.encode(TEXTS)
     assert cache.count(enc.fingerprint) == len(TEXTS)
-    monkeypatch.setattr(enc, "forward_ids", lambda *a, **k: pytest.fail("forward called on a cache hit"))
+    monkeypatch.setattr(enc, "_vectors", lambda *a, **k: pytest.fail("forward called on a cache hit"))
     np.testing.assert_array_equal(enc.encode(TEXTS), first)
 
 
 def test_derive_shares_model_and_changes_prompt(tiny_encoder):
     d = tiny_encoder.derive(demonstrations=DEMO)
     assert d.model is tiny_encoder.model and d.fingerprint != tiny_encoder.fingerprint
-    assert d.render("x").startswith('This sentence : "A man is smoking." means in one word:"Smoking".')
+    assert d.prompts.render("x").startswith('This sentence : "A man is smoking." means in one word:"Smoking".')
     same = Encoder(tiny_encoder.model, tiny_encoder.tokenizer, EncoderConfig(model="tiny-random-llama", demonstrations=DEMO),
-                   weights_id=tiny_encoder.weights_id, num_layers=tiny_encoder.num_layers,
-                   layer_index=tiny_encoder.layer_index)  # fmt: skip
-    np.testing.assert_allclose(d.encode(TEXTS, use_cache=False), same.encode(TEXTS, use_cache=False), atol=1e-6)
+                   identity=tiny_encoder.identity, num_layers=tiny_encoder.num_layers)  # fmt: skip
+    np.testing.assert_allclose(d.encode(TEXTS, use_embedding_cache=False), same.encode(TEXTS, use_embedding_cache=False), atol=1e-6)
+    assert same.fingerprint == d.fingerprint
     with pytest.raises(ConfigError, match="cannot change"):
-        tiny_encoder.derive(layer=1)
+        tiny_encoder.derive(dtype="bfloat16")
 
 
 def test_cache_survives_a_kill_mid_run(tmp_path, test_cache_dir):
@@ -308,16 +325,16 @@ def test_cache_survives_a_kill_mid_run(tmp_path, test_cache_dir):
 import time, torch
 torch.set_num_threads(1)
 from prompteol import Encoder, EmbeddingCache
-enc = Encoder.from_pretrained("tiny-random-llama", cache=EmbeddingCache({str(db)!r}), cache_dir={str(test_cache_dir)!r})
-real = enc.forward_ids
+enc = Encoder.from_pretrained("tiny-random-llama", embedding_cache=EmbeddingCache({str(db)!r}), cache_dir={str(test_cache_dir)!r})
+real = enc._vectors
 calls = []
-def slow(seqs, **kw):
+def slow(seqs):
     calls.append(1)
     if len(calls) == 3:  # two batches are stored; the third never finishes
         print("STORED", flush=True)
         time.sleep(60)
-    return real(seqs, **kw)
-enc.forward_ids = slow
+    return real(seqs)
+enc._vectors = slow
 enc.encode(open({str(tmp_path / "texts.txt")!r}, encoding="utf-8").read().split("\\n"), batch_size=8)
 """
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -333,12 +350,12 @@ enc.encode(open({str(tmp_path / "texts.txt")!r}, encoding="utf-8").read().split(
     finally:
         proc.kill()
         proc.wait()
-    enc = Encoder.from_pretrained("tiny-random-llama", cache=EmbeddingCache(db), cache_dir=test_cache_dir)
+    enc = Encoder.from_pretrained("tiny-random-llama", embedding_cache=EmbeddingCache(db), cache_dir=test_cache_dir)
     cache = EmbeddingCache(db)
-    stored = cache.get_many(enc.fingerprint, enc.prepare(texts))
+    stored = cache.get_many(enc.fingerprint, enc.prompts.prepare(texts))
     assert len(stored) == 16, "exactly the two finished batches were kept"
-    fresh = dict(zip(enc.prepare(texts), enc.encode(texts, use_cache=False)))
+    fresh = dict(zip(enc.prompts.prepare(texts), enc.encode(texts, use_embedding_cache=False)))
     for sentence, vec in stored.items():
         np.testing.assert_allclose(vec, fresh[sentence], atol=1e-5)
-    np.testing.assert_allclose(enc.encode(texts), enc.encode(texts, use_cache=False), atol=1e-5)
+    np.testing.assert_allclose(enc.encode(texts), enc.encode(texts, use_embedding_cache=False), atol=1e-5)
     assert cache.count(enc.fingerprint) == len(texts)

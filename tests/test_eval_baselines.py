@@ -52,7 +52,7 @@ def test_minilm_baseline_on_stsb_dev(data_dir, tmp_path):
     from prompteol.evaluation.baselines import SentenceTransformerEncoder, baseline_path
 
     cache = EmbeddingCache(tmp_path / "emb.sqlite")
-    enc = SentenceTransformerEncoder(baseline_path("all-minilm-l6-v2"), name="all-minilm-l6-v2", cache=cache)
+    enc = SentenceTransformerEncoder(baseline_path("all-minilm-l6-v2"), name="all-minilm-l6-v2", embedding_cache=cache)
     v = enc.encode(["a man plays a guitar .", "a man plays a guitar .", "a cat sleeps ."])
     assert v.shape == (3, 384) and np.allclose(v[0], v[1])
     res = evaluate(enc, tasks="STSBenchmark-dev", data_dir=data_dir)

@@ -23,13 +23,13 @@ def test_eval_writes_results_and_second_run_hits_the_cache(data_dir, tmp_path, i
     from prompteol.encoder import Encoder
 
     calls = {"n": 0}
-    real = Encoder.forward_ids
+    real = Encoder._vectors
 
     def counting(self, *args, **kwargs):
         calls["n"] += 1
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Encoder, "forward_ids", counting)
+    monkeypatch.setattr(Encoder, "_vectors", counting)
     out = tmp_path / "results.json"
     argv = ["--cache-dir", str(isolated_cache), "eval", "--model", "tiny-random-llama", "--tasks", "STSBenchmark-dev",
             "--data-dir", str(data_dir), "--output", str(out), "--no-progress"]  # fmt: skip
@@ -64,8 +64,8 @@ def test_eval_options_reach_the_library(data_dir, tmp_path, isolated_cache, monk
 
     seen = []
 
-    def fake_build(args, use_cache=True):
-        seen.append(("model", args.model, use_cache))
+    def fake_build(args, use_embedding_cache=True, **defaults):
+        seen.append(("model", args.model, use_embedding_cache))
         return HashedBoW()
 
     def fake_baseline(name, device="cpu", cache=True, **kw):

@@ -72,3 +72,38 @@ def test_sts_group_average(data_dir):
     res = evaluate(HashedBoW(), tasks="sts", data_dir=data_dir)
     scores = [res["tasks"][n]["score"] for n in res["tasks"]]
     assert len(scores) == 7 and res["averages"]["sts"] == pytest.approx(np.mean(scores))
+
+
+def test_classifier_and_seeds_are_checked_before_anything_is_encoded(data_dir):
+    enc = HashedBoW()
+    with pytest.raises(ConfigError, match="classifier should be one of"):
+        evaluate(enc, tasks="MR", data_dir=data_dir, classifier="svm")
+    for bad in (0, -1, 1.5, True, "3"):
+        with pytest.raises(ConfigError, match="seeds should be"):
+            evaluate(enc, tasks="MR", data_dir=data_dir, seeds=bad)
+    assert enc.calls == []
+
+
+def test_cli_classifier_and_seeds_reach_evaluate(data_dir, tmp_path, monkeypatch, capsys):
+    """`prompteol eval --classifier senteval --seeds 3` passes both to evaluate (defaults: lbfgs, 1)."""
+    import prompteol.evaluation
+    from prompteol.cli import eval_cmd
+    from prompteol.cli.main import main
+
+    seen = []
+
+    def fake_evaluate(encoder, tasks, **kwargs):
+        seen.append(kwargs)
+        return {"tasks": {}, "averages": {}, "encoder": {}, "elapsed_s": 0.0}
+
+    monkeypatch.setattr(eval_cmd, "build_encoder", lambda args, **kw: HashedBoW())
+    monkeypatch.setattr(prompteol.evaluation, "evaluate", fake_evaluate)
+    base = ["eval", "--model", "m", "--tasks", "MR", "--data-dir", str(data_dir), "--no-progress"]
+    assert main(base + ["--classifier", "senteval", "--seeds", "3", "--mode", "fast"]) == 0
+    assert main(base) == 0
+    assert [(k["classifier"], k["seeds"], k["mode"]) for k in seen] == [("senteval", 3, "fast"), ("lbfgs", 1, "test")]
+    for bad in (["--seeds", "0"], ["--seeds", "two"], ["--classifier", "svm"]):
+        with pytest.raises(SystemExit) as exc:
+            main(base + bad)
+        assert exc.value.code == 2
+    assert "--seeds" in capsys.readouterr().err

@@ -120,7 +120,7 @@ def test_local_folder_and_fingerprint_memo(tmp_path, test_cache_dir):
     ref = Encoder.from_pretrained("tiny-random-qwen2", cache_dir=test_cache_dir)
     import numpy as np
 
-    np.testing.assert_allclose(enc.encode(["a b c"], use_cache=False), ref.encode(["a b c"], use_cache=False), atol=1e-6)
+    np.testing.assert_allclose(enc.encode(["a b c"], use_embedding_cache=False), ref.encode(["a b c"], use_embedding_cache=False), atol=1e-6)
     with pytest.raises(ModelNotFoundError, match="not a .gguf"):
         resolve_model(str(folder / "config.json"), cache_dir=tmp_path)
 

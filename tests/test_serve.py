@@ -39,19 +39,22 @@ class GatedEncoder:
         self.batches: list[list[str]] = []
         self.running = threading.Event()
         self.held: list[str] = []
+        self.batch_tokens: list[int] = []
 
     @property
     def dim(self) -> int:
         return self.inner.dim
 
-    def token_counts(self, texts):
-        return self.inner.token_counts(texts)
+    @property
+    def prompts(self):
+        return self.inner.prompts
 
     def encode(self, texts, **kwargs):
-        self.held = list(texts)
+        self.held = list(texts.sentences)  # the server sends tokenized prompts (prepared sentences + ids)
         self.running.set()
         self.gate.wait(30)
-        self.batches.append(list(texts))
+        self.batches.append(list(texts.sentences))
+        self.batch_tokens.append(sum(texts.lengths))
         return self.inner.encode(texts, **kwargs)
 
 
@@ -188,7 +191,7 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_vectors(server, ti
     batches = metric(server.url, "prompteol_batch_requests", "prompteol_batch_requests_count") - batches_before
     assert batches < len(requests) / 2, f"{len(requests)} requests ran in {batches} batches"
     assert max(len(b) for b in enc.batches[-int(batches) :]) > 2  # several requests in one model batch
-    assert all(sum(tiny_encoder.token_counts(b)) <= server.settings.max_batch_tokens for b in enc.batches)
+    assert all(n <= server.settings.max_batch_tokens for n in enc.batch_tokens)
 
 
 def _raw_post(url: str, body: bytes, send_body_bytes: int | None = None) -> socket.socket:
@@ -224,7 +227,8 @@ def test_cancelled_client_is_dropped_and_blocks_nobody(server):
     finally:
         enc.gate.set()
     assert cancelled(server.url) == cancelled_before + 1
-    assert all("a client who leaves" not in b for b in enc.batches)
+    assert all("a client who leaves." not in b for b in enc.batches)  # (its prepared form)
+    assert any("holds the model." in b for b in enc.batches)  # the check above is not vacuous
     assert len(c.embeddings.create(model=MODEL, input="still serving").data) == 1
 
 
@@ -380,3 +384,34 @@ def test_a_model_that_fails_to_load_fails_the_start():
 
     with pytest.raises(ServerStartError), serve_in_thread(settings=ServeSettings(model="./no/such/model"), timeout=60):
         pass
+
+
+def test_each_request_is_tokenized_once_and_only_in_the_tokenizer_thread(test_cache_dir):
+    from prompteol import Encoder
+
+    enc = Encoder.from_pretrained("tiny-random-llama", demonstrations=[("A man is smoking.", "Smoking")],
+                                  cache_dir=test_cache_dir)  # fmt: skip
+    real = enc.tokenizer
+    seen: list[tuple[str, int]] = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def __call__(self, texts, *args, **kwargs):
+            seen.append((threading.current_thread().name, len(texts) if isinstance(texts, list) else 1))
+            return real(texts, *args, **kwargs)
+
+    enc.tokenizer = enc.prompts.tokenizer = enc.runner.tokenizer = Recording()
+    settings = ServeSettings(model=MODEL, max_wait_ms=1)
+    app, ctx, url = _start(settings, enc)
+    try:
+        start = len(seen)
+        c = client(url)
+        for texts in (["one"], ["two", "three"], ["four"]):
+            assert len(c.embeddings.create(model=MODEL, input=texts).data) == len(texts)
+        calls = seen[start:]
+    finally:
+        ctx.__exit__(None, None, None)
+    assert [n for _, n in calls] == [1, 2, 1]  # one tokenizer call per request, over its texts
+    assert all(name.startswith("prompteol-tokenize") for name, _ in seen), seen  # warm-up included

@@ -142,10 +142,16 @@ def test_zero_wait_dispatches_at_once():
     np.testing.assert_array_equal(asyncio.run(_with_batcher(model, go, max_wait=0.0)), expected(["solo"]))
 
 
-@pytest.mark.parametrize("grace", [0.0, 0.05])
+@pytest.mark.parametrize("grace", [0.0, 0.5])
 def test_closed_loop_clients_merge_into_full_groups(monkeypatch, grace):
     """Clients that send their next request when answered: the grace after each run lets the
-    answered cohort rejoin, so groups grow to all clients instead of alternating halves."""
+    answered cohort rejoin, so groups grow to all clients instead of alternating halves.
+
+    Not timing-sensitive: the clients come back 4 ms after an answer and the grace lasts 100 ms
+    (half of a 200 ms run), so a loaded machine would have to stall the event loop for ~25x the
+    clients' turnaround to change a group; without grace the alternation is decided without any
+    wait (the answered cohort cannot rejoin before the queued one is taken, no await in between).
+    """
     import time
 
     import prompteol.serve.batcher as batcher_module
@@ -155,7 +161,7 @@ def test_closed_loop_clients_merge_into_full_groups(monkeypatch, grace):
     slow = model.__call__
 
     def run(texts):
-        time.sleep(0.2)  # the grace after a run is then 10 ms
+        time.sleep(0.2)  # the grace after a run is then 100 ms
         return slow(texts)
 
     async def go(batcher):
@@ -173,3 +179,59 @@ def test_closed_loop_clients_merge_into_full_groups(monkeypatch, grace):
         assert sizes[2:5] == [8, 8, 8], sizes
     else:  # the failure mode the grace exists for
         assert max(sizes[2:]) < 8, sizes
+
+
+def test_close_answers_every_accepted_job_and_refuses_new_ones():
+    """Shutdown drains: the group in flight and the queued jobs are all answered; a job submitted
+    after close() began is refused with ShuttingDown (the server's 503), never left hanging."""
+    from prompteol.serve.batcher import ShuttingDown
+
+    model = FakeModel()
+
+    async def go():
+        batcher = MicroBatcher(model, max_batch_tokens=2, max_wait=0.001)
+        await batcher.start()
+        model.gate.clear()
+        first = asyncio.ensure_future(batcher.submit(["first"], [1]))
+        while not model.running.is_set():
+            await asyncio.sleep(0.005)
+        queued = [asyncio.ensure_future(batcher.submit([f"q{i}"], [1])) for i in range(5)]
+        await asyncio.sleep(0.01)
+        closing = asyncio.ensure_future(batcher.close(drain_timeout=30))
+        await asyncio.sleep(0.01)
+        with pytest.raises(ShuttingDown):
+            await batcher.submit(["late"], [1])
+        model.gate.set()
+        await closing
+        return await first, [await q for q in queued]
+
+    first, queued = asyncio.run(go())
+    np.testing.assert_array_equal(first, expected(["first"]))
+    for i, got in enumerate(queued):
+        np.testing.assert_array_equal(got, expected([f"q{i}"]))
+    assert all("late" not in b for b in model.batches)
+
+
+def test_close_after_the_drain_timeout_fails_the_rest_cleanly():
+    from prompteol.serve.batcher import ShuttingDown
+
+    model = FakeModel()
+
+    async def go():
+        batcher = MicroBatcher(model, max_batch_tokens=1, max_wait=0.001)
+        await batcher.start()
+        model.gate.clear()
+        first = asyncio.ensure_future(batcher.submit(["first"], [1]))
+        while not model.running.is_set():
+            await asyncio.sleep(0.005)
+        queued = [asyncio.ensure_future(batcher.submit([f"q{i}"], [1])) for i in range(3)]
+        await asyncio.sleep(0.01)
+        closing = asyncio.ensure_future(batcher.close(drain_timeout=0.05))
+        await asyncio.sleep(0.2)  # the drain time passes while the model is still held
+        model.gate.set()
+        await closing
+        return await first, await asyncio.gather(*queued, return_exceptions=True)
+
+    first, rest = asyncio.run(go())
+    np.testing.assert_array_equal(first, expected(["first"]))  # the group in flight is answered
+    assert all(isinstance(r, ShuttingDown) for r in rest), rest

@@ -23,9 +23,10 @@ def test_cli_flags_then_env(monkeypatch):
     s = settings_from_args(args)
     assert (s.model, s.model_name, s.max_inputs) == ("tiny-random-llama", "emb", 5)
     assert (s.normalize, s.max_wait_ms) == (False, 0)
-    assert s.template == "promptbert"  # no --template given: the variable counts
+    assert s.encoder.template.name == "promptbert"  # no --template given: the variable counts
     assert s.api_key.get_secret_value() == "from-env"
-    assert s.demo == ("A b.|B",) and s.layer == -1 and s.prefix_cache is True
+    assert [(d.sentence, d.word) for d in s.encoder.demonstrations] == [("A b.", "B")]
+    assert s.encoder.layer == -1 and s.encoder.prefix_cache is True
 
 
 def test_serve_command_fails_fast_on_a_bad_template(capsys):

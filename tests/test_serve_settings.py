@@ -24,14 +24,15 @@ def test_env_variables_are_read_and_parsed():
         "PROMPTEOL_MAX_BATCH_TOKENS": "1024",
         "PROMPTEOL_MAX_WAIT_MS": "2.5",
         "PROMPTEOL_NORMALIZE": "false",
-        "PROMPTEOL_DEMO": '["A man is smoking.|Smoking"]',
+        "PROMPTEOL_DEMONSTRATIONS": '["A man is smoking.|Smoking"]',
+        "PROMPTEOL_LAYER": "-2",
         "PROMPTEOL_CACHE": "/tmp/somewhere",
         "PROMPTEOL_PORT": "",  # empty = unset
     }
     s = ServeSettings.from_env(env)
     assert s.model_name == "emb" and s.api_key.get_secret_value() == "k"
     assert (s.max_batch_tokens, s.max_wait_ms, s.normalize, s.port) == (1024, 2.5, False, 8000)
-    assert s.demo == ("A man is smoking.|Smoking",) and s.cache_dir == "/tmp/somewhere"
+    assert s.cache_dir == "/tmp/somewhere" and s.encoder.layer == -2 and s.model == "tiny-random-llama"
     assert s.encoder_config().demonstrations[0].word == "Smoking"
     assert env_name("cache_dir") == "PROMPTEOL_CACHE" and env_name("max_inputs") == "PROMPTEOL_MAX_INPUTS"
 
@@ -47,7 +48,9 @@ def test_overrides_win_and_none_means_not_given():
         ({"PROMPTEOL_PORT": "eighty"}, "PROMPTEOL_PORT"),
         ({"PROMPTEOL_MAX_INPUTS": "0"}, "--max-inputs"),
         ({"PROMPTEOL_POOLING": "max"}, "pooling"),
-        ({"PROMPTEOL_DEMO": "A man.|Man"}, "JSON list"),
+        ({"PROMPTEOL_DEMONSTRATIONS": "A man.|Man"}, "PROMPTEOL_DEMONSTRATIONS should be a JSON list"),
+        ({"PROMPTEOL_LAYER": "top"}, "PROMPTEOL_LAYER"),
+        ({"PROMPTEOL_TEMPLATE": "no slot"}, "template"),
     ],
 )
 def test_invalid_values_name_the_option(env, words):

@@ -33,7 +33,7 @@ def _cfg(data, out, **kw) -> TrainConfig:
                 lora_r=4, lora_alpha=8, lora_dropout=0.1, max_steps=4, warmup_steps=1, eval_every=0, save_every=2,
                 cutoff_len=16)  # fmt: skip
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.build(**base)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -118,21 +118,21 @@ def test_saved_adapter_loads_to_the_trained_vectors(tmp_path, triplets_csv, test
     seen = []
 
     def scorer(encoder):  # called with the trained encoder, in eval mode, after the last step
-        seen.append(encoder.encode(PROBE, use_cache=False))
+        seen.append(encoder.encode(PROBE, use_embedding_cache=False))
         return float(len(seen))
 
     out = tmp_path / "run"
     train(_cfg(triplets_csv, out, eval_every=4), cache_dir=test_cache_dir, progress=False, scorer=scorer)
     trained = seen[-1]
-    base = Encoder.from_pretrained("tiny-random-llama", cache_dir=test_cache_dir).encode(PROBE, use_cache=False)
+    base = Encoder.from_pretrained("tiny-random-llama", cache_dir=test_cache_dir).encode(PROBE, use_embedding_cache=False)
     assert np.abs(trained - base).max() > 1e-3  # training changed the vectors
     for encoder in (
         Encoder.from_pretrained(str(out / "final"), cache_dir=test_cache_dir),  # the folder alone
         Encoder.from_pretrained("tiny-random-llama", adapter=str(out / "final"), cache_dir=test_cache_dir),
         Encoder.from_pretrained(str(out / "best"), cache_dir=test_cache_dir),  # best = step 4 here
     ):
-        assert encoder.adapter_id and encoder.adapter_id.startswith("adapter-sha256:")
-        np.testing.assert_allclose(encoder.encode(PROBE, use_cache=False), trained, atol=1e-5)
+        assert encoder.adapter_identity and encoder.adapter_identity["weights"].startswith("adapter-sha256:")
+        np.testing.assert_allclose(encoder.encode(PROBE, use_embedding_cache=False), trained, atol=1e-5)
 
 
 def test_cli_encode_and_eval_with_adapter(tmp_path, triplets_csv, test_cache_dir, data_dir, monkeypatch):
@@ -144,7 +144,7 @@ def test_cli_encode_and_eval_with_adapter(tmp_path, triplets_csv, test_cache_dir
     train(_cfg(triplets_csv, out, max_steps=1, save_every=0), cache_dir=test_cache_dir, progress=False)
     src = tmp_path / "in.txt"
     src.write_text("\n".join(PROBE) + "\n")
-    want = Encoder.from_pretrained(str(out / "final"), cache_dir=test_cache_dir).encode(PROBE, use_cache=False)
+    want = Encoder.from_pretrained(str(out / "final"), cache_dir=test_cache_dir).encode(PROBE, use_embedding_cache=False)
     for args in (["--model", "tiny-random-llama", "--adapter", str(out / "final")], ["--model", str(out / "final")]):
         vec_file = tmp_path / "v.npy"
         assert main(["encode", str(src), "-o", str(vec_file), "--no-cache", "--no-progress", *args]) == 0
@@ -154,7 +154,7 @@ def test_cli_encode_and_eval_with_adapter(tmp_path, triplets_csv, test_cache_dir
             "--data-dir", str(data_dir), "--no-cache", "--no-progress", "-o", str(results)]  # fmt: skip
     assert main(args) == 0
     res = json.loads(results.read_text())
-    assert res["encoder"]["adapter_id"].startswith("adapter-sha256:")
+    assert res["encoder"]["adapter_identity"]["weights"].startswith("adapter-sha256:")
     trained = Encoder.from_pretrained(str(out / "final"), cache_dir=test_cache_dir)
     from prompteol.train.sts_dev import make_scorer
 
@@ -184,14 +184,14 @@ def test_cli_train_end_to_end(tmp_path, triplets_csv, test_cache_dir, data_dir, 
     assert "needs --model" in capsys.readouterr().err
 
 
-def test_stsb_dev_scorer_matches_the_harness(tiny_encoder, data_dir, tmp_path, monkeypatch):
+def test_stsb_dev_scorer_is_the_harness(tiny_encoder, data_dir, tmp_path, monkeypatch):
     from prompteol.errors import DataError
-    from prompteol.train.sts_dev import STSB_DEV, make_scorer, read_stsb_dev, stsb_dev_score
+    from prompteol.evaluation import evaluate
+    from prompteol.train.sts_dev import make_scorer
 
-    s1, s2, gold = read_stsb_dev(data_dir / STSB_DEV)
-    assert len(s1) == len(s2) == len(gold) == 1500 and s1[0] == "a man with a hard hat is dancing ."
-    harness = make_scorer(str(data_dir))(tiny_encoder)
-    assert harness == pytest.approx(stsb_dev_score(tiny_encoder, data_dir / STSB_DEV), abs=1e-3)
+    harness = evaluate(tiny_encoder, tasks=["STSBenchmark-dev"], data_dir=data_dir)["tasks"]["STSBenchmark-dev"]
+    assert harness["n"] == 1500
+    assert make_scorer(str(data_dir))(tiny_encoder) == pytest.approx(harness["score"], abs=1e-9)
     monkeypatch.delenv("PROMPTEOL_DATA", raising=False)
     with pytest.raises(DataError, match="--eval-data DIR .* or --eval-every 0"):
         make_scorer(None)
@@ -229,12 +229,12 @@ def test_load_in_4bit_without_cuda_is_a_clear_error(tmp_path, triplets_csv, caps
 
 def test_config_validation():
     with pytest.raises(ConfigError, match="batch_size should be a positive int, got 0"):
-        TrainConfig(model="m", data="d.csv", batch_size=0)
+        TrainConfig.build(model="m", data="d.csv", batch_size=0)
     with pytest.raises(ConfigError, match="lora_dropout should be in"):
-        TrainConfig(model="m", data="d.csv", lora_dropout=1.5)
+        TrainConfig.build(model="m", data="d.csv", lora_dropout=1.5)
     with pytest.raises(ConfigError, match="not divisible by the 3 processes"):
-        TrainConfig(model="m", data="d.csv", batch_size=256).world_batch(3)
-    cfg = TrainConfig(model="m", data="d.csv", load_in_4bit=True)
+        TrainConfig.build(model="m", data="d.csv", batch_size=256).world_batch(3)
+    cfg = TrainConfig.build(model="m", data="d.csv", load_in_4bit=True)
     assert cfg.dtype == "float16"  # the NF4 compute dtype
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown training config keys"):

@@ -48,17 +48,17 @@ DEFAULT_CONFIGS = ["gemm", "prompteol", "prompteol-demo", "reference", "referenc
 
 
 def load_sentences(data_dir: str | None, n: int) -> list[str]:
-    """The first ``n`` unique STS-B train sentences, as SentEval presents them."""
-    root = Path(data_dir or os.environ.get("PROMPTEOL_DATA") or "../shared/data/senteval")
-    path = root / "downstream" / "STS" / "STSBenchmark" / "sts-train.csv"
+    """The first ``n`` unique STS-B train sentences, as SentEval presents them (the harness's reader)."""
+    from .evaluation.data import load_sts_pairs
+
+    root = data_dir or os.environ.get("PROMPTEOL_DATA") or "../shared/data/senteval"
+    pairs = load_sts_pairs("STSBenchmark-train", root, verify=False)
     out: dict[str, None] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            cols = line.rstrip("\n").split("\t")
-            for s in (cols[5], cols[6]):
-                out[" ".join(s.split())] = None
-            if len(out) >= n:
-                break
+    for a, b in zip(pairs.sentences1, pairs.sentences2):
+        out[a] = None
+        out[b] = None
+        if len(out) >= n:
+            break
     return list(out)[:n]
 
 
@@ -113,14 +113,14 @@ def _encoder_worker(cfg: str, args) -> dict:
     enc = Encoder.from_pretrained(args.model, progress=False, **kwargs)
     load_s = time.perf_counter() - t
     sentences = load_sentences(args.data_dir, args.n)
-    prepared = enc.prepare(sentences)
-    seqs = enc.tokenize(prepared)
+    seqs = enc.prompts.tokenize(enc.prompts.prepare(sentences))
     prompt_tokens = sum(len(s) for s in seqs)
-    prefix = enc._get_prefix() if enc.config.prefix_cache else None
+    prefix = enc.prefix.get(enc.runner) if enc.config.prefix_cache else None
     cached = len(prefix.ids) * sum(1 for s in seqs if prefix and s[: len(prefix.ids)] == prefix.ids) if prefix else 0
-    enc.encode(sentences[:16], batch_size=args.batch_size, use_cache=False)  # warm-up
+    enc.encode(sentences[:16], batch_size=args.batch_size, use_embedding_cache=False)  # warm-up
     t = time.perf_counter()
-    vecs = enc.encode(sentences, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, use_cache=False)
+    vecs = enc.encode(sentences, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+                      use_embedding_cache=False)  # fmt: skip
     dt = time.perf_counter() - t
     params = sum(p.numel() for n, p in enc.model.named_parameters() if "embed" not in n)
     weights_mb = sum(p.numel() * p.element_size() for p in enc.model.parameters()) / 2**20
@@ -175,7 +175,7 @@ def _st_worker(cfg: str, args) -> dict:
 
     enc = Encoder.from_pretrained(args.model, progress=False)  # only to render the same prompts
     path = enc.source["path"]
-    prompts = [enc.render(s) for s in enc.prepare(load_sentences(args.data_dir, args.n))]
+    prompts = [enc.prompts.render(s) for s in enc.prompts.prepare(load_sentences(args.data_dir, args.n))]
     prompt_tokens = sum(len(x) for x in enc.tokenizer(prompts)["input_ids"])
     del enc
     t = time.perf_counter()

@@ -1,79 +1,139 @@
-"""The validated, JSON-serialisable configuration of an :class:`~prompteol.Encoder`."""
+"""The frozen, validated, JSON-serialisable configuration of an :class:`~prompteol.Encoder`.
+
+Every encoder option is declared exactly once, here, as a field with an
+:class:`~prompteol.options.Option` in its metadata. The CLI flags, the server's
+``PROMPTEOL_*`` variables and settings, the training config (which nests an
+``EncoderConfig``), :meth:`Encoder.derive`, the adapter-compatibility check, the demo-search
+resume header and the fingerprint are all derived from these fields. Adding an option is one
+field here plus its behaviour (docs/development.md).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .templates import Demonstration, Template, get_template, parse_demonstrations
+from .options import Option, option, optional_int, options_of
+from .pooling import POOLERS
+from .templates import Demonstration, Template, get_template, parse_demonstration, parse_demonstrations
 
-__all__ = ["EncoderConfig", "POOLINGS", "DTYPES", "QUANTIZATIONS"]
+__all__ = ["EncoderConfig", "POOLINGS", "DTYPES", "QUANTIZATIONS", "DEMO_PRESET", "encoder_options"]
 
-POOLINGS = ("last", "mean")
+POOLINGS = tuple(POOLERS)
 DTYPES = ("float32", "bfloat16", "float16")
 #: ``int8-dynamic`` is torch's dynamic int8 quantisation of Linear layers (CPU);
 #: ``4bit``/``8bit`` use bitsandbytes on CUDA.
 QUANTIZATIONS = (None, "int8-dynamic", "4bit", "8bit")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EncoderConfig:
-    """Everything that decides which vector a sentence gets.
+    """Everything that decides which vector a sentence gets (and how it is computed).
 
-    Attributes:
-        model: packaged alias, local folder, ``.gguf`` file or hub id.
-        template: a preset name or a :class:`Template` (``{sentence}`` slot).
-        demonstrations: in-context ``(sentence, word)`` examples, rendered in order.
-        layer: hidden layer to read; ``-1`` is the last (after the final norm), ``0`` the embeddings.
-        pooling: ``last`` (last real token, from the attention mask) or ``mean`` (masked mean).
-        dtype: compute dtype of the model weights.
-        device: torch device string; ``auto`` picks CUDA when available.
-        normalize_text: apply the reference's evaluation normalisation to each sentence first.
-        max_length: if set, sentences longer than this many tokens are cut (before templating,
-            so the template always stays intact) and a warning is logged; ``None`` never cuts.
-        adapter: a LoRA adapter folder made by ``prompteol train``.
-        quantization: ``None``, ``int8-dynamic`` (CPU), ``4bit`` or ``8bit`` (CUDA, bitsandbytes).
-        prefix_cache: compute the shared prefix (demonstrations + template start) once and reuse
-            its key/value cache; falls back to full computation where tokenization would differ.
+    Build one directly, with :meth:`from_options` (which also resolves ``demo_preset``), or
+    from JSON (:meth:`from_dict`). It is immutable: :meth:`replace` returns a changed copy.
+    The meaning of each field is its ``help`` below (also shown by ``prompteol encode --help``).
     """
 
-    model: str = "smollm2-135m"
-    template: Template | str = "prompteol"
-    demonstrations: Sequence[Demonstration] = field(default_factory=tuple)
-    layer: int = -1
-    pooling: str = "last"
-    dtype: str = "float32"
-    device: str = "cpu"
-    normalize_text: bool = True
-    max_length: int | None = None
-    adapter: str | None = None
-    quantization: str | None = None
-    prefix_cache: bool = True
+    model: str = option(
+        "smollm2-135m", kind="load", vector=False, short="-m", metavar="MODEL",
+        help="packaged alias (see `prompteol models list`), local folder, .gguf file, adapter folder or hub id",
+    )  # fmt: skip
+    revision: str | None = option(
+        None, kind="load", vector=False, metavar="REV",
+        help="hub models: the branch, tag or commit to load (the resolved commit is part of the fingerprint)",
+    )  # fmt: skip
+    template: Template = option(
+        "prompteol", short="-t", metavar="TEMPLATE",  # type: ignore[assignment]
+        help="preset (prompteol, promptbert, raw, ...) or a text with {sentence}",
+    )  # fmt: skip
+    demonstrations: tuple[Demonstration, ...] = option(
+        (), flag="--demo", repeat=True, parse=parse_demonstration, metavar="'SENTENCE|WORD'",
+        help="in-context demonstration, rendered in order before the sentence",
+    )  # fmt: skip
+    layer: int = option(-1, help="hidden layer to read; -1 = last (after the final norm), 0 = the embeddings")
+    pooling: str = option("last", choices=POOLINGS, help="last (last real token) or mean (masked mean)")
+    dtype: str = option("float32", kind="load", choices=DTYPES, help="compute dtype of the model weights")
+    device: str = option("cpu", kind="load", vector=False, help="cpu, cuda, cuda:1 or auto (CUDA when available)")
+    normalize_text: bool = option(True, help="apply the reference's evaluation-time sentence normalisation")
+    max_length: int | None = option(
+        None, parse=optional_int, metavar="N",
+        help="cut sentences to N tokens before templating, with a warning (none: never cut)",
+    )  # fmt: skip
+    adapter: str | None = option(
+        None, kind="load", vector=False, metavar="DIR", help="LoRA adapter folder made by `prompteol train`"
+    )
+    quantization: str | None = option(
+        None, kind="load", choices=QUANTIZATIONS, help="int8-dynamic (CPU, torch) or 4bit/8bit (CUDA, bitsandbytes)"
+    )
+    prefix_cache: bool = option(
+        True, kind="runtime", vector=False,
+        help="compute the shared prompt prefix (demonstrations + template start) once and reuse its key/value cache",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
-        self.template = get_template(self.template)
-        self.demonstrations = parse_demonstrations(self.demonstrations)
+        set_ = object.__setattr__  # frozen: normalise the values once, here
+        set_(self, "template", get_template(self.template))
+        set_(self, "demonstrations", parse_demonstrations(self.demonstrations))
         for demo in self.demonstrations:
             self.template.render_demonstration(demo)  # raises if the template takes no demonstrations
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError(f"model should be a non-empty string, got {self.model!r}")
+        if self.revision is not None and (not isinstance(self.revision, str) or not self.revision):
+            raise ConfigError(f"revision should be a non-empty string or None, got {self.revision!r}")
         if not isinstance(self.layer, int) or isinstance(self.layer, bool):
             raise ConfigError(f"layer should be an int (negative counts from the top), got {self.layer!r}")
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"pooling should be one of {list(POOLINGS)}, got {self.pooling!r}")
+        if self.pooling not in POOLERS:
+            raise ConfigError(f"pooling should be one of {sorted(POOLERS)}, got {self.pooling!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype should be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.quantization not in QUANTIZATIONS:
             raise ConfigError(f"quantization should be one of {list(QUANTIZATIONS)}, got {self.quantization!r}")
-        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
+        if self.max_length is not None and (
+            not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 1
+        ):
             raise ConfigError(f"max_length should be a positive int or None, got {self.max_length!r}")
-        if not isinstance(self.model, str) or not self.model:
-            raise ConfigError(f"model should be a non-empty string, got {self.model!r}")
+        for name in ("normalize_text", "prefix_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} should be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(f"device should be a device string (cpu, cuda, cuda:1, auto), got {self.device!r}")
         if self.adapter is not None:
-            self.adapter = str(self.adapter)
+            set_(self, "adapter", str(self.adapter))
 
+    # ------------------------------------------------------------------ derived views of the fields
+    @classmethod
+    def fields_of_kind(cls, *kinds: str) -> tuple[str, ...]:
+        """Names of the fields of these kinds (``load``, ``prompt``, ``runtime``)."""
+        return tuple(name for name, opt, _ in options_of(cls) if opt.kind in kinds)
+
+    @classmethod
+    def vector_fields(cls) -> tuple[str, ...]:
+        """Names of the fields that change the computed vectors (part of the fingerprint)."""
+        return tuple(name for name, opt, _ in options_of(cls) if opt.vector)
+
+    def replace(self, **changes: Any) -> EncoderConfig:
+        """A copy with ``changes`` applied (validated like a new config)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"unknown encoder options {unknown}; valid: {sorted(known)}")
+        return dataclasses.replace(self, **changes)
+
+    def differences(self, other: EncoderConfig | dict, names: Sequence[str] | None = None) -> dict[str, tuple]:
+        """``{name: (self's value, other's value)}`` for the fields (``names``, default all) that differ,
+        compared in their JSON form."""
+        mine = self.to_dict()
+        theirs = other.to_dict() if isinstance(other, EncoderConfig) else dict(other)
+        names = list(names) if names is not None else list(mine)
+        return {n: (mine[n], theirs.get(n)) for n in names if n in theirs and mine[n] != theirs.get(n)}
+
+    # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
@@ -106,17 +166,41 @@ class EncoderConfig:
     def from_json(cls, path: str | Path) -> EncoderConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
+    @classmethod
+    def from_options(cls, demo_preset: str | None = None, **options: Any) -> EncoderConfig:
+        """A config from user options (CLI flags, server settings, ``PROMPTEOL_*`` variables).
 
-def config_from_options(model: str, demo_preset: str | None = None, demo: Sequence = (), **options: Any) -> EncoderConfig:
-    """An :class:`EncoderConfig` from user options (CLI flags, server settings).
+        ``demo_preset`` names a demonstration preset (``paper``, ``default``, ...) resolved for
+        the model; its demonstrations come first, then the explicit ``demonstrations``.
+        """
+        if demo_preset:
+            from .presets import get_preset
 
-    ``demo_preset`` names a preset (``paper``, ``default``, ...) resolved for ``model``; its
-    demonstrations come first, then the explicit ``demo`` pairs, in order.
-    """
-    demos: list[Any] = []
-    if demo_preset:
-        from .demos.presets import get_preset
+            model = options.get("model", cls.__dataclass_fields__["model"].default)
+            explicit = parse_demonstrations(options.get("demonstrations", ()))
+            options["demonstrations"] = tuple(get_preset(demo_preset, model=model)) + explicit
+        return cls(**options)
 
-        demos.extend(get_preset(demo_preset, model=model))
-    demos.extend(demo)
-    return EncoderConfig(model=model, demonstrations=demos, **options)
+
+#: not an encoder option but a way to fill ``demonstrations``: declared once, here, for every command
+DEMO_PRESET = (
+    "demo_preset",
+    Option(
+        help="a named demonstration preset (see `prompteol demos presets`), added before --demo",
+        metavar="NAME", kind="prompt",
+    ),  # fmt: skip
+    None,
+)
+
+
+def encoder_options(exclude: Sequence[str] = ()) -> list[tuple[str, Option, Any]]:
+    """The user-facing encoder options: every :class:`EncoderConfig` field plus ``demo_preset``."""
+    opts = options_of(EncoderConfig)
+    out: list[tuple[str, Option, Any]] = []
+    for item in opts:
+        if item[0] in exclude:
+            continue
+        out.append(item)
+        if item[0] == "demonstrations" and "demo_preset" not in exclude:
+            out.append(DEMO_PRESET)
+    return out

@@ -59,6 +59,20 @@ class MissingExtraError(PrompteolError, ImportError):
         )
 
 
+#: top-level module of an optional dependency -> the extra of pyproject.toml that installs it
+OPTIONAL_MODULES = {
+    "sklearn": "eval", "scipy": "eval", "threadpoolctl": "eval", "mteb": "mteb", "peft": "train",
+    "bitsandbytes": "gpu", "fastapi": "serve", "uvicorn": "serve", "pydantic": "serve",
+    "prometheus_client": "serve", "httpx": "serve", "ray": "ray", "pyarrow": "ray",
+    "sentence_transformers": "baselines", "matplotlib": "plot", "llama_cpp": "bench",
+}  # fmt: skip
+
+
+def extra_for_module(name: str | None) -> str | None:
+    """The extra that installs the (possibly dotted) module ``name``, or ``None``."""
+    return OPTIONAL_MODULES.get((name or "").split(".")[0])
+
+
 def require(module: str, extra: str, feature: str, package: str | None = None):
     """Import ``module`` or raise :class:`MissingExtraError` naming the extra to install."""
     import importlib

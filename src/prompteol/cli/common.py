@@ -9,54 +9,48 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["add_encoder_args", "encoder_config_from_args", "build_encoder", "atomic_write", "console"]
-
-
-def add_encoder_args(p: argparse.ArgumentParser, model_required: bool = False) -> None:
-    g = p.add_argument_group("encoder")
-    g.add_argument(
-        "--model", "-m", default=None if model_required else "smollm2-135m", required=model_required,
-        help="packaged alias (see `prompteol models list`), local folder, .gguf file, adapter folder or hub id "
-        "(default: %(default)s)",
-    )  # fmt: skip
-    g.add_argument("--template", "-t", default="prompteol",
-                   help="preset (prompteol, promptbert, raw) or a text with {sentence} (default: %(default)s)")  # fmt: skip
-    g.add_argument("--demo", action="append", default=[], metavar="'SENTENCE|WORD'",
-                   help="in-context demonstration; repeat for k-shot (rendered in order)")  # fmt: skip
-    g.add_argument("--demo-preset", default=None, metavar="NAME",
-                   help="a named demonstration preset (see `prompteol demos presets`), added before --demo")  # fmt: skip
-    g.add_argument("--layer", type=int, default=-1, help="hidden layer; -1 = last (default), 0 = embeddings")
-    g.add_argument("--pooling", choices=["last", "mean"], default="last", help="default: %(default)s")
-    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default: %(default)s)")
-    g.add_argument("--quantization", choices=["int8-dynamic", "4bit", "8bit"], default=None,
-                   help="int8-dynamic (CPU, torch) or 4bit/8bit (CUDA, bitsandbytes)")  # fmt: skip
-    g.add_argument("--adapter", default=None, help="LoRA adapter folder made by `prompteol train`")
-    g.add_argument("--max-length", type=int, default=None,
-                   help="cut sentences to this many tokens before templating (default: never cut)")  # fmt: skip
-    g.add_argument("--no-normalize-text", dest="normalize_text", action="store_false",
-                   help="do not apply the reference's sentence normalisation")  # fmt: skip
-    g.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
-                   help="recompute the shared prefix (demonstrations) for every sentence")  # fmt: skip
+__all__ = ["add_encoder_args", "encoder_values", "encoder_config_from_args", "build_encoder", "atomic_write", "console"]
 
 
-def encoder_config_from_args(args: argparse.Namespace):
-    from ..config import config_from_options
+def add_encoder_args(
+    p: argparse.ArgumentParser,
+    *,
+    exclude: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+    title: str = "encoder",
+) -> None:
+    """One flag per encoder option, derived from :class:`~prompteol.EncoderConfig` (plus
+    ``--demo-preset``); every flag defaults to "not given" and the config's default applies."""
+    from ..config import encoder_options
+    from ..options import add_arguments
 
-    return config_from_options(
-        args.model, getattr(args, "demo_preset", None), args.demo, template=args.template, layer=args.layer,
-        pooling=args.pooling, dtype=args.dtype, device=args.device, normalize_text=args.normalize_text,
-        max_length=args.max_length, adapter=args.adapter, quantization=args.quantization, prefix_cache=args.prefix_cache,
-    )  # fmt: skip
+    add_arguments(p.add_argument_group(title), encoder_options(exclude), defaults=defaults)
 
 
-def build_encoder(args: argparse.Namespace, use_cache: bool = True):
+def encoder_values(args: argparse.Namespace, exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """The encoder options given on the command line (``demo_preset`` included)."""
+    from ..config import encoder_options
+    from ..options import values_from_args
+
+    return values_from_args(args, encoder_options(exclude))
+
+
+def encoder_config_from_args(args: argparse.Namespace, **defaults: Any):
+    """The :class:`~prompteol.EncoderConfig` of the flags given (``defaults`` fill the others)."""
+    from ..config import EncoderConfig
+
+    return EncoderConfig.from_options(**{**defaults, **encoder_values(args)})
+
+
+def build_encoder(args: argparse.Namespace, use_embedding_cache: bool = True, **defaults: Any):
     from ..encoder import Encoder
 
-    config = encoder_config_from_args(args)
-    return Encoder.from_config(config, cache=use_cache, progress=True)
+    config = encoder_config_from_args(args, **defaults)
+    return Encoder.from_config(config, embedding_cache=use_embedding_cache, progress=True)
 
 
 def atomic_write(path: Path, write) -> None:

@@ -64,7 +64,7 @@ def register(sub) -> None:
 def run_presets(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from ..demos.presets import PAPER_DEMOS, list_presets, searched_presets
+    from ..presets import DEFAULT_ORDER, PAPER_DEMOS, list_presets, searched_presets
 
     table = Table(title="Demonstration presets" + (f" for {args.model}" if args.model else ""))
     for col in ("name", "demonstrations", "chosen on", "score"):
@@ -78,7 +78,7 @@ def run_presets(args: argparse.Namespace) -> int:
             rec = searched[name]
             info, score = f"{rec.get('split')} ({rec.get('n_pairs')} pairs)", f"{rec.get('score', float('nan')):.2f}"
         elif name == "default":
-            src = next(n for n in ("searched-leakfree", "searched") if n in searched)
+            src = next(n for n in DEFAULT_ORDER if n in searched)
             info, score = f"= {src}", ""
         else:
             info, score = "paper, closest OPT size", ""
@@ -166,7 +166,7 @@ def run_search(args: argparse.Namespace) -> int:
     if not best["demonstrations"]:
         con.print("no candidate beat the score without a demonstration: the best choice is none")
     if args.save_preset:
-        from ..demos.presets import save_preset
+        from ..presets import save_preset
 
         record = {"demonstrations": best["demonstrations"], "score": best["score"], "no_demo_score": none_score,
                   "split": split.name, "split_description": split.description, "n_pairs": len(split),

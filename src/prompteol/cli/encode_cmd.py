@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
     p.add_argument("--max-batch-tokens", type=int, default=None, help="padded tokens per batch (default: no limit)")
     p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
-    p.add_argument("--no-cache", dest="use_cache", action="store_false", help="do not use the embedding cache")
+    p.add_argument("--no-cache", dest="use_embedding_cache", action="store_false",
+                   help="neither read nor write the persistent embedding cache")  # fmt: skip
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")
@@ -86,10 +87,10 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix not in OUTPUT_SUFFIXES:
         raise InputError(f"output {args.output!r} should end in one of {list(OUTPUT_SUFFIXES)}")
     texts, records = read_input(args.input)  # fail on bad input before loading any model
-    encoder = build_encoder(args, use_cache=args.use_cache)
+    encoder = build_encoder(args, use_embedding_cache=args.use_embedding_cache)
     vectors = encoder.encode(
         texts, batch_size=args.batch_size, normalize=args.normalize, max_batch_tokens=args.max_batch_tokens,
-        show_progress=progress_wanted(args.progress), use_cache=args.use_cache,
+        show_progress=progress_wanted(args.progress), use_embedding_cache=args.use_embedding_cache,
     )  # fmt: skip
     write_output(out, vectors, texts, records)
     print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} vectors to {out}", file=sys.stderr)

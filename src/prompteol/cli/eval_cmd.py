@@ -10,7 +10,6 @@ from pathlib import Path
 from .common import add_encoder_args, atomic_write, build_encoder, console, progress_wanted
 
 _BASELINE_NAMES = ("all-minilm-l6-v2", "all-mpnet-base-v2")  # = evaluation.baselines.BASELINES (checked by a test)
-_DEFAULT_MODEL = "smollm2-135m"
 
 
 def register(sub) -> None:
@@ -28,11 +27,18 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=["test", "fast"], default="test",
                    help="transfer protocol: test = 10-fold (SentEval's full mode), fast = 5-fold; STS is identical "
                    "in both (default: %(default)s)")  # fmt: skip
+    p.add_argument("--classifier", choices=["lbfgs", "senteval"], default="lbfgs",
+                   help="transfer classifier: lbfgs = scikit-learn L-BFGS logistic regression to convergence; "
+                   "senteval = SentEval's PyTorch classifier (Adam/RMSprop, early stopping) with the --mode's "
+                   "settings (default: %(default)s)")  # fmt: skip
+    p.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
+                   help="run the transfer classifiers with N seeds (1111, 1112, ...), encoding once; the score is "
+                   "the mean, the results also hold each seed's score and the sample std (default: %(default)s)")  # fmt: skip
     p.add_argument("--data-dir", default=None,
                    help="SentEval data root, the folder that holds downstream/ (default: $PROMPTEOL_DATA)")  # fmt: skip
     p.add_argument("--output", "-o", default=None, help="write the results JSON to this file (atomically)")
     p.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
-    p.add_argument("--no-cache", dest="use_cache", action="store_false",
+    p.add_argument("--no-cache", dest="use_embedding_cache", action="store_false",
                    help="neither read nor write the embedding cache")  # fmt: skip
     p.add_argument("--baseline", action="append", default=[], choices=_BASELINE_NAMES, metavar="NAME",
                    help=f"also (or, without --model, only) evaluate a sentence-transformers baseline; repeatable; "
@@ -41,30 +47,27 @@ def register(sub) -> None:
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     add_encoder_args(p)
-    for action in p._actions:  # --model defaults to the packaged model unless only baselines are asked for
-        if action.dest == "model":
-            action.default = None
-            action.help = (f"packaged alias (see `prompteol models list`), local folder, .gguf file, adapter folder or "
-                           f"hub id (default: {_DEFAULT_MODEL}, or none when --baseline is given)")  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import EncoderConfig
     from ..evaluation import evaluate, resolve_data_dir, resolve_tasks, verify_data
 
     tasks = resolve_tasks(args.tasks)
     root = resolve_data_dir(args.data_dir)
     verify_data(root, tasks)  # a missing or changed file fails here, before any model is loaded
-    if args.model is None and not args.baseline:
-        args.model = _DEFAULT_MODEL
-    jobs = ([("model", args.model)] if args.model else []) + [("baseline", b) for b in dict.fromkeys(args.baseline)]
+    # without --model, a run with --baseline evaluates only the baselines; otherwise the default model
+    model = args.model or (None if args.baseline else EncoderConfig.model)
+    jobs = ([("model", model)] if model else []) + [("baseline", b) for b in dict.fromkeys(args.baseline)]
     progress = progress_wanted(args.progress)
     out = console(stderr=True)
     runs = []
     for kind, name in jobs:
         out.print(f"[bold]evaluating {name}[/bold] on {', '.join(t.name for t in tasks)} ({args.mode} mode)")
         encoder = _load(kind, name, args)
-        res = evaluate(encoder, tasks, data_dir=root, mode=args.mode, batch_size=args.batch_size, progress=progress)
+        res = evaluate(encoder, tasks, data_dir=root, mode=args.mode, batch_size=args.batch_size, progress=progress,
+                       classifier=args.classifier, seeds=args.seeds)  # fmt: skip
         res["label"] = name
         runs.append(res)
         out.print(f"{name}: done in {res['elapsed_s']:.1f} s")
@@ -80,15 +83,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(kind: str, name: str, args: argparse.Namespace):
     if kind == "model":
-        return build_encoder(args, use_cache=args.use_cache)
+        return build_encoder(args, use_embedding_cache=args.use_embedding_cache, model=name)
     from ..evaluation.baselines import load_baseline
 
-    device = args.device
+    device = args.device or "cpu"
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_baseline(name, device=device, cache=args.use_cache)
+    return load_baseline(name, device=device, cache=args.use_embedding_cache)
 
 
 def results_table(runs: list[dict], verbose: bool = False):
@@ -131,3 +134,10 @@ def _sub_cell(res: dict | None, subset: str) -> str:
     if res is None or subset not in res.get("subsets", {}):
         return ""
     return f"{res['subsets'][subset]['spearman']:.2f}"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"should be >= 1, got {value}")
+    return value

@@ -40,13 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS.values():
-        try:
-            mod = importlib.import_module(module, __package__)
-        except ModuleNotFoundError as exc:  # a command whose module is not written yet
-            if exc.name and exc.name.endswith(module.lstrip(".")):
-                continue
-            raise
-        mod.register(sub)
+        # a command module imports only the standard library and prompteol's light core at the top
+        # (its optional dependencies are imported when it runs), so any import error here is a bug
+        importlib.import_module(module, __package__).register(sub)
     return parser
 
 
@@ -69,12 +65,19 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from ..errors import PrompteolError
+    from ..errors import PrompteolError, extra_for_module
 
     try:
         return int(args.func(args) or 0)
     except PrompteolError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = extra_for_module(exc.name)
+        if extra is None:
+            raise  # not an optional dependency: a broken installation or a bug, shown in full
+        print(f"error: `prompteol {args.command}` needs the optional package '{exc.name}', which is not "
+              f"installed. Install it with: pip install 'prompteol[{extra}]'", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

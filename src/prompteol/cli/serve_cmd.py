@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_encoder_args
+from .common import add_encoder_args, encoder_values
 
-# encoder options whose CLI defaults are dropped, so that PROMPTEOL_* variables can fill them
-_ENCODER_DESTS = ("model", "template", "demo", "demo_preset", "layer", "pooling", "dtype", "device",
-                  "quantization", "adapter", "max_length", "normalize_text", "prefix_cache")  # fmt: skip
+# server flags (None = not given, so PROMPTEOL_* variables can fill them); the encoder's flags
+# are derived from EncoderConfig by add_encoder_args and default to "not given" already
 _SERVE_DESTS = ("served_model_name", "host", "port", "api_key", "max_batch_tokens", "max_batch_size", "max_inputs",
                 "max_input_tokens", "max_wait_ms", "max_request_bytes", "normalize", "embedding_cache",
-                "access_log")  # fmt: skip
+                "access_log", "drain_timeout_s")  # fmt: skip
 
 
 def register(sub) -> None:
@@ -50,29 +49,28 @@ def register(sub) -> None:
                    help="read and write the persistent embedding cache (default: off)")  # fmt: skip
     g.add_argument("--no-access-log", dest="access_log", action="store_false", default=None,
                    help="do not log one line per request")  # fmt: skip
+    g.add_argument("--drain-timeout-s", type=float, default=None,
+                   help="at shutdown, keep answering accepted requests this long, then 503 (default: 30)")  # fmt: skip
     add_encoder_args(p)
-    for action in p._actions:  # keep the shown defaults, then drop them (None = "not given")
-        if action.dest in _ENCODER_DESTS and action.help and "%(default)s" in action.help:
-            action.help = action.help.replace("%(default)s", str(action.default))
-    p.set_defaults(func=run, **dict.fromkeys(_ENCODER_DESTS))
+    p.set_defaults(func=run)
 
 
 def settings_from_args(args: argparse.Namespace):
     from ..serve.settings import ServeSettings
 
-    given = {name: getattr(args, name, None) for name in _ENCODER_DESTS + _SERVE_DESTS}
+    given = {name: getattr(args, name, None) for name in _SERVE_DESTS}
     given["threads"] = getattr(args, "threads", None)
-    return ServeSettings.from_env(**given)
+    return ServeSettings.from_env(encoder_options_given=encoder_values(args), **given)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..serve import serve  # raises MissingExtraError (with the pip command) without the [serve] extra
 
     settings = settings_from_args(args)
-    settings.encoder_config()  # a bad template / demonstration / layer fails now, not after loading
     from ..models.loading import resolve_model
 
-    resolve_model(settings.model, cache_dir=settings.cache_dir, progress=True)  # pull now, with a progress bar
+    # (a bad template / demonstration / option failed above, before anything is loaded)
+    resolve_model(settings.model, cache_dir=settings.cache_dir, progress=True, revision=settings.encoder.revision)
     auth = "on" if settings.api_key is not None else "off"
     print(f"prompteol: loading {settings.model!r}, then serving it as {settings.model_name!r} at "
           f"http://{settings.host}:{settings.port}/v1 (API key: {auth}); Ctrl-C stops", file=sys.stderr)  # fmt: skip

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from .common import add_encoder_args, encoder_values
 
 _DEFAULTS = "(default: %(default)s)"
+#: encoder options training does not use (LoRA needs the plain base; --load-in-4bit, --cutoff-len instead)
+_NOT_TRAINED = ("adapter", "quantization", "max_length", "prefix_cache")
 
 
 def register(sub) -> None:
@@ -23,24 +26,13 @@ def register(sub) -> None:
         "--resume, STS-B dev evaluation and a best/ adapter. Several processes: "
         "torchrun --nproc-per-node N -m prompteol.cli.main train ...",
     )
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model", "-m", help="base model: packaged alias, local folder, .gguf file or hub id (required)")
+    g = p.add_argument_group("data")
     g.add_argument("--data", help="triplets: .csv with sent0,sent1,hard_neg (SimCSE's NLI format) or .jsonl (required)")
     g.add_argument("--output", "-o", default="prompteol-train", help=f"output folder {_DEFAULTS}")
     g.add_argument(
         "--skip-bad-rows", action="store_true", help="train without malformed rows (each is logged) instead of stopping"
     )
-    g.add_argument(
-        "--template", "-t", default="prompteol", help=f"template preset or text with {{sentence}} {_DEFAULTS}"
-    )
-    g.add_argument("--pooling", choices=["last", "mean"], default="last", help=_DEFAULTS)
-    g.add_argument("--layer", type=int, default=-1, help="hidden layer to train and read; -1 = last (default)")
-    g.add_argument("--no-normalize-text", dest="normalize_text", action="store_false",
-                   help="do not apply the reference's sentence normalisation (training and evaluation alike)")  # fmt: skip
-    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                   help="base-model weights; float32 on CPU, bfloat16 on recent GPUs (float16 uses loss scaling) "
-                   f"{_DEFAULTS}")  # fmt: skip
-    g.add_argument("--device", default="auto", help=f"cpu, cuda, cuda:1 or auto {_DEFAULTS}")
+    add_encoder_args(p, exclude=_NOT_TRAINED, defaults={"device": "auto"}, title="encoder trained for (--model is required)")
 
     g = p.add_argument_group("LoRA")
     g.add_argument("--lora-r", type=int, default=64, help=_DEFAULTS)
@@ -120,9 +112,8 @@ def config_from_args(args: argparse.Namespace):
     missing = [flag for flag, value in (("--model", args.model), ("--data", args.data)) if not value]
     if missing:
         raise ConfigError(f"prompteol train needs {' and '.join(missing)} (see `prompteol train --help`)")
-    return TrainConfig(
-        model=args.model, data=args.data, output_dir=args.output, template=args.template, pooling=args.pooling,
-        layer=args.layer, normalize_text=args.normalize_text, dtype=args.dtype, device=args.device,
+    return TrainConfig.build(
+        **encoder_values(args, _NOT_TRAINED), data=args.data, output_dir=args.output,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, load_in_4bit=args.load_in_4bit,
         gradient_checkpointing=args.gradient_checkpointing, batch_size=args.batch_size,
         micro_batch_size=args.micro_batch_size, lr=args.lr, warmup_steps=args.warmup_steps,

@@ -158,16 +158,19 @@ def search(
     if k < 1 or beam < 1 or pool < 1:
         raise ConfigError(f"k, beam and pool should be >= 1, got k={k}, beam={beam}, pool={pool}")
     results_path = Path(results_path)
+    # The header says what every score in the file was computed with: the base encoder (its
+    # fingerprint covers the weights, every vector-changing option and prompteol's fingerprint
+    # version) and the split. A file of another search is never resumed.
     header = {
-        "weights_id": base.weights_id, "template": base.config.template.to_dict(), "layer": base.layer_index,
-        "pooling": base.config.pooling, "dtype": base.config.dtype, "split": split.name,
+        "base_fingerprint": base.fingerprint, "encoder": base.describe(), "split": split.name,
         "split_description": split.description, "n_pairs": len(split), "leak_free": split.leak_free,
     }  # fmt: skip
+    compared = ("base_fingerprint", "split", "split_description", "n_pairs", "leak_free")
     old_header, rows = read_results(results_path)
-    if old_header and {k_: old_header.get(k_) for k_ in header} != header:
+    if old_header and {k_: old_header.get(k_) for k_ in compared} != {k_: header[k_] for k_ in compared}:
         raise ConfigError(
-            f"{results_path} holds results of another search ({old_header.get('split')}, weights "
-            f"{old_header.get('weights_id')}); use another --results file"
+            f"{results_path} holds results of another search (split {old_header.get('split')}, base encoder "
+            f"{old_header.get('base_fingerprint') or old_header.get('weights_id')}); use another --results file"
         )
     results_path.parent.mkdir(parents=True, exist_ok=True)
     if not old_header:

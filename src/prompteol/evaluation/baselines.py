@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import time
 import zipfile
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ChecksumError, ConfigError, InputError, ModelDownloadError, require
+from ..errors import ChecksumError, ConfigError, ModelDownloadError, require
 from ..models.pull import _lock
 from ..paths import cache_root, downloads_dir
 
@@ -39,6 +38,7 @@ __all__ = ["Baseline", "BASELINES", "baseline_path", "load_baseline", "SentenceT
 log = logging.getLogger(__name__)
 
 MARKER = "prompteol_baseline.json"
+_CHUNK = 1024  # sentences per sentence-transformers call (its own batches inside)
 
 
 @dataclass(frozen=True)
@@ -180,20 +180,25 @@ class SentenceTransformerEncoder:
     known sentences are read from the shared :class:`~prompteol.cache.EmbeddingCache`.
     """
 
-    def __init__(self, path: str | os.PathLike, *, name: str | None = None, device: str = "cpu", cache=None):
+    def __init__(
+        self, path: str | os.PathLike, *, name: str | None = None, device: str = "cpu", embedding_cache=None
+    ):
         st = require("sentence_transformers", "baselines", "baseline encoders")
         self.path = Path(path)
         self.name = name or self.path.name
         self.model = st.SentenceTransformer(str(self.path), device=device, local_files_only=True)
         weights = self.path / "model.safetensors"
         self.weights_sha256 = _sha256(weights) if weights.is_file() else None
-        self.cache = cache
-        if cache is not None:
-            cache.register(self.fingerprint, self.describe())
+        self.embedding_cache = embedding_cache
+        if embedding_cache is not None:
+            embedding_cache.register(self.fingerprint, self.describe())
 
     @property
     def fingerprint(self) -> str:
-        payload = {"kind": "sentence-transformers", "name": self.name, "weights": self.weights_sha256}
+        from ..identity import FINGERPRINT_VERSION
+
+        payload = {"kind": "sentence-transformers", "name": self.name, "weights": self.weights_sha256,
+                   "fingerprint_version": FINGERPRINT_VERSION}  # fmt: skip
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
     @property
@@ -209,26 +214,28 @@ class SentenceTransformerEncoder:
         }  # fmt: skip
 
     def encode(
-        self, texts: Sequence[str], batch_size: int = 32, show_progress: bool | None = None, use_cache: bool = True
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+        use_embedding_cache: bool = True,
     ) -> np.ndarray:
         """Embed ``texts`` -> float32 (N, H), in input order; duplicates are computed once."""
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise InputError("texts should be a list of strings")
-        texts = list(texts)
+        from ..cached import encode_cached
+        from ..prompts import check_texts
+
+        texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        unique = list(dict.fromkeys(texts))
-        cache = self.cache if use_cache else None
-        found = cache.get_many(self.fingerprint, unique) if cache is not None else {}
-        todo = [s for s in unique if s not in found]
-        if todo:
-            show = bool(show_progress) if show_progress is not None else (len(todo) >= 256 and sys.stderr.isatty())
-            vecs = self.model.encode(todo, batch_size=batch_size, show_progress_bar=show, convert_to_numpy=True)
-            vecs = np.asarray(vecs, dtype=np.float32)
-            found.update(zip(todo, vecs))
-            if cache is not None:
-                cache.put_many(self.fingerprint, todo, vecs)
-        return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+
+        def compute(todo: list[str]):
+            for start in range(0, len(todo), _CHUNK):  # chunks: cached (and shown) as they finish
+                chunk = todo[start : start + _CHUNK]
+                vecs = self.model.encode(chunk, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+                yield list(range(start, start + len(chunk))), vecs
+
+        return encode_cached(texts, compute, fingerprint=self.fingerprint,
+                             cache=self.embedding_cache if use_embedding_cache else None, show_progress=show_progress)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEncoder({self.name!r})"
@@ -247,4 +254,4 @@ def load_baseline(
         from ..paths import embeddings_db
 
         emb_cache = EmbeddingCache(embeddings_db(cache_dir))
-    return SentenceTransformerEncoder(path, name=spec.alias, device=device, cache=emb_cache)
+    return SentenceTransformerEncoder(path, name=spec.alias, device=device, embedding_cache=emb_cache)

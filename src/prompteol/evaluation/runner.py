@@ -47,6 +47,9 @@ def evaluate(
     mode: str = "test",
     batch_size: int = 32,
     progress: bool | None = None,
+    *,
+    classifier: str = "lbfgs",
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Evaluate ``encoder`` on SentEval tasks; returns a JSON-serialisable results dictionary.
 
@@ -59,6 +62,12 @@ def evaluate(
         mode: ``test`` (10-fold transfer protocols) or ``fast`` (5-fold); STS is the same in both.
         batch_size: passed to ``encode`` when it takes one.
         progress: passed to ``encode`` as its progress-bar switch when it takes one.
+        classifier: the transfer tasks' classifier: ``lbfgs`` (scikit-learn L-BFGS logistic
+            regression to convergence) or ``senteval`` (SentEval's PyTorch classifier with early
+            stopping, with the ``mode``'s settings). STS does not use a classifier.
+        seeds: run the transfer classifiers with this many seeds (1111, 1112, ...: fold shuffles
+            and classifier); sentences are encoded once. With more than one, each transfer
+            result holds the per-seed scores, their ``mean`` (the ``score``) and sample ``std``.
 
     The data files are verified (sha256) before anything is encoded. Scores are x100:
     ``results["tasks"][name]["score"]`` is the headline of each task (Spearman "all" for
@@ -67,6 +76,13 @@ def evaluate(
     """
     if mode not in MODES:
         raise ConfigError(f"mode should be one of {list(MODES)}, got {mode!r}")
+    from .transfer import CLASSIFIERS, SEED
+
+    if classifier not in CLASSIFIERS:
+        raise ConfigError(f"classifier should be one of {list(CLASSIFIERS)}, got {classifier!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ConfigError(f"seeds should be a whole number >= 1, got {seeds!r}")
+    seed_list = [SEED + i for i in range(int(seeds))]
     if not callable(getattr(encoder, "encode", None)):
         raise InputError(f"encoder should have an encode(sentences) -> array method; got {type(encoder).__name__}")
     task_list = resolve_tasks(tasks)
@@ -87,7 +103,7 @@ def evaluate(
         if isinstance(data, StsPairs):
             res = _sts_task(task, data, vectors, index)
         else:
-            res = _transfer_task(task, data, vectors, index, MODES[mode])
+            res = _transfer_task(task, data, vectors, index, mode, classifier, seed_list)
         t2 = time.perf_counter()
         res = {"score": main_score(task, res), "main_score": task.main_score, **res, "sentences": len(sentences),
                "elapsed_s": {"encode": round(t1 - t0, 3), "score": round(t2 - t1, 3), "total": round(t2 - t0, 3)}}  # fmt: skip
@@ -102,7 +118,7 @@ def evaluate(
         "averages": _averages(results),
         "encoder": {"class": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
                     **(_jsonable(describe()) if callable(describe) else {})},  # fmt: skip
-        "protocol": _protocol(mode, task_list),
+        "protocol": _protocol(mode, task_list, classifier, seed_list),
         "data": {"root": str(root.resolve()), "sha256": checksums},
         "versions": package_versions(),
         "elapsed_s": round(time.perf_counter() - t_start, 3),
@@ -174,18 +190,36 @@ def _features(ex: Examples, vectors: np.ndarray, index: dict[str, int], pair: bo
     return np.concatenate([np.abs(u - v), u * v], axis=1)  # MRPC: [|u-v|, u*v], as SentEval
 
 
-def _transfer_task(task: Task, data: dict[str, Examples], vectors, index, kfold: int) -> dict:
-    from . import transfer
+def _transfer_task(task: Task, data: dict[str, Examples], vectors, index, mode: str, classifier: str = "lbfgs",
+                   seeds: list[int] | None = None) -> dict:  # fmt: skip
+    """Score one transfer task with each seed; one seed keeps the single-run shape."""
+    from .transfer import SEED
 
     feats = {name: _features(ex, vectors, index, task.pair_features) for name, ex in data.items()}
     labels = {name: ex.labels for name, ex in data.items()}
+    seeds = seeds or [SEED]
+    runs = [_transfer_once(task, feats, labels, mode, classifier, seed) for seed in seeds]
+    if len(runs) == 1:
+        return {"classifier": classifier, **runs[0]}
+    return _combine_seeds(task, classifier, seeds, runs)
+
+
+def _transfer_once(task: Task, feats: dict, labels: dict, mode: str, classifier: str, seed: int) -> dict:
+    from . import transfer
+
+    kfold = MODES[mode]
+    opts: dict[str, Any] = {"seed": seed, "classifier": classifier, "nclasses": task.nclasses or None}
+    if classifier == "senteval":
+        from .senteval_classifier import SENTEVAL_PARAMS
+
+        opts["params"] = SENTEVAL_PARAMS[mode]
     if task.aggregation == "inner-kfold":
-        return transfer.inner_kfold(feats["all"], labels["all"], kfold)
+        return transfer.inner_kfold(feats["all"], labels["all"], kfold, **opts)
     if task.aggregation == "split":
         return transfer.split_select(feats["train"], labels["train"], feats["dev"], labels["dev"],
-                                     feats["test"], labels["test"])  # fmt: skip
+                                     feats["test"], labels["test"], **opts)  # fmt: skip
     if task.aggregation == "kfold":
-        res = transfer.kfold_then_test(feats["train"], labels["train"], feats["test"], labels["test"], kfold)
+        res = transfer.kfold_then_test(feats["train"], labels["train"], feats["test"], labels["test"], kfold, **opts)
         yhat = res.pop("_yhat")
         if task.nclasses == 2:
             from sklearn.metrics import f1_score
@@ -193,6 +227,28 @@ def _transfer_task(task: Task, data: dict[str, Examples], vectors, index, kfold:
             res["f1"] = round(100 * f1_score(labels["test"], yhat), 2)
         return res
     raise ConfigError(f"task {task.name} has an unknown aggregation {task.aggregation!r}")
+
+
+#: sample standard deviation over seeds (numpy ddof)
+STD_DDOF = 1
+_SEED_METRICS = ("acc", "devacc", "f1")
+_SEED_INVARIANT = ("kfold", "n", "n_train", "n_dev", "n_test")
+
+
+def _combine_seeds(task: Task, classifier: str, seeds: list[int], runs: list[dict]) -> dict:
+    """Several seeds: each metric's mean at the top, per-seed values, headline mean and sample std."""
+    metrics = [m for m in _SEED_METRICS if m in runs[0]]
+    per_seed = {m: [float(r[m]) for r in runs] for m in metrics}
+    head = per_seed[task.main_score]
+    out: dict[str, Any] = {"classifier": classifier, "seeds": list(seeds)}
+    out.update({m: float(np.mean(v)) for m, v in per_seed.items()})  # acc (-> score), devacc, f1: means
+    out.update({k: runs[0][k] for k in _SEED_INVARIANT if k in runs[0]})
+    out.update({
+        "mean": float(np.mean(head)), "std": float(np.std(head, ddof=STD_DDOF)), "std_ddof": STD_DDOF,
+        "per_seed": per_seed, "std_by_metric": {m: float(np.std(v, ddof=STD_DDOF)) for m, v in per_seed.items()},
+        "runs": [{"seed": seed, **r} for seed, r in zip(seeds, runs)],
+    })  # fmt: skip
+    return out
 
 
 def _averages(results: dict[str, dict]) -> dict[str, float]:
@@ -206,18 +262,52 @@ def _averages(results: dict[str, dict]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------- metadata
-def _protocol(mode: str, tasks: list[Task]) -> dict:
-    from .transfer import L2_GRID, MAX_ITER, SEED
+def _protocol(mode: str, tasks: list[Task], classifier: str = "lbfgs", seeds: list[int] | None = None) -> dict:
+    from .transfer import CLASSIFIER_THREADS, L2_GRID, MAX_ITER, SEED
 
+    seeds = seeds or [SEED]
     out: dict[str, Any] = {
         "sentences": "SentEval tokens joined by single spaces; the encoder applies its own template",
         "sts": "cosine similarity; scipy spearmanr/pearsonr x100; STS12-16 'all' = Spearman over concatenated subsets",
     }
     if any(t.kind == "transfer" for t in tasks):
-        out["transfer"] = {
-            "kfold": MODES[mode], "seed": SEED, "l2_grid": list(L2_GRID),
-            "classifier": f"sklearn LogisticRegression(lbfgs, C = 1/(l2 * n_train), max_iter={MAX_ITER})",
+        transfer: dict[str, Any] = {
+            "classifier": classifier, "kfold": MODES[mode], "seed": seeds[0], "seeds": list(seeds),
+            "l2_grid": list(L2_GRID),
         }  # fmt: skip
+        if len(seeds) > 1:
+            transfer["std"] = f"sample standard deviation over the seeds (ddof={STD_DDOF}); score = mean"
+        if classifier == "senteval":
+            import torch
+
+            from .senteval_classifier import OPTIMIZER_DEFAULTS, SENTEVAL_PARAMS, VALIDATION_SPLIT
+
+            params = SENTEVAL_PARAMS[mode]
+            transfer["description"] = (
+                "SentEval's PyTorch classifier (MLP, nhid=0): linear layer, mean softmax cross-entropy, "
+                "weight decay l2 on weight and bias via the optimizer, early stopping on validation accuracy"
+            )
+            transfer["hyperparameters"] = {
+                **params.to_dict(), "optimizer_defaults": _jsonable(OPTIMIZER_DEFAULTS[params.optim]),
+                "validation": {"inner/grid fits": "the held-out fold (validation_data)",
+                               "final k-fold refits": f"validation_split={VALIDATION_SPLIT}",
+                               "SST2": "dev (validation_data)"},
+                "init": "torch.manual_seed(seed); nn.Linear default", "shuffles": "np.random.RandomState(seed)",
+                "dtype": "float32", "device": "cpu", "torch_threads": torch.get_num_threads(),
+            }  # fmt: skip
+            transfer["source"] = (
+                "SentEval tools/classifier.py + tools/validation.py; params['classifier'] of PromptEOL's "
+                "evaluation.py (test: adam, batch 64, tenacity 5, epoch_size 4 = SimCSE's; fast: rmsprop, "
+                "batch 32, tenacity 3, epoch_size 2; SimCSE's fast mode uses batch 128); max_epoch = MLP default"
+            )
+        else:
+            transfer["description"] = f"sklearn LogisticRegression(lbfgs, C = 1/(l2 * n_train), max_iter={MAX_ITER})"
+            transfer["hyperparameters"] = {
+                "solver": "lbfgs", "C": "1 / (l2 * n_train)", "tol": 1e-4, "max_iter": MAX_ITER,
+                "features": "centred on the training part's mean", "dtype": "float64",
+                "blas_threads": CLASSIFIER_THREADS,
+            }  # fmt: skip
+        out["transfer"] = transfer
     return out
 
 

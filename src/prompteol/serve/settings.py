@@ -3,7 +3,10 @@
 Every field ``name`` is read from the environment variable ``PROMPTEOL_<NAME>`` (for
 example ``PROMPTEOL_API_KEY``, ``PROMPTEOL_MAX_BATCH_TOKENS``); ``cache_dir`` is the one
 exception and reads ``PROMPTEOL_CACHE``, the variable the rest of prompteol already uses.
-An empty variable counts as unset. List fields (``demo``) take a JSON list.
+The encoder is an :class:`~prompteol.EncoderConfig`: its options (and ``demo_preset``) are
+read from ``PROMPTEOL_<OPTION>`` the same way (``PROMPTEOL_MODEL``, ``PROMPTEOL_LAYER``,
+``PROMPTEOL_DEMONSTRATIONS`` as a JSON list, ...), derived from its declaration, never
+repeated here. An empty variable counts as unset.
 
 The template and the demonstrations are fixed here, on the server: a request can never
 change how a sentence is embedded.
@@ -11,14 +14,15 @@ change how a sentence is embedded.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from ..config import EncoderConfig, encoder_options
 from ..errors import ConfigError
+from ..options import values_from_env
 
 __all__ = ["ServeSettings", "ENV_PREFIX", "env_name"]
 
@@ -27,32 +31,20 @@ _ENV_OVERRIDES = {"cache_dir": "PROMPTEOL_CACHE"}
 
 
 def env_name(field: str) -> str:
-    """The environment variable that sets ``field``."""
+    """The environment variable that sets ``field`` (a server setting or an encoder option)."""
     return _ENV_OVERRIDES.get(field, ENV_PREFIX + field.upper())
 
 
 class ServeSettings(BaseModel):
     """Everything ``prompteol serve`` needs; see ``docs/serving.md`` for each option."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    # --- what is served (the encoder; same meaning as the encoder options of every command)
-    model: str = Field("smollm2-135m", min_length=1)
+    # --- what is served: the encoder (its options may also be given at the top level:
+    # ``ServeSettings(model="smollm2-135m", layer=-2)``)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     #: the name clients put in ``"model"``; defaults to ``model``
     served_model_name: str | None = Field(None, min_length=1)
-    template: str = "prompteol"
-    #: demonstrations as ``'SENTENCE|WORD'`` strings, rendered in order after ``demo_preset``
-    demo: tuple[str, ...] = ()
-    demo_preset: str | None = None
-    layer: int = -1
-    pooling: Literal["last", "mean"] = "last"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = "cpu"
-    quantization: Literal["int8-dynamic", "4bit", "8bit"] | None = None
-    adapter: str | None = None
-    max_length: int | None = Field(None, ge=1)
-    normalize_text: bool = True
-    prefix_cache: bool = True
     #: read and write the persistent embedding cache (off: a public server should not grow a
     #: disk cache with every client's sentences unless asked to)
     embedding_cache: bool = False
@@ -87,36 +79,56 @@ class ServeSettings(BaseModel):
     max_wait_ms: float = Field(5.0, ge=0, le=10_000)
     #: return unit-length vectors, as OpenAI does (``--no-normalize`` returns the raw pooled vectors)
     normalize: bool = True
+    #: at shutdown, accepted requests are still answered for up to this long; then the ones not yet
+    #: started get 503 (the group already running is always finished and answered)
+    drain_timeout_s: float = Field(30.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encoder_options_at_top_level(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            names = {name for name, _, _ in encoder_options()}
+            given = {k: data.pop(k) for k in list(data) if k in names}
+            if given:
+                if "encoder" in data:
+                    raise ValueError(f"give either encoder= or the encoder options {sorted(given)}, not both")
+                data["encoder"] = EncoderConfig.from_options(**given)
+        return data
+
+    @property
+    def model(self) -> str:
+        """The model reference being served."""
+        return self.encoder.model
 
     @property
     def model_name(self) -> str:
         """The model id clients send and ``/v1/models`` lists."""
-        return self.served_model_name or self.model
+        return self.served_model_name or self.encoder.model
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:
-        """Settings from ``overrides`` (``None`` values skipped), then ``PROMPTEOL_*`` variables, then defaults."""
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        encoder_options_given: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> ServeSettings:
+        """Settings from ``overrides`` (``None`` values skipped) and ``encoder_options_given``
+        (CLI flags), then ``PROMPTEOL_*`` variables, then defaults."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name in cls.model_fields:
-            raw = environ.get(env_name(name), "")
-            if raw == "":
+            if name == "encoder":
                 continue
-            if name == "demo":
-                try:
-                    parsed = json.loads(raw)
-                except json.JSONDecodeError:
-                    parsed = None
-                if not isinstance(parsed, list):
-                    raise ConfigError(
-                        f"{env_name(name)} should be a JSON list of 'SENTENCE|WORD' strings, got {raw!r}; "
-                        f"""for example {env_name(name)}='["A man is smoking.|Smoking"]'"""
-                    )
-                values[name] = parsed
-            else:
+            raw = environ.get(env_name(name), "")
+            if raw != "":
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.validated(**values)
+        opts = {**values_from_env(environ, encoder_options(), ENV_PREFIX), **(encoder_options_given or {})}
+        try:
+            encoder = EncoderConfig.from_options(**opts)
+        except ConfigError as exc:
+            raise ConfigError(f"invalid encoder settings (flags or PROMPTEOL_* variables): {exc}") from None
+        return cls.validated(encoder=encoder, **values)
 
     @classmethod
     def validated(cls, **values: Any) -> ServeSettings:
@@ -133,12 +145,6 @@ class ServeSettings(BaseModel):
                 problems.append(f"{name} ({flag} or {env_name(name)}): {err['msg']}, got {shown}")
             raise ConfigError("invalid server settings: " + "; ".join(problems)) from None
 
-    def encoder_config(self):
-        """The :class:`~prompteol.EncoderConfig` of the served encoder (raises ``ConfigError``)."""
-        from ..config import config_from_options
-
-        return config_from_options(
-            self.model, self.demo_preset, self.demo, template=self.template, layer=self.layer, pooling=self.pooling,
-            dtype=self.dtype, device=self.device, normalize_text=self.normalize_text, max_length=self.max_length,
-            adapter=self.adapter, quantization=self.quantization, prefix_cache=self.prefix_cache,
-        )  # fmt: skip
+    def encoder_config(self) -> EncoderConfig:
+        """The :class:`~prompteol.EncoderConfig` of the served encoder."""
+        return self.encoder

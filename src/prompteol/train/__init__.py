@@ -1,7 +1,7 @@
 """Contrastive fine-tuning of PromptEOL encoders (``prompteol train``; method.md section 4).
 
 >>> from prompteol.train import TrainConfig, train        # doctest: +SKIP
->>> result = train(TrainConfig(model="smollm2-135m", data="triplets.csv", batch_size=64, micro_batch_size=16))
+>>> result = train(TrainConfig.build(model="smollm2-135m", data="triplets.csv", batch_size=64, micro_batch_size=16))
 >>> result.best, result.best_dir                           # doctest: +SKIP
 
 Modules: :mod:`.data` (triplet files), :mod:`.snli` (triplets from SentEval's SNLI files),
@@ -28,7 +28,7 @@ _EXPORTS = {
     "snli_triplets": ".snli",
     "info_nce": ".loss",
     "contrastive_step": ".gradcache",
-    "stsb_dev_score": ".sts_dev",
+    "make_scorer": ".sts_dev",
 }
 
 __all__ = [
@@ -38,9 +38,9 @@ __all__ = [
     "TripletDataError",
     "contrastive_step",
     "info_nce",
+    "make_scorer",
     "read_triplets",
     "snli_triplets",
-    "stsb_dev_score",
     "train",
     "write_triplets",
 ]
@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .gradcache import contrastive_step
     from .loss import info_nce
     from .snli import snli_triplets
-    from .sts_dev import stsb_dev_score
+    from .sts_dev import make_scorer
     from .trainer import TrainResult, train
 
 

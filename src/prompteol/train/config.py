@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import DTYPES, POOLINGS
+from ..config import EncoderConfig
 from ..errors import ConfigError
 
 __all__ = ["TrainConfig", "RESUME_MAY_CHANGE"]
@@ -23,16 +23,20 @@ RESUME_MAY_CHANGE = frozenset(
 class TrainConfig:
     """Everything that decides the adapter a run produces (the paper's recipe by default, method.md 4).
 
+    Build it with :meth:`build` (encoder options and training options in one call) or directly
+    with an :class:`~prompteol.EncoderConfig`.
+
     Attributes:
-        model: base model (alias, folder, ``.gguf`` or hub id); recorded as ``base_model`` beside
-            every adapter so the adapter folder alone loads.
+        encoder: the encoder trained for: base model (recorded as ``base_model`` beside every
+            adapter so the adapter folder alone loads), template, demonstrations, pooling, layer,
+            text handling (saved, so evaluation renders and pools exactly as training did);
+            ``dtype`` is the base weights' (``float32`` on CPU; on CUDA ``bfloat16``, or
+            ``float16`` with loss scaling); ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or
+            ``auto`` (multi-process runs use ``cuda:LOCAL_RANK``). Its ``adapter``,
+            ``quantization`` and ``max_length`` are not used in training (``load_in_4bit`` and
+            ``cutoff_len`` are).
         data: triplet file (``sent0,sent1,hard_neg`` CSV, or JSONL with those fields).
         output_dir: where checkpoints, ``best/``, ``final/``, the log and the metrics go.
-        template, pooling, layer, normalize_text: the encoder settings trained for (and saved, so
-            evaluation renders and pools exactly as training did).
-        dtype: weight dtype; ``float32`` on CPU. On CUDA ``bfloat16`` (or ``float16``, with loss scaling).
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available). Multi-process runs
-            use ``cuda:LOCAL_RANK``.
         lora_r, lora_alpha, lora_dropout: LoRA on every linear layer of the base model (it has no LM head).
         load_in_4bit: QLoRA: the frozen base in bitsandbytes NF4 with double quantisation (CUDA only).
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% more time).
@@ -57,15 +61,9 @@ class TrainConfig:
         skip_bad_rows: drop malformed data rows (each reported with its line number) instead of stopping.
     """
 
-    model: str
+    encoder: EncoderConfig
     data: str
     output_dir: str = "prompteol-train"
-    template: str = "prompteol"
-    pooling: str = "last"
-    layer: int = -1
-    normalize_text: bool = True
-    dtype: str = "float32"
-    device: str = "cpu"
     lora_r: int = 64
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -91,14 +89,17 @@ class TrainConfig:
     skip_bad_rows: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model:
-            raise ConfigError(f"model should be a model reference (alias, folder, hub id), got {self.model!r}")
+        if isinstance(self.encoder, dict):
+            self.encoder = EncoderConfig.from_dict(self.encoder)
+        if not isinstance(self.encoder, EncoderConfig):
+            raise ConfigError(f"encoder should be an EncoderConfig, got {type(self.encoder).__name__}")
+        for name, hint in (("adapter", "training starts from a base model"),
+                           ("quantization", "use load_in_4bit (--load-in-4bit) for QLoRA"),
+                           ("max_length", "use cutoff_len (--cutoff-len)")):  # fmt: skip
+            if getattr(self.encoder, name) is not None:
+                raise ConfigError(f"the encoder's {name} is not used in training ({hint}); leave it unset")
         if not isinstance(self.data, str) or not self.data:
             raise ConfigError(f"data should be the path of a triplet file (.csv or .jsonl), got {self.data!r}")
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"pooling should be one of {list(POOLINGS)}, got {self.pooling!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype should be one of {list(DTYPES)}, got {self.dtype!r}")
         for name in (
             "lora_r",
             "lora_alpha",
@@ -127,8 +128,32 @@ class TrainConfig:
                 f"weight_decay and max_grad_norm should be >= 0 (0 turns clipping off), "
                 f"got {self.weight_decay!r} and {self.max_grad_norm!r}"
             )
-        if self.load_in_4bit and self.dtype == "float32":
-            self.dtype = "float16"  # the NF4 compute dtype; fp32 compute would waste the 4-bit kernels
+        if self.load_in_4bit and self.encoder.dtype == "float32":
+            # the NF4 compute dtype; fp32 compute would waste the 4-bit kernels
+            self.encoder = self.encoder.replace(dtype="float16")
+
+    @classmethod
+    def build(cls, **options: Any) -> TrainConfig:
+        """A config from encoder options (``model``, ``template``, ``layer``, ..., ``demo_preset``) and
+        training options in one call; the device defaults to ``auto`` (CUDA when available)."""
+        names = {f.name for f in fields(EncoderConfig)} | {"demo_preset"}
+        enc = {k: options.pop(k) for k in list(options) if k in names}
+        enc.setdefault("device", "auto")
+        if not enc.get("model"):
+            raise ConfigError("model should be a model reference (alias, folder, hub id), got nothing")
+        return cls(encoder=EncoderConfig.from_options(**enc), **options)
+
+    @property
+    def model(self) -> str:
+        return self.encoder.model
+
+    @property
+    def dtype(self) -> str:
+        return self.encoder.dtype
+
+    @property
+    def device(self) -> str:
+        return self.encoder.device
 
     # ------------------------------------------------------------------ derived
     def world_batch(self, world_size: int) -> int:
@@ -142,14 +167,24 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["encoder"] = self.encoder.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """From :meth:`to_dict`'s form (also the flat form of older runs, encoder options at the top)."""
+        data = dict(data)
+        enc_names = {f.name for f in fields(EncoderConfig)}
+        flat = {k: data.pop(k) for k in list(data) if k in enc_names}
+        if flat:
+            data["encoder"] = {**flat, **(data.get("encoder") or {})}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown training config keys {unknown}; valid keys are {sorted(known)}")
+        if "encoder" not in data:
+            raise ConfigError("a training config needs its encoder (model, template, ...)")
         return cls(**data)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -160,13 +195,15 @@ class TrainConfig:
 
     def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """Fields (outside :data:`RESUME_MAY_CHANGE`) whose values differ: ``{name: (self, other)}``."""
+        mine, theirs = self.to_dict(), other.to_dict()
         out = {}
-        for f in fields(self):
-            if f.name in RESUME_MAY_CHANGE:
+        for name in mine:
+            if name in RESUME_MAY_CHANGE:
                 continue
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if a != b:
-                out[f.name] = (a, b)
+            if name == "encoder":
+                out.update({f"encoder.{k}": v for k, v in self.encoder.differences(other.encoder).items()})
+            elif mine[name] != theirs[name]:
+                out[name] = (mine[name], theirs[name])
         return out
 
 

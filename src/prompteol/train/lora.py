@@ -48,7 +48,6 @@ def linear_module_names(model) -> list[str]:
 
 def build_training_encoder(cfg, device: str, cache_dir=None, progress: bool = True):
     """The encoder (template, pooling, layer, text handling of ``cfg``) with its base model loaded."""
-    from ..config import EncoderConfig
     from ..encoder import Encoder
 
     if (Path(cfg.model).expanduser() / "adapter_config.json").is_file():
@@ -56,11 +55,8 @@ def build_training_encoder(cfg, device: str, cache_dir=None, progress: bool = Tr
             f"{cfg.model} is an adapter folder; training starts from a base model. Pass its base model "
             f"(recorded in its prompteol_train.json) as --model"
         )
-    config = EncoderConfig(
-        model=cfg.model, template=cfg.template, layer=cfg.layer, pooling=cfg.pooling, dtype=cfg.dtype, device=device,
-        normalize_text=cfg.normalize_text, quantization="4bit" if cfg.load_in_4bit else None, prefix_cache=True,
-    )  # fmt: skip
-    return Encoder.from_config(config, cache=None, cache_dir=cache_dir, progress=progress)
+    config = cfg.encoder.replace(device=device, quantization="4bit" if cfg.load_in_4bit else None)
+    return Encoder.from_config(config, embedding_cache=None, cache_dir=cache_dir, progress=progress)
 
 
 def add_lora(encoder, cfg):
@@ -91,8 +87,7 @@ def add_lora(encoder, cfg):
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         peft_model = get_peft_model(model, lora)  # adapters stay float32 over a half-precision base
     peft_model.train()
-    encoder.model = peft_model
-    encoder.invalidate_prefix()
+    encoder.model = peft_model  # the shared prefix follows the weights state by itself
     n_train, n_all = _count(peft_model)
     log.info("LoRA r=%d alpha=%d dropout=%g on %s: %s trainable of %s parameters (%.2f%%)", cfg.lora_r,
              cfg.lora_alpha, cfg.lora_dropout, ",".join(targets), f"{n_train:,}", f"{n_all:,}", 100 * n_train / n_all)  # fmt: skip

@@ -148,8 +148,7 @@ def _versions() -> dict[str, str]:
 def _run_info(
     cfg: TrainConfig, encoder, data: dict[str, Any], world_size: int, step: int, score=None
 ) -> dict[str, Any]:
-    enc = encoder.config.to_dict()
-    enc.update(model=_base_model_ref(cfg.model), adapter=None, quantization=None)
+    enc = cfg.encoder.replace(model=_base_model_ref(cfg.model)).to_dict()
     return {
         "format": 1,
         "base_model": _base_model_ref(cfg.model),
@@ -340,7 +339,6 @@ class _Trainer:
         if self.rank == 0:
             r = self.result
             self.model.eval()
-            self.encoder.invalidate_prefix()  # the weights changed since the prefix was cached
             t0 = time.time()
             score = float(self.scorer(self.encoder))
             self.model.train()

@@ -1,12 +1,16 @@
-"""Named demonstration presets.
+"""Named demonstration presets (data: part of the core, used by every command and the server).
 
 ``paper-opt-*`` are the demonstrations the paper chose for each OPT size (method.md section 2,
 selected on STS-B dev). ``paper`` picks the paper's demonstration for the OPT size closest
-to the model's parameter count. Per-model defaults found by our own search live in
-``prompteol/data/demo_presets.json`` (written by ``prompteol demos search --save-preset``)
-and are named ``searched`` (selected on STS-B dev, as the paper) and ``searched-leakfree``
-(selected on a split disjoint from every reported test set); ``default`` is the model's
-``searched-leakfree`` preset, else its ``searched`` one.
+to the model's parameter count. Per-model presets found by our own search live in
+``prompteol/data/demo_presets.json`` (written by ``prompteol demos search --save-preset``):
+
+- ``searched-leakfree``: selected on a split disjoint from every reported test set;
+- ``searched-stsb-dev``: selected on STS-B dev, the paper's protocol. STS-B dev is a dev split
+  of a reported task (STS-B) drawn from the same pool as STS12-16, so numbers reported with it
+  are not leak-free; the name says so.
+
+``default`` is the model's ``searched-leakfree`` preset, else its ``searched-stsb-dev`` one.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..templates import Demonstration
+from .errors import ConfigError
+from .templates import Demonstration
 
-__all__ = ["PAPER_DEMOS", "get_preset", "list_presets", "searched_presets", "save_preset"]
+__all__ = ["PAPER_DEMOS", "DEFAULT_ORDER", "get_preset", "list_presets", "searched_presets", "save_preset"]
+
+#: the searched presets ``default`` stands for, in order of preference
+DEFAULT_ORDER = ("searched-leakfree", "searched-stsb-dev")
 
 #: OPT size (parameters) -> (demonstration, average STS gain reported by the paper)
 PAPER_DEMOS: dict[str, tuple[int, Demonstration, float]] = {
@@ -32,17 +39,16 @@ PAPER_DEMOS: dict[str, tuple[int, Demonstration, float]] = {
     "paper-opt-66b": (66_000_000_000, Demonstration("of or relating to tutors or tutoring.", "Tutorial"), 9.35),
 }
 
-#: parameter counts of the packaged models (for the closest-size paper preset)
-_PACKAGED_PARAMS = {
-    "smollm2-135m": 134_500_000,
-    "gemma3-270m": 268_000_000,
-    "qwen2.5-coder-0.5b": 630_000_000,
-    "qwen2.5-coder-1.5b": 1_780_000_000,
-}
+
+def _packaged_parameters(model: str | None) -> int | None:
+    from .models.registry import PACKAGED_MODELS
+
+    spec = PACKAGED_MODELS.get(model or "")
+    return spec.num_parameters if spec is not None and spec.num_parameters else None
 
 
 def user_presets_path() -> Path:
-    from ..paths import cache_root
+    from .paths import cache_root
 
     return cache_root() / "demo_presets.json"
 
@@ -80,22 +86,30 @@ def closest_paper_preset(params: int) -> str:
     return min(PAPER_DEMOS, key=lambda n: abs(math.log(PAPER_DEMOS[n][0]) - math.log(params)))
 
 
-def list_presets(model: str | None = None) -> dict[str, list[Demonstration]]:
+def list_presets(model: str | None = None, num_parameters: int | None = None) -> dict[str, list[Demonstration]]:
+    """Every preset available for ``model``; ``paper`` needs its parameter count (known for the
+    packaged models; pass ``num_parameters`` for others)."""
     out = {name: [demo] for name, (_, demo, _) in PAPER_DEMOS.items()}
-    if model in _PACKAGED_PARAMS:
-        out["paper"] = [PAPER_DEMOS[closest_paper_preset(_PACKAGED_PARAMS[model])][1]]
+    params = num_parameters or _packaged_parameters(model)
+    if params:
+        out["paper"] = [PAPER_DEMOS[closest_paper_preset(params)][1]]
     for name, record in searched_presets().get(model or "", {}).items():
         out[name] = [Demonstration(d["sentence"], d["word"]) for d in record["demonstrations"]]
     # the model's default: our leak-free search result where there is one, else the STS-B dev one
-    for name in ("searched-leakfree", "searched"):
+    for name in DEFAULT_ORDER:
         if name in out:
             out["default"] = out[name]
             break
     return out
 
 
-def get_preset(name: str, model: str | None = None) -> list[Demonstration]:
-    presets = list_presets(model)
+def get_preset(name: str, model: str | None = None, num_parameters: int | None = None) -> list[Demonstration]:
+    presets = list_presets(model, num_parameters)
+    if name == "paper" and name not in presets:
+        raise ConfigError(
+            f"the 'paper' preset picks the paper's demonstration for the closest OPT size, and the parameter "
+            f"count of {model!r} is not known before loading it; name the size instead: one of {sorted(PAPER_DEMOS)}"
+        )
     if name not in presets:
         raise ConfigError(
             f"unknown demonstration preset {name!r} for model {model!r}; valid: {sorted(presets)}"

@@ -1,0 +1,180 @@
+"""The model half of the encoder: token ids -> hidden states at the read-out layer -> pooled vectors.
+
+:class:`ModelRunner` collates sequences (padding on one side, position ids computed from the
+mask so padding never shifts them), runs the base model (no LM head) and stops it at the
+read-out layer: a forward pre-hook on block ``k`` captures that block's input, which is
+``hidden_states[k]`` of a full forward, and ends the forward there, so no block above the
+read-out layer is ever computed and one loaded model serves any layer. At the top layer the
+model runs to its end (the final norm applied), which is ``hidden_states[-1]``.
+
+Seams for methods that act inside the forward (Token Prepending, Contrastive Prompting):
+``interventions``, each a callable ``(runner, batch) -> list of hook handles`` installed
+for one model call and removed after it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .pooling import PoolContext, get_pooler
+
+__all__ = ["ModelRunner", "Batch", "Prefix"]
+
+
+class _Stop(Exception):
+    """Raised by the read-out hook to end a forward once the wanted hidden states are known."""
+
+    def __init__(self, hidden):
+        super().__init__()
+        self.hidden = hidden
+
+
+@dataclass
+class Prefix:
+    """A shared prompt prefix computed once: its token ids, key/value cache and hidden-state sum."""
+
+    ids: list[int]
+    kv: list[tuple[Any, Any]]  # per layer below the read-out layer: (keys, values), each (1, heads, P, d)
+    hidden_sum: Any  # (1, H) sum of the prefix hidden states (for mean pooling)
+
+
+@dataclass
+class Batch:
+    """One model call: what an intervention may need to know about it."""
+
+    ids: Any  # (B, T) token ids run now (after a cached prefix, if any)
+    mask: Any  # (B, T) 1 for real tokens of ``ids``
+    positions: Any  # (B, T) position ids
+    prefix_len: int  # tokens of the cached prefix before ``ids`` (0 without one)
+    last: Any  # (B,) index into ``ids`` of each row's last real token
+
+
+Intervention = Callable[["ModelRunner", Batch], list]
+
+
+class ModelRunner:
+    """Runs ``model`` (a transformers base model) up to ``layer_index`` of its ``num_layers`` blocks."""
+
+    def __init__(self, model, tokenizer, num_layers: int, layer_index: int, pooling: str):
+        from .models.loading import find_decoder_layers
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.num_layers = num_layers
+        self.layer_index = layer_index
+        self.pooling = pooling
+        #: side on which batches are padded; vectors do not depend on it
+        self.padding_side = "right"
+        self.interventions: list[Intervention] = []
+        self.blocks = find_decoder_layers(model, num_layers)[2] if layer_index < num_layers else None
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ one model call
+    def collate(self, seqs: Sequence[Sequence[int]]):
+        """``(ids, mask)``, each (B, T), padded on :attr:`padding_side`."""
+        import torch
+
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            span = slice(width - len(s), width) if self.padding_side == "left" else slice(0, len(s))
+            ids[row, span] = torch.tensor(s)
+            mask[row, span] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def hidden(self, ids, mask, positions, kv=None, prefix_len: int = 0):
+        """Hidden states (B, T, H) at the read-out layer. ``mask`` covers the prefix too when ``kv``
+        (a transformers cache, filled in place) holds one."""
+        import torch
+
+        kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": kv is not None}
+        if kv is not None:
+            kwargs[self._cache_kwarg] = kv
+        handles = []
+        if self.interventions:
+            own = mask[:, prefix_len:]
+            last = (own.long() * (torch.arange(own.shape[1], device=own.device) + 1)).argmax(dim=1)
+            batch = Batch(ids=ids, mask=own, positions=positions, prefix_len=prefix_len, last=last)
+            for intervene in self.interventions:
+                handles.extend(intervene(self, batch))
+        if self.blocks is not None:
+            handles.append(self.blocks[self.layer_index].register_forward_pre_hook(_stop_here, with_kwargs=True))
+        try:
+            return self.model(**kwargs).last_hidden_state
+        except _Stop as stop:
+            return stop.hidden
+        finally:
+            for h in handles:
+                h.remove()
+
+    # ------------------------------------------------------------------ pooled vectors
+    def full(self, seqs: Sequence[Sequence[int]]):
+        """Pooled vectors (B, H) of whole prompts."""
+        ids, mask = self.collate(seqs)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): padding side never shifts positions
+        hidden = self.hidden(ids, mask, positions)  # (B, T, H)
+        return get_pooler(self.pooling)(hidden, mask, None)
+
+    def compute_prefix(self, ids: list[int]) -> Prefix | None:
+        """Run ``ids`` once and keep its key/value cache; ``None`` where that is not exact."""
+        import torch
+        from transformers import DynamicCache
+
+        if not ids or self.layer_index == 0:  # nothing to share below the first block
+            return None
+        tensor = torch.tensor([ids], device=self.device)
+        positions = torch.arange(len(ids), device=self.device).unsqueeze(0)
+        cache = DynamicCache()  # plain full-length layers: exact for sliding-window models too
+        hidden = self.hidden(tensor, torch.ones_like(tensor), positions, kv=cache)
+        kv = [(layer.keys, layer.values) for layer in cache.layers if getattr(layer, "keys", None) is not None]
+        if len(kv) != self.layer_index or any(k.shape[-2] != len(ids) for k, _ in kv):
+            return None  # the architecture's cache is not one plain entry per block: compute in full
+        return Prefix(ids=list(ids), kv=kv, hidden_sum=hidden.sum(dim=1))
+
+    def with_prefix(self, prefix: Prefix, suffixes: Sequence[Sequence[int]]):
+        """Pooled vectors (B, H) of prompts ``prefix.ids + suffix``, running only the suffixes."""
+        import torch
+        from transformers import DynamicCache
+
+        ids, mask = self.collate(suffixes)  # (B, T)
+        b, p = ids.shape[0], len(prefix.ids)
+        cache = DynamicCache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prefix.kv])
+        full_mask = torch.cat([torch.ones((b, p), dtype=mask.dtype, device=mask.device), mask], dim=1)
+        positions = p + (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        hidden = self.hidden(ids, full_mask, positions, kv=cache, prefix_len=p)  # (B, T, H)
+        ctx = PoolContext(prefix_sum=prefix.hidden_sum, prefix_len=p)
+        return get_pooler(self.pooling)(hidden, mask, ctx)
+
+    def vectors(self, seqs: Sequence[Sequence[int]], prefix: Prefix | None = None):
+        """Pooled vectors (B, H) of full prompts; those starting with the exact ``prefix`` tokens run
+        only their remaining tokens against its cache, any other (the tokenizer merged tokens across
+        the prefix boundary) is computed in full."""
+        import torch
+
+        if prefix is None:
+            return self.full(seqs)
+        p = len(prefix.ids)
+        hit = [i for i, s in enumerate(seqs) if len(s) > p and list(s[:p]) == prefix.ids]
+        hit_set = set(hit)
+        miss = [i for i in range(len(seqs)) if i not in hit_set]
+        parts: dict[int, Any] = {}
+        if hit:
+            parts.update(zip(hit, self.with_prefix(prefix, [seqs[i][p:] for i in hit])))
+        if miss:
+            parts.update(zip(miss, self.full([seqs[i] for i in miss])))
+        return torch.stack([parts[i] for i in range(len(seqs))])
+
+
+def _stop_here(module, args, kwargs):
+    hidden = args[0] if args else kwargs["hidden_states"]
+    raise _Stop(hidden)
