@@ -116,7 +116,7 @@ def _encoder_worker(cfg: str, args) -> dict:
     seqs = enc.prompts.tokenize(enc.prompts.prepare(sentences))
     prompt_tokens = sum(len(s) for s in seqs)
     prefix = enc.prefix.get(enc.runner) if enc.config.prefix_cache else None
-    cached = len(prefix.ids) * sum(1 for s in seqs if prefix and s[: len(prefix.ids)] == prefix.ids) if prefix else 0
+    cached = len(prefix.ids) * sum(1 for s in seqs if s[: len(prefix.ids)] == prefix.ids) if prefix else 0
     enc.encode(sentences[:16], batch_size=args.batch_size, use_embedding_cache=False)  # warm-up
     t = time.perf_counter()
     vecs = enc.encode(sentences, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
@@ -169,7 +169,7 @@ def _reference_worker(cfg: str, args) -> dict:
 
 def _st_worker(cfg: str, args) -> dict:
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
 
     from .encoder import Encoder
 
@@ -243,7 +243,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {}
+    out: dict[str, str | None] = {}
     for pkg in ("prompteol", "torch", "transformers", "sentence-transformers", "numpy"):
         try:
             out[pkg] = version(pkg)
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_from_args(args, argv: list[str] | None = None) -> int:
     if args.worker:
-        worker_main(argv)
+        worker_main(argv or [])
         return 0
     report = run_benchmark(args)
     print_report(report)

@@ -39,6 +39,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ from .paths import embeddings_db
 try:  # POSIX
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["EmbeddingCache", "sentence_key", "SCHEMA_VERSION"]
 
@@ -383,11 +384,13 @@ class EmbeddingCache:
                 )
                 existed, state = False, "missing"
         if state == "newer":
-            con.close()
+            if con is not None:
+                con.close()
             raise _Unusable(f"it was written by a newer prompteol (schema version {version} > {SCHEMA_VERSION}); "
                          "upgrade prompteol or use another --cache-dir")  # fmt: skip
         if state == "foreign":
-            con.close()
+            if con is not None:
+                con.close()
             raise _Unusable(f"it is an SQLite file that is not a prompteol embedding cache (schema version {version})")
         if con is None:
             con = self._new_connection(create=True)
@@ -536,7 +539,7 @@ class EmbeddingCache:
                     block = np.frombuffer(bytearray().join(b for _, b in rows), dtype=np.float32).reshape(
                         len(rows), dim
                     )
-                    finite = np.isfinite(block).all(axis=1)
+                    finite: list = np.asarray(np.isfinite(block).all(axis=1)).tolist()
                     for (key, _), vec, ok in zip(rows, block, finite):
                         if ok:
                             found[keys[key]] = vec
@@ -674,11 +677,11 @@ class EmbeddingCache:
 
         Returns ``{"quick_check": "ok" | problem, "vectors": n, "ok": n, "failed": n, "unverified": n}``.
         """
-        out = {"quick_check": None, "vectors": 0, "ok": 0, "failed": 0, "unverified": 0}
+        out: dict[str, Any] = {"quick_check": None, "vectors": 0, "ok": 0, "failed": 0, "unverified": 0}
         try:
             con = self._connect()
             out["quick_check"] = self._quick_check(con) or "ok"
-            hashers: dict[str, object] = {}
+            hashers: dict[str, Any] = {}
             for fp, key, dim, blob, checksum in con.execute(
                 "SELECT fingerprint, key, dim, vector, checksum FROM vectors"
             ):

@@ -136,8 +136,8 @@ class ModelRunner:
         positions = torch.arange(len(ids), device=self.device).unsqueeze(0)
         cache = DynamicCache()  # plain full-length layers: exact for sliding-window models too
         hidden = self.hidden(tensor, torch.ones_like(tensor), positions, kv=cache)
-        kv = [(layer.keys, layer.values) for layer in cache.layers if getattr(layer, "keys", None) is not None]
-        if len(kv) != self.layer_index or any(k.shape[-2] != len(ids) for k, _ in kv):
+        kv: list[Any] = [(layer.keys, layer.values) for layer in cache.layers if getattr(layer, "keys", None) is not None]  # type: ignore[union-attr]
+        if len(kv) != self.layer_index or any(k is None or k.shape[-2] != len(ids) for k, _ in kv):
             return None  # the architecture's cache is not one plain entry per block: compute in full
         return Prefix(ids=list(ids), kv=kv, hidden_sum=hidden.sum(dim=1))
 

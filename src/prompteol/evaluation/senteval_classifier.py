@@ -224,7 +224,8 @@ class SentEvalLogReg:
                     if no_gain >= p.tenacity:
                         stop = True
                     no_gain += 1
-            self.theta.copy_(best_theta)
+            if best_theta is not None:
+                self.theta.copy_(best_theta)
         self.stopped_early, self.best_accuracy = stop, best
         return best
 

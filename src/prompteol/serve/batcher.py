@@ -166,7 +166,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         jobs = [
-            _Job(texts[a:b], list(lengths[a:b]), loop.create_future(), now)
+            _Job(list(texts[a:b]), list(lengths[a:b]), loop.create_future(), now)
             for a, b in chunk_bounds(lengths, self.max_batch_tokens)
         ]
         for job in jobs:
