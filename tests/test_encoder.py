@@ -359,3 +359,44 @@ enc.encode(open({str(tmp_path / "texts.txt")!r}, encoding="utf-8").read().split(
         np.testing.assert_allclose(vec, fresh[sentence], atol=1e-5)
     np.testing.assert_allclose(enc.encode(texts), enc.encode(texts, use_embedding_cache=False), atol=1e-5)
     assert cache.count(enc.fingerprint) == len(texts)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("demos", [(), DEMO], ids=["no-demo", "demo"])
+def test_packed_batches_equal_the_padded_path(arch, pooling, demos, test_cache_dir):
+    texts = TEXTS + ["x", "a much longer sentence that needs more tokens than the others here", "mid length one"]
+    enc = Encoder.from_pretrained(f"tiny-random-{arch}", pooling=pooling, demonstrations=demos, cache_dir=test_cache_dir)
+    padded = enc.encode(texts, use_embedding_cache=False)
+    packed = enc.derive(packing=True)
+    calls = []
+    real = packed.runner.packed
+    packed.runner.packed = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    got = packed.encode(texts, use_embedding_cache=False)
+    window = getattr(enc.model.config.get_text_config(), "sliding_window", None)
+    longest = max(len(s) for s in enc.prompts.tokenize(enc.prompts.prepare(texts)))
+    # packing is used unless a sequence is longer than a sliding attention window (tiny Gemma 3: 8)
+    assert bool(calls) == (window is None or longest <= window), (window, longest)
+    np.testing.assert_allclose(got, padded, atol=1e-4)
+
+
+def test_pack_rows_fill_rows_and_keep_every_index():
+    from prompteol.forward import pack_rows
+
+    rows = pack_rows([5, 3, 8, 1, 9, 2, 30], 10)
+    assert sorted(i for r in rows for i in r) == list(range(7))
+    lengths = [5, 3, 8, 1, 9, 2, 30]
+    assert all(sum(lengths[i] for i in r) <= 10 or len(r) == 1 for r in rows)
+    assert [6] in rows  # longer than a row: alone
+
+
+def test_packed_rows_on_a_sliding_window_model_within_the_window(test_cache_dir):
+    enc = Encoder.from_pretrained("tiny-random-gemma3", template="raw", cache_dir=test_cache_dir)  # window: 16
+    texts = ["hi", "a dog", "two cats.", "x", "rain today"]
+    calls = []
+    packed = enc.derive(packing=True)
+    real = packed.runner.packed
+    packed.runner.packed = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    np.testing.assert_allclose(packed.encode(texts, use_embedding_cache=False),
+                               enc.encode(texts, use_embedding_cache=False), atol=1e-4)  # fmt: skip
+    assert calls

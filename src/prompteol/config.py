@@ -25,7 +25,9 @@ from .templates import Demonstration, Template, get_template, parse_demonstratio
 __all__ = ["EncoderConfig", "POOLINGS", "DTYPES", "QUANTIZATIONS", "DEMO_PRESET", "encoder_options"]
 
 POOLINGS = tuple(POOLERS)
-DTYPES = ("float32", "bfloat16", "float16")
+#: ``bf16-mixed``: bfloat16 matmuls (Linear weights in bfloat16, under autocast) with the residual
+#: stream, norms and read-out in float32
+DTYPES = ("float32", "bfloat16", "float16", "bf16-mixed")
 #: ``int8-dynamic`` is torch's dynamic int8 quantisation of Linear layers (CPU);
 #: ``4bit``/``8bit`` use bitsandbytes on CUDA.
 QUANTIZATIONS = (None, "int8-dynamic", "4bit", "8bit")
@@ -58,7 +60,11 @@ class EncoderConfig:
     )  # fmt: skip
     layer: int = option(-1, help="hidden layer to read; -1 = last (after the final norm), 0 = the embeddings")
     pooling: str = option("last", choices=POOLINGS, help="last (last real token) or mean (masked mean)")
-    dtype: str = option("float32", kind="load", choices=DTYPES, help="compute dtype of the model weights")
+    dtype: str = option(
+        "float32", kind="load", choices=DTYPES,
+        help="compute precision: float32, bfloat16 (everything), bf16-mixed (bfloat16 matmuls, float32 residual "
+        "stream, norms and read-out), float16",
+    )  # fmt: skip
     device: str = option("cpu", kind="load", vector=False, help="cpu, cuda, cuda:1 or auto (CUDA when available)")
     normalize_text: bool = option(True, help="apply the reference's evaluation-time sentence normalisation")
     max_length: int | None = option(
@@ -74,6 +80,11 @@ class EncoderConfig:
     prefix_cache: bool = option(
         True, kind="runtime", vector=False,
         help="compute the shared prompt prefix (demonstrations + template start) once and reuse its key/value cache",
+    )  # fmt: skip
+    packing: bool = option(
+        False, kind="runtime", vector=False,
+        help="pack the sentences of a batch into rows with attention confined to each sentence, so no padding "
+        "token is computed (vectors equal the padded path's to float rounding)",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -98,7 +109,7 @@ class EncoderConfig:
             not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 1
         ):
             raise ConfigError(f"max_length should be a positive int or None, got {self.max_length!r}")
-        for name in ("normalize_text", "prefix_cache"):
+        for name in ("normalize_text", "prefix_cache", "packing"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} should be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.device, str) or not self.device:

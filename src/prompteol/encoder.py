@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import limits
 from .batching import plan_batches
 from .cached import encode_cached
 from .config import EncoderConfig
@@ -67,8 +68,10 @@ class Encoder:
         self.num_layers = num_layers
         self.layer_index = resolve_layer(config.layer, num_layers)
         self.source = source or {}
-        self.prompts = PromptBuilder(tokenizer, config)
-        self.runner = ModelRunner(model, tokenizer, num_layers, self.layer_index, config.pooling)
+        self.max_positions = limits.max_positions(model)  # longer prompts are refused (ContextLengthError)
+        self.prompts = PromptBuilder(tokenizer, config, self.max_positions)
+        autocast = "bfloat16" if config.dtype == "bf16-mixed" else None
+        self.runner = ModelRunner(model, tokenizer, num_layers, self.layer_index, config.pooling, autocast)
         self.prefix = SharedPrefix(self.prompts.prefix_ids, self._weights_state)
         self.embedding_cache = embedding_cache
         self._loaded_state = self._weights_state()
@@ -234,7 +237,7 @@ class Encoder:
     def _vectors(self, seqs: Sequence[Sequence[int]], use_prefix: bool = True):
         """Pooled vectors (B, H) (a torch tensor) of token-id sequences of full prompts."""
         prefix = self.prefix.get(self.runner) if use_prefix and self.config.prefix_cache else None
-        return self.runner.vectors(seqs, prefix)
+        return self.runner.vectors(seqs, prefix, packed=self.config.packing)
 
     def _batches(
         self, sentences: list[str], batch_size: int, max_batch_tokens: int | None, ids_of: dict | None = None
@@ -244,7 +247,9 @@ class Encoder:
         import torch
 
         seqs = [ids_of[s] for s in sentences] if ids_of is not None else self.prompts.tokenize(sentences)
-        for batch in plan_batches([len(s) for s in seqs], batch_size, max_batch_tokens):
+        # batches split to fit the memory available now; a sequence too large alone raises before any forward
+        lengths, layers = [len(s) for s in seqs], self.layer_index
+        for batch in limits.plan_in_memory(lengths, batch_size, max_batch_tokens, self.model, self.device, layers):
             with torch.inference_mode():
                 vecs = self._vectors([seqs[i] for i in batch])
             yield batch, vecs.float().cpu().numpy()

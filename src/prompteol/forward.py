@@ -21,7 +21,7 @@ from typing import Any
 
 from .pooling import PoolContext, get_pooler
 
-__all__ = ["ModelRunner", "Batch", "Prefix"]
+__all__ = ["ModelRunner", "Batch", "Prefix", "pack_rows"]
 
 
 class _Stop(Exception):
@@ -58,7 +58,7 @@ Intervention = Callable[["ModelRunner", Batch], list]
 class ModelRunner:
     """Runs ``model`` (a transformers base model) up to ``layer_index`` of its ``num_layers`` blocks."""
 
-    def __init__(self, model, tokenizer, num_layers: int, layer_index: int, pooling: str):
+    def __init__(self, model, tokenizer, num_layers: int, layer_index: int, pooling: str, autocast: str | None = None):
         from .models.loading import find_decoder_layers
 
         self.model = model
@@ -69,6 +69,8 @@ class ModelRunner:
         #: side on which batches are padded; vectors do not depend on it
         self.padding_side = "right"
         self.interventions: list[Intervention] = []
+        #: ``"bfloat16"``: run every forward under torch.autocast (the ``bf16-mixed`` precision)
+        self.autocast = autocast
         self.blocks = find_decoder_layers(model, num_layers)[2] if layer_index < num_layers else None
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -110,12 +112,22 @@ class ModelRunner:
         if self.blocks is not None:
             handles.append(self.blocks[self.layer_index].register_forward_pre_hook(_stop_here, with_kwargs=True))
         try:
-            return self.model(**kwargs).last_hidden_state
+            with self._precision():
+                return self.model(**kwargs).last_hidden_state.float()
         except _Stop as stop:
-            return stop.hidden
+            return stop.hidden.float()
         finally:
             for h in handles:
                 h.remove()
+
+    def _precision(self):
+        import contextlib
+
+        import torch
+
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=getattr(torch, self.autocast))
 
     # ------------------------------------------------------------------ pooled vectors
     def full(self, seqs: Sequence[Sequence[int]]):
@@ -155,13 +167,74 @@ class ModelRunner:
         ctx = PoolContext(prefix_sum=prefix.hidden_sum, prefix_len=p)
         return get_pooler(self.pooling)(hidden, mask, ctx)
 
-    def vectors(self, seqs: Sequence[Sequence[int]], prefix: Prefix | None = None):
+    # ------------------------------------------------------------------ packed rows
+    def can_pack(self, seqs: Sequence[Sequence[int]], prefix_len: int) -> bool:
+        """Packing is exact when no method acts inside the forward and no sequence (with the prefix)
+        is longer than a sliding attention window (the packed mask replaces the window's mask)."""
+        if self.interventions:
+            return False
+        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        window = getattr(cfg, "sliding_window", None)
+        return window is None or prefix_len + max(len(s) for s in seqs) <= window
+
+    def packed(self, seqs: Sequence[Sequence[int]], prefix: Prefix | None = None, row_tokens: int = 256):
+        """Pooled vectors (B, H) with the sequences packed into rows of at most ``row_tokens`` tokens:
+        attention is confined to each sequence (a block-diagonal causal mask, plus the shared prefix)
+        and positions restart per sequence, so no padding token is computed beyond each row's tail."""
+        import torch
+        from transformers import DynamicCache
+
+        p = len(prefix.ids) if prefix is not None else 0
+        rows = pack_rows([len(s) for s in seqs], row_tokens)
+        width = max(sum(len(seqs[i]) for i in row) for row in rows)
+        n_rows = len(rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((n_rows, width), pad, dtype=torch.long)
+        positions = torch.zeros((n_rows, width), dtype=torch.long)
+        allowed = torch.zeros((n_rows, 1, width, p + width), dtype=torch.bool)  # (R, 1, L, P+L)
+        idx = torch.arange(width)
+        allowed[:, 0, idx, p + idx] = True  # every token sees itself (padding too: no empty rows, no NaN)
+        where: list[tuple[int, int, int]] = [(0, 0, 0)] * len(seqs)  # sequence -> (row, start, length)
+        for r, row in enumerate(rows):
+            start = 0
+            for i in row:
+                n = len(seqs[i])
+                ids[r, start : start + n] = torch.tensor(seqs[i])
+                positions[r, start : start + n] = p + torch.arange(n)
+                allowed[r, 0, start : start + n, p + start : p + start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+                if p:
+                    allowed[r, 0, start : start + n, :p] = True
+                where[i] = (r, start, n)
+                start += n
+        ids, positions, allowed = ids.to(self.device), positions.to(self.device), allowed.to(self.device)
+        if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":  # eager adds a float mask
+            dtype = next(self.model.parameters()).dtype
+            allowed = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill(
+                ~allowed, torch.finfo(dtype).min
+            )
+        kv = None
+        if prefix is not None:
+            kv = DynamicCache([(k.expand(n_rows, -1, -1, -1), v.expand(n_rows, -1, -1, -1)) for k, v in prefix.kv])
+        hidden = self.hidden(ids, allowed, positions, kv=kv, prefix_len=p)  # (R, L, H)
+        # unpack into (B, T, H) padded on the right, then pool as the padded path does
+        longest = max(n for _, _, n in where)
+        flat = torch.tensor([r * width + min(start + j, start + n - 1) for r, start, n in where for j in range(longest)],
+                            device=hidden.device)  # fmt: skip
+        unpacked = hidden.reshape(n_rows * width, -1).index_select(0, flat).reshape(len(seqs), longest, -1)
+        mask = (torch.arange(longest, device=hidden.device).unsqueeze(0)
+                < torch.tensor([n for _, _, n in where], device=hidden.device).unsqueeze(1)).long()  # fmt: skip
+        ctx = PoolContext(prefix_sum=prefix.hidden_sum, prefix_len=p) if prefix is not None else None
+        return get_pooler(self.pooling)(unpacked, mask, ctx)
+
+    def vectors(self, seqs: Sequence[Sequence[int]], prefix: Prefix | None = None, packed: bool = False):
         """Pooled vectors (B, H) of full prompts; those starting with the exact ``prefix`` tokens run
         only their remaining tokens against its cache, any other (the tokenizer merged tokens across
         the prefix boundary) is computed in full."""
         import torch
 
         if prefix is None:
+            if packed and self.can_pack(seqs, 0):
+                return self.packed(seqs)
             return self.full(seqs)
         p = len(prefix.ids)
         hit = [i for i, s in enumerate(seqs) if len(s) > p and list(s[:p]) == prefix.ids]
@@ -169,10 +242,31 @@ class ModelRunner:
         miss = [i for i in range(len(seqs)) if i not in hit_set]
         parts: dict[int, Any] = {}
         if hit:
-            parts.update(zip(hit, self.with_prefix(prefix, [seqs[i][p:] for i in hit])))
+            suffixes = [seqs[i][p:] for i in hit]
+            if packed and self.can_pack(suffixes, p):
+                parts.update(zip(hit, self.packed(suffixes, prefix)))
+            else:
+                parts.update(zip(hit, self.with_prefix(prefix, suffixes)))
         if miss:
             parts.update(zip(miss, self.full([seqs[i] for i in miss])))
         return torch.stack([parts[i] for i in range(len(seqs))])
+
+
+def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
+    """Indices grouped into rows of at most ``row_tokens`` tokens (first fit, longest first); a
+    sequence longer than ``row_tokens`` gets a row of its own."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(row_tokens - lengths[i])
+    return rows
 
 
 def _stop_here(module, args, kwargs):

@@ -257,7 +257,23 @@ def quiet_transformers():
             tlog.enable_progress_bar()
 
 
-_TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+#: the dtype the weights are loaded in; ``bf16-mixed`` loads float32 and then keeps only the
+#: Linear weights in bfloat16 (see :func:`to_mixed_bf16`)
+_TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "bf16-mixed": "float32"}
+
+
+def to_mixed_bf16(model) -> None:
+    """Linear weights to bfloat16; embeddings, norms and everything else stay float32.
+
+    Run under ``torch.autocast(dtype=bfloat16)`` (the runner does), every matmul is a bfloat16
+    matmul while the residual stream, the norms, the softmax statistics and the read-out stay
+    float32 (a bf16 linear output added to the fp32 residual promotes to fp32).
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(torch.bfloat16)
 
 
 def load_base_model(
@@ -296,6 +312,8 @@ def load_base_model(
         model = AutoModel.from_pretrained(path, **kwargs)
     if "device_map" not in kwargs or kwargs["device_map"] is None:
         model.to("cuda" if device == "auto" and torch.cuda.is_available() else (device if device != "auto" else "cpu"))
+    if dtype == "bf16-mixed":
+        to_mixed_bf16(model)
     if quantization == "int8-dynamic":
         from torch.ao.quantization import quantize_dynamic
 
