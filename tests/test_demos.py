@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from prompteol import ConfigError, Demonstration, InputError
-from prompteol.demos import candidates as C
 from prompteol import presets as P
+from prompteol.demos import candidates as C
 from prompteol.demos import search as S
 
 

@@ -24,6 +24,7 @@ COMMANDS = {
     "train": ".train_cmd",
     "serve": ".serve_cmd",
     "bench": ".bench_cmd",
+    "scale": ".scale_cmd",
 }
 
 
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the system said no (unwritable path, full disk, ...): one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,134 @@
+"""``prompteol scale``: the paper's scaling study (models x demonstration settings x layers) as one
+resumable sweep, one results file per cell; ``scale report`` and ``scale import`` (docs/scaling.md).
+
+Nothing here imports torch or matplotlib at the top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+
+from .common import add_encoder_args, console, encoder_values, progress_wanted
+
+#: options the sweep sets per cell (and dtype, which scale takes as auto | float32 | bfloat16 | float16)
+EXCLUDED = ("model", "demonstrations", "demo_preset", "layer", "dtype")
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "scale",
+        help="scaling study: a resumable sweep of models x demonstration settings (x layers), then a report",
+        description="Evaluate every cell of --models x --demos (x --layers) on --tasks, one results JSON per cell "
+        "in --output. A cell whose file says status ok is skipped, so a killed sweep resumes (also on another "
+        "machine, from the cell files alone); failed cells are recorded and run again next time. Before it starts, "
+        "it prints the cells, the dtype of each (the memory rule) and an estimated time from a short throughput "
+        "probe. `prompteol scale report DIR` builds tables and plots; `prompteol scale import` turns an eval "
+        "results file into a cell. Details: docs/scaling.md.",
+    )
+    ssub = p.add_subparsers(dest="scale_command", metavar="[report | import]")
+    r = ssub.add_parser("report", help="results.csv, results.md and plots from the cell files of DIR (no model)",
+                        description="Build results.csv, results.md and three PNG plots (STS avg, transfer avg, each "
+                        "STS task vs parameters, with the paper's OPT curves) from the cell files of DIR alone.")  # fmt: skip
+    r.add_argument("dir", help="the --output folder of a sweep")
+    r.add_argument("--output", "-o", default=None, help="where to write the report (default: DIR)")
+    r.set_defaults(func=run_report)
+    i = ssub.add_parser("import", help="turn a `prompteol eval` results JSON into a cell file",
+                        description="Write the cell file of an existing `prompteol eval` results file (it must hold "
+                        "the scores, the mode, the encoder config with model/dtype/demonstrations, and the versions); "
+                        "the cell is marked as imported, with the source file's name.")  # fmt: skip
+    i.add_argument("results", help="a results JSON written by `prompteol eval -o`")
+    i.add_argument("--demo", required=True, metavar="SETTING",
+                   help="the demonstration setting it was run with: none, paper, default, stsb-dev, a preset name "
+                   "or 'sentence|word' (checked against the recorded demonstrations)")  # fmt: skip
+    i.add_argument("--output", "-o", required=True, help="the sweep folder to write the cell file into")
+    i.add_argument("--force", action="store_true", help="replace a finished cell file")
+    i.set_defaults(func=run_import)
+
+    g = p.add_argument_group("sweep")
+    g.add_argument("--models", "-m", action="append", metavar="A,B,...",
+                   help="comma-separated models: packaged aliases, folders, .gguf files, hub ids, adapter folders "
+                   "(repeatable)")  # fmt: skip
+    g.add_argument("--demos", action="append", metavar="S,T,...",
+                   help="comma-separated demonstration settings: none, paper (the paper's demonstration for the "
+                   "closest OPT size), default (the model's leak-free searched preset), stsb-dev (the preset "
+                   "searched-stsb-dev), a preset name, or 'sentence|word' (repeatable; default: none)")  # fmt: skip
+    g.add_argument("--layers", action="extend", nargs="+", metavar="L,M",
+                   help="hidden layers, comma- or space-separated: --layers -1,12,6 (-1 = last, the default)")  # fmt: skip
+    # let "-1,12" be a value, as "-1" already is (argparse only knows single negative numbers)
+    p._negative_number_matcher = re.compile(r"^-\d+(,-?\d+)*$|^-\d*\.\d+$")
+    g.add_argument("--tasks", default="sts", help="sts (default), transfer, all, or a comma-separated list of tasks")
+    g.add_argument("--mode", choices=["test", "fast"], default="test",
+                   help="transfer protocol: test = 10-fold, fast = 5-fold; STS is the same (default: %(default)s)")  # fmt: skip
+    g.add_argument("--output", "-o", default=None, help="folder of the cell files (required)")
+    g.add_argument("--data-dir", default=None, help="SentEval data root (default: $PROMPTEOL_DATA)")
+    g.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
+    g.add_argument("--max-batch-tokens", type=int, default=None, metavar="N",
+                   help="also cap each batch at N padded tokens (default: no cap)")  # fmt: skip
+    g.add_argument("--classifier", choices=["lbfgs", "senteval"], default="lbfgs",
+                   help="transfer classifier (see `prompteol eval --help`; default: %(default)s)")  # fmt: skip
+    g.add_argument("--seeds", type=int, default=1, metavar="N", help="transfer classifier seeds (default: 1)")
+    g.add_argument("--dtype", choices=_DTYPES, default="auto",
+                   help="auto (default): float32 if it fits in memory, else bfloat16, else the cell is refused; an "
+                   "explicit dtype is used as given (and refused if it cannot fit)")  # fmt: skip
+    g.add_argument("--dry-run", action="store_true", help="print the cells, dtypes and estimates, then stop")
+    g.add_argument("--no-probe", dest="probe", action="store_false",
+                   help="skip the throughput probe (no time estimates; each model is loaded only by the sweep)")  # fmt: skip
+    g.add_argument("--no-cache", dest="use_embedding_cache", action="store_false",
+                   help="neither read nor write the embedding cache")  # fmt: skip
+    prog = g.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None)
+    prog.add_argument("--no-progress", dest="progress", action="store_false")
+    add_encoder_args(p, exclude=EXCLUDED, title="encoder options (for every cell)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..scale.grid import parse_demo_settings, parse_layers, split_list
+    from ..scale.run import SweepOptions, run_sweep
+
+    models = split_list(args.models)
+    if not models:
+        raise ConfigError("give the models of the sweep: --models ALIAS,FOLDER,FILE.gguf,HUB/ID "
+                          "(or `prompteol scale report DIR` / `prompteol scale import FILE`)")  # fmt: skip
+    if not args.output:
+        raise ConfigError("give the folder of the cell files: --output DIR")
+    if args.seeds < 1 or args.batch_size < 1:
+        raise ConfigError("--seeds and --batch-size should be >= 1")
+    opts = SweepOptions(
+        models=models, demos=parse_demo_settings(args.demos or ["none"]), layers=parse_layers(args.layers),
+        output=Path(args.output), tasks=args.tasks, mode=args.mode, data_dir=args.data_dir,
+        batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, classifier=args.classifier,
+        seeds=args.seeds, dtype=args.dtype, encoder_options=encoder_values(args, exclude=EXCLUDED),
+        use_embedding_cache=args.use_embedding_cache, dry_run=args.dry_run, probe=args.probe,
+        progress=progress_wanted(args.progress),
+        command="prompteol " + shlex.join(getattr(args, "argv", None) or sys.argv[1:]),
+    )  # fmt: skip
+    result = run_sweep(opts, console=console())
+    print(result.summary(opts.output))
+    return result.exit_code
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ..scale.report import build_report
+
+    report = build_report(args.dir, args.output)
+    failed = sum(1 for r in report["rows"] if r["status"] != "ok")
+    for path in report["files"]:
+        print(f"wrote {path}")
+    print(f"report: {report['cells']} cells ({failed} failed) from {args.dir}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from ..scale.importer import import_results
+
+    path = import_results(args.results, args.demo, args.output, force=args.force)
+    print(f"wrote {path} (imported from {args.results})")
+    return 0

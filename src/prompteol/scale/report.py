@@ -1,0 +1,441 @@
+"""``prompteol scale report DIR``: tables and plots from the cell files alone (no model, no cache).
+
+Writes into the output folder (default: DIR itself):
+
+- ``results.csv``: one row per cell file, every score as stored (full precision);
+- ``results.md``: a paper-style table (model, parameters, demonstration, STS12-16, STS-B, SICK-R,
+  STS avg, transfer avg when present, dtype, wall time; failed cells marked with their message),
+  followed by the published OPT numbers for reference;
+- ``sts_avg_vs_parameters.png``, ``transfer_avg_vs_parameters.png``,
+  ``sts_tasks_vs_parameters.png``: one line per demonstration setting over the parameter count
+  (log scale), the paper's OPT curves drawn alongside in grey dashes ("published, OPT (other
+  models)"). The plots need matplotlib (``pip install 'prompteol[plot]'``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..evaluation.tasks import TASK_GROUPS, TASKS
+from .grid import read_cell_file
+
+__all__ = [
+    "PUBLISHED_OPT",
+    "PUBLISHED_OPT_TRANSFER",
+    "PUBLISHED_SOURCE",
+    "STS_COLUMNS",
+    "load_cells",
+    "cell_rows",
+    "build_report",
+    "PLOT_FILES",
+]
+
+#: the seven STS tasks of the paper's table, with their short names
+STS_COLUMNS = {"STS12": "STS12", "STS13": "STS13", "STS14": "STS14", "STS15": "STS15", "STS16": "STS16",
+               "STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}  # fmt: skip
+
+PUBLISHED_SOURCE = (
+    "Jiang et al., Scaling Sentence Embeddings with Large Language Models: PromptEOL on OPT, no fine-tuning "
+    "(docs/method.md section 5); Spearman x100"
+)
+#: OPT size -> (parameters, STS12 STS13 STS14 STS15 STS16 STS-B SICK-R with one demonstration,
+#: their average, the average without a demonstration)
+PUBLISHED_OPT: dict[str, tuple[float, tuple[float, ...], float, float]] = {
+    "OPT-125M": (125e6, (62.22, 73.10, 61.84, 71.09, 72.08, 67.80, 64.10), 67.46, 67.00),
+    "OPT-350M": (350e6, (63.87, 73.85, 63.41, 72.45, 73.13, 70.84, 65.61), 69.02, 65.03),
+    "OPT-1.3B": (1.3e9, (72.78, 83.77, 73.61, 83.42, 80.60, 78.80, 69.69), 77.52, 73.18),
+    "OPT-2.7B": (2.7e9, (68.49, 84.72, 75.15, 83.62, 81.34, 80.94, 72.97), 78.18, 69.30),
+    "OPT-6.7B": (6.7e9, (70.65, 84.51, 75.01, 83.51, 82.00, 81.12, 76.77), 79.08, 72.10),
+    "OPT-13B": (13e9, (71.99, 85.22, 76.04, 82.23, 81.38, 81.42, 75.00), 79.04, 71.86),
+    "OPT-30B": (30e9, (69.99, 83.35, 74.75, 83.14, 82.42, 81.45, 77.46), 78.94, 72.43),
+    "OPT-66B": (66e9, (69.93, 83.29, 74.88, 80.10, 81.11, 81.76, 76.26), 78.19, 68.84),
+}
+#: the paper's one transfer average (same source): OPT-6.7B, PromptEOL
+PUBLISHED_OPT_TRANSFER = {"OPT-6.7B": (6.7e9, 91.34)}
+
+PLOT_FILES = ("sts_avg_vs_parameters.png", "transfer_avg_vs_parameters.png", "sts_tasks_vs_parameters.png")
+_PUBLISHED_LABEL = "published, OPT (other models)"
+_SPECIAL_ORDER = {"none": 0, "paper": 1, "default": 2, "stsb-dev": 3}
+
+
+# ------------------------------------------------------------------------------------ reading
+def load_cells(folder: str | Path) -> list[tuple[Path, dict]]:
+    """``(path, record)`` of every cell file of ``folder`` (other JSON files are ignored)."""
+    out = []
+    for path in sorted(Path(folder).glob("*.json")):
+        data = read_cell_file(path)
+        if data is not None:
+            out.append((path, data))
+    return out
+
+
+def _demo_text(demos: list[dict] | None) -> str:
+    return " + ".join(f"{d['sentence']}|{d['word']}" for d in demos or [])
+
+
+def cell_rows(cells: Iterable[tuple[Path, dict]]) -> list[dict[str, Any]]:
+    """One flat row per cell: identity, every task's headline score, the averages, dtype, time, status."""
+    rows = []
+    for path, data in cells:
+        c = data["cell"]
+        tasks = data.get("tasks") or {}
+        row: dict[str, Any] = {
+            "id": c.get("id") or path.stem, "file": path.name, "model": c.get("model"),
+            "num_parameters": c.get("num_parameters"), "demo": c.get("demo"), "demo_preset": c.get("demo_preset"),
+            "demonstrations": _demo_text(c.get("demonstrations")), "layer": c.get("layer"), "tasks": c.get("tasks"),
+            "mode": c.get("mode"),
+        }  # fmt: skip
+        for name in TASKS:
+            res = tasks.get(name)
+            row[name] = res.get("score") if isinstance(res, dict) else None
+        mrpc = tasks.get("MRPC")
+        row["MRPC_f1"] = mrpc.get("f1") if isinstance(mrpc, dict) else None
+        averages = data.get("averages") or {}
+        row["sts_avg"] = averages.get("sts")
+        row["transfer_avg"] = averages.get("transfer")
+        row.update({"dtype": c.get("dtype"), "wall_s": c.get("wall_s"), "status": c.get("status"),
+                    "error": c.get("error"), "imported_from": c.get("imported_from")})  # fmt: skip
+        rows.append(row)
+    rows.sort(key=_row_order)
+    return rows
+
+
+def _row_order(row: dict) -> tuple:
+    params = row["num_parameters"] if isinstance(row["num_parameters"], (int, float)) else math.inf
+    demo = str(row["demo"])
+    return (params, str(row["model"]), _SPECIAL_ORDER.get(demo, 9), demo, row["layer"] or 0, row["id"])
+
+
+# ------------------------------------------------------------------------------------ tables
+def csv_columns() -> list[str]:
+    return (["id", "model", "num_parameters", "demo", "demo_preset", "demonstrations", "layer", "tasks", "mode"]
+            + list(TASK_GROUPS["sts"]) + ["sts_avg"] + [n for n in TASKS if n not in TASK_GROUPS["all"]]
+            + list(TASK_GROUPS["transfer"]) + ["MRPC_f1", "transfer_avg"]
+            + ["dtype", "wall_s", "status", "error", "imported_from", "file"])  # fmt: skip
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=csv_columns(), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in csv_columns()})
+    return buf.getvalue()
+
+
+def fmt_params(n: float | None) -> str:
+    if not isinstance(n, (int, float)) or not n:
+        return "?"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.3g}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return str(int(n))
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if not isinstance(seconds, (int, float)):
+        return ""
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _demo_label(row: dict) -> str:
+    demo = str(row["demo"])
+    words = [part.rpartition("|")[2] for part in row["demonstrations"].split(" + ") if part]
+    if "|" in demo:
+        return f"explicit (-> {words[0]})" if words else "explicit"
+    if words and demo != "none":
+        preset = row.get("demo_preset")
+        shown = f"{preset}: " if preset and preset != demo else ""
+        return f"{demo} ({shown}-> {', '.join(words)})"
+    return demo
+
+
+def _score(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else ""
+
+
+def to_markdown(rows: list[dict], source: str = "") -> str:
+    layers = {r["layer"] for r in rows}
+    dev = any(r.get("STSBenchmark-dev") is not None for r in rows)
+    transfer = any(r.get("transfer_avg") is not None for r in rows)
+    head = ["model", "parameters", "demonstration"] + (["layer"] if len(layers) > 1 else [])
+    head += list(STS_COLUMNS.values()) + ["STS avg"] + (["STS-B dev"] if dev else [])
+    head += (["transfer avg"] if transfer else []) + ["dtype", "wall time", "notes"]
+    lines = ["# prompteol scale: results", ""]
+    if source:
+        lines += [f"From the cell files of `{source}` ({len(rows)} cells). Spearman x100 (STS), accuracy (transfer).",
+                  ""]  # fmt: skip
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        failed = r["status"] != "ok"
+        cells = [_md(r["model"]), fmt_params(r["num_parameters"]), _md(_demo_label(r))]
+        if len(layers) > 1:
+            cells.append(str(r["layer"]))
+        if failed:
+            scores = ["**failed**"] + [""] * (len(STS_COLUMNS) - 1) + [""]
+        else:
+            scores = [_score(r.get(name)) for name in STS_COLUMNS] + [_score(r.get("sts_avg"))]
+        cells += scores + ([_score(r.get("STSBenchmark-dev"))] if dev else [])
+        wall = r["wall_s"] if not failed or (r["wall_s"] or 0) > 0 else None
+        cells += ([_score(r.get("transfer_avg"))] if transfer else []) + [r.get("dtype") or "", _fmt_time(wall)]
+        notes = []
+        if failed:
+            notes.append(f"failed: {r.get('error') or 'no message'}")
+        if r.get("imported_from"):
+            notes.append(f"imported from {r['imported_from']}")
+        if not failed and r.get("sts_avg") is None and any(r.get(n) is not None for n in STS_COLUMNS):
+            notes.append("not all 7 STS tasks")
+        cells.append(_md("; ".join(notes)))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Published for reference ({PUBLISHED_SOURCE}):", ""]
+    pub_head = ["model", "parameters", "demonstration"] + list(STS_COLUMNS.values()) + ["STS avg"]
+    lines += ["| " + " | ".join(pub_head) + " |", "|" + "|".join("---" for _ in pub_head) + "|"]
+    for name, (params, published, avg, avg_none) in PUBLISHED_OPT.items():
+        lines.append("| " + " | ".join([name, fmt_params(params), "one (paper)"] + [f"{v:.2f}" for v in published]
+                                       + [f"{avg:.2f}"]) + " |")  # fmt: skip
+        lines.append("| " + " | ".join([name, fmt_params(params), "none"] + [""] * len(published) + [f"{avg_none:.2f}"])
+                     + " |")  # fmt: skip
+    lines += ["", f"Transfer average, OPT-6.7B, PromptEOL: {PUBLISHED_OPT_TRANSFER['OPT-6.7B'][1]:.2f} (same source).",
+              ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ plots
+def _series(rows: list[dict], value: str) -> dict[str, list[tuple[float, float, str]]]:
+    """``{label: [(parameters, value, model), ...]}`` of the ok cells that have ``value``."""
+    layers = {r["layer"] for r in rows if r["status"] == "ok"}
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    for r in rows:
+        v, n = r.get(value), r.get("num_parameters")
+        if r["status"] != "ok" or not isinstance(v, (int, float)) or not isinstance(n, (int, float)) or n <= 0:
+            continue
+        label = str(r["demo"]) if "|" not in str(r["demo"]) else _demo_label(r)
+        if len(layers) > 1:
+            label += f", layer {r['layer']}"
+        out.setdefault(label, []).append((float(n), float(v), _short(str(r["model"]))))
+    for points in out.values():
+        points.sort()
+    return out
+
+
+def _short(model: str) -> str:
+    name = model.rstrip("/").rsplit("/", 1)[-1]
+    return name if len(name) <= 20 else name[:19] + "…"
+
+
+def _line_xs(axes) -> list[float]:
+    return [float(x) for ax in axes for line in ax.get_lines() for x in line.get_xdata() if x > 0]
+
+
+def _params_axis(ax, xs: list[float] | None = None, minor: bool = True) -> None:
+    """Log x axis of parameter counts, labelled 100M / 1B / ..., with ticks at 1-3 per decade when the
+    range is short (the limits are those of ``xs``, default the drawn lines', with a margin)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+    xs = _line_xs([ax]) if xs is None else xs
+    ax.set_xscale("log")
+    if xs:
+        lo, hi = min(xs) / 1.6, max(xs) * 1.6
+        ax.set_xlim(lo, hi)
+        decades = math.log10(hi / lo)
+        subs = (1.0,) if decades > 3 else (1.0, 3.0) if decades > 1.2 else (1.0, 2.0, 5.0)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_params(x)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if minor is False:  # the seven small panels: no minor ticks (drawing them is most of the plot's time)
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _draw_ours(ax, series: dict, colors: dict, small: bool = False) -> dict[str, float]:
+    """Our lines (one per demonstration setting); returns ``{model: parameters}`` of the points drawn."""
+    models: dict[str, float] = {}
+    for label, points in series.items():
+        xs, ys, names = zip(*points)
+        ax.plot(xs, ys, marker="o", linestyle="-", linewidth=1.8, markersize=4 if small else 6, color=colors[label],
+                label=label, zorder=3)  # fmt: skip
+        for x, _, name in points:
+            models.setdefault(name, x)
+    return models
+
+
+def _name_models(ax, models: dict[str, float]) -> None:
+    """Each model named once, on a top axis at its parameter count, with a faint vertical guide."""
+    if not models:
+        return
+    from matplotlib.ticker import NullLocator
+
+    for x in models.values():
+        ax.axvline(x, color="0.9", linewidth=0.8, zorder=0)
+    top = ax.twiny()
+    top.set_xscale("log")
+    top.set_xlim(ax.get_xlim())
+    top.set_xticks(list(models.values()))
+    top.set_xticklabels(list(models), rotation=35, ha="left", fontsize=7, color="0.3")
+    top.xaxis.set_minor_locator(NullLocator())
+    top.tick_params(axis="x", length=2, pad=1)
+
+
+_PUB_STYLE = {"color": "0.45", "linestyle": "--", "linewidth": 1.2, "markerfacecolor": "white"}
+
+
+def _colors(labels: Iterable[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {label: cmap(i % 10) for i, label in enumerate(labels)}
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(fig)  # the Agg backend, without pyplot's global state
+    return fig
+
+
+def _note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.3",
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7"})  # fmt: skip
+
+
+def plot_sts_avg(rows: list[dict], path: Path) -> Path:
+    series = _series(rows, "sts_avg")
+    fig = _new_figure(8, 5)
+    ax = fig.add_subplot()
+    models = _draw_ours(ax, series, _colors(series))
+    pub = list(PUBLISHED_OPT.values())
+    ax.plot([p[0] for p in pub], [p[2] for p in pub], marker="o", label=f"{_PUBLISHED_LABEL}: one demonstration",
+            **_PUB_STYLE)  # fmt: skip
+    ax.plot([p[0] for p in pub], [p[3] for p in pub], marker="s", label=f"{_PUBLISHED_LABEL}: no demonstration",
+            **{**_PUB_STYLE, "linestyle": ":"})  # fmt: skip
+    if not series:
+        _note(ax, "no cell has all 7 STS tasks yet: only the published curves")
+    _params_axis(ax)
+    ax.set_xlabel("parameters (log scale)")
+    ax.set_ylabel("STS avg (7 tasks, Spearman x100)")
+    _name_models(ax, models)
+    ax.set_title("PromptEOL: average STS vs model size")  # matplotlib puts it above the top axis's names
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="demonstration", title_fontsize=8,
+              frameon=False)  # fmt: skip
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+def plot_transfer_avg(rows: list[dict], path: Path) -> Path:
+    series = _series(rows, "transfer_avg")
+    fig = _new_figure(8, 5)
+    ax = fig.add_subplot()
+    models = _draw_ours(ax, series, _colors(series))
+    for name, (params, value) in PUBLISHED_OPT_TRANSFER.items():
+        ax.plot([params], [value], marker="*", markersize=11, linestyle="none", color="0.45",
+                label=f"{_PUBLISHED_LABEL}: {name}, one demonstration")  # fmt: skip
+    if not series:
+        _note(ax, "no cell has all 7 transfer tasks yet")
+    _params_axis(ax)
+    ax.set_xlabel("parameters (log scale)")
+    ax.set_ylabel("transfer avg (7 tasks, accuracy)")
+    _name_models(ax, models)
+    ax.set_title("PromptEOL: average transfer accuracy vs model size")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="demonstration", title_fontsize=8,
+              frameon=False)  # fmt: skip
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+def plot_sts_tasks(rows: list[dict], path: Path) -> Path:
+    per_task = {name: _series(rows, name) for name in STS_COLUMNS}
+    labels = list(dict.fromkeys(label for s in per_task.values() for label in s))
+    colors = _colors(labels)
+    fig = _new_figure(13, 6.5)
+    axes = fig.subplots(2, 4, sharex=True)
+    pub = list(PUBLISHED_OPT.values())
+    handles: dict[str, Any] = {}
+    for i, (name, short) in enumerate(STS_COLUMNS.items()):
+        ax = axes.flat[i]
+        _draw_ours(ax, per_task[name], colors, small=True)
+        ax.plot([p[0] for p in pub], [p[1][i] for p in pub], marker="o", markersize=4,
+                label=f"{_PUBLISHED_LABEL}: one demonstration", **_PUB_STYLE)  # fmt: skip
+        if not per_task[name]:
+            ax.text(0.03, 0.95, "no cell has this task", transform=ax.transAxes, ha="left", va="top", fontsize=8,
+                    color="0.4")  # fmt: skip
+        ax.set_title(short, fontsize=10)
+        ax.tick_params(labelsize=8)
+        if i % 4 == 0:
+            ax.set_ylabel("Spearman x100", fontsize=9)
+        if i >= 3:
+            ax.set_xlabel("parameters", fontsize=9)
+            ax.xaxis.set_tick_params(labelbottom=True)
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    every_x = _line_xs(axes.flat[:7])
+    for ax in axes.flat[:7]:
+        _params_axis(ax, every_x, minor=False)
+    ours = [lab for lab in handles if not lab.startswith(_PUBLISHED_LABEL)]
+    handles = {lab: handles[lab] for lab in ours + [lab for lab in handles if lab not in ours]}
+    legend_ax = axes.flat[7]
+    legend_ax.axis("off")
+    legend_ax.legend(list(handles.values()), list(handles.keys()), loc="center", fontsize=8, title="demonstration",
+                     title_fontsize=8, frameon=False)  # fmt: skip
+    fig.suptitle("PromptEOL: each STS task vs model size", fontsize=12)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.09, top=0.9, wspace=0.28, hspace=0.3)
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+# ------------------------------------------------------------------------------------ the report
+def build_report(folder: str | Path, output: str | Path | None = None) -> dict[str, Any]:
+    """Write ``results.csv``, ``results.md`` and the three plots from the cell files of ``folder``.
+
+    Returns ``{"rows": [...], "files": [paths], "cells": n}``. Needs matplotlib for the plots
+    (:class:`~prompteol.errors.MissingExtraError` otherwise, before anything is written).
+    """
+    from ..errors import ConfigError, require
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder of cell files (the --output of `prompteol scale`)")
+    require("matplotlib", "plot", "`prompteol scale report` (its plots)")
+    cells = load_cells(folder)
+    if not cells:
+        raise ConfigError(f"{folder} holds no cell files (*.json with a 'cell' block); run `prompteol scale` first")
+    rows = cell_rows(cells)
+    out = Path(output) if output else folder
+    out.mkdir(parents=True, exist_ok=True)
+    files = [_write_text(out / "results.csv", to_csv(rows)),
+             _write_text(out / "results.md", to_markdown(rows, str(folder)))]  # fmt: skip
+    for name, plot in zip(PLOT_FILES, (plot_sts_avg, plot_transfer_avg, plot_sts_tasks)):
+        files.append(_atomic_plot(out / name, plot, rows))
+    return {"rows": rows, "files": files, "cells": len(cells)}
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _atomic_plot(path: Path, plot, rows: list[dict]) -> Path:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    try:
+        plot(rows, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
