@@ -7,7 +7,9 @@ rendering cannot drift between them.
 
 from __future__ import annotations
 
+import copy
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,9 +19,34 @@ import numpy as np
 from .errors import InputError
 from .templates import normalize_sentence
 
-__all__ = ["PromptBuilder", "Tokenized", "check_texts"]
+__all__ = ["PromptBuilder", "Tokenized", "check_texts", "ContextLengthError", "surrogate_problem"]
 
 log = logging.getLogger(__name__)
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class ContextLengthError(InputError):
+    """A prompt has more tokens than the model has positions (:attr:`PromptBuilder.max_positions`)."""
+
+    def __init__(self, message: str, index: int, tokens: int, limit: int):
+        super().__init__(message)
+        self.index = index
+        self.tokens = tokens
+        self.limit = limit
+
+
+def surrogate_problem(text: str) -> str | None:
+    """What is wrong with ``text`` if it holds a surrogate code point (not valid Unicode: no
+    tokenizer can encode it), else ``None``. A sentence for messages: ``"contains a lone ..."``."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (
+        f"contains a lone surrogate (U+{ord(found.group()):04X}) at character {found.start()}; that is not "
+        f"valid Unicode (a JSON \\u escape without its pair, or bytes decoded with errors='surrogateescape'), "
+        f"so no tokenizer can read it: remove or replace it"
+    )
 
 
 def check_texts(texts) -> list[str]:
@@ -44,6 +71,9 @@ def check_texts(texts) -> list[str]:
             raise InputError(f"texts[{i}] is bytes; decode it to a string first (e.g. b.decode('utf-8'))")
         if not isinstance(t, str):
             raise InputError(f"texts[{i}] should be a string, got {type(t).__name__}: {t!r:.60}")
+        problem = surrogate_problem(t)
+        if problem is not None:
+            raise InputError(f"texts[{i}] {problem}")
     return items
 
 
@@ -73,14 +103,20 @@ class Tokenized:
 class PromptBuilder:
     """The prompts of one encoder configuration (template, demonstrations, text handling)."""
 
-    def __init__(self, tokenizer, config):
+    def __init__(self, tokenizer, config, max_positions: int | None = None):
         self.tokenizer = tokenizer
         self.config = config
+        #: the model's maximum number of positions (set by the encoder from the model config); a
+        #: prompt with more tokens is refused with :class:`ContextLengthError`. ``None``: no limit.
+        self.max_positions = max_positions
 
     def prepare(self, texts: Sequence[str], max_length: int | None = None, warn_cut: bool = True) -> list[str]:
         """Validate, cut (if ``max_length``, else the config's) and normalise (if configured).
 
         ``warn_cut=False`` silences the truncation warning (training cuts every long sentence on purpose).
+        A prepared sentence whose prompt is over :attr:`max_positions` raises :class:`ContextLengthError`
+        naming its index in ``texts`` (:meth:`tokenize` checks too, but a caller may tokenize only some
+        of the sentences, e.g. those not in the embedding cache).
         """
         items = check_texts(texts)
         limit = max_length if max_length is not None else self.config.max_length
@@ -88,7 +124,29 @@ class PromptBuilder:
             items = self._truncate(items, limit, warn_cut)
         if self.config.normalize_text:
             items = [normalize_sentence(t) for t in items]
+        self._check_long(items)
         return items
+
+    def _check_long(self, sentences: list[str]) -> None:
+        """Tokenize (and check) only the sentences whose prompt could be over :attr:`max_positions`:
+        those with more than ``max_positions / 2`` UTF-8 bytes once rendered (byte-level BPE gives at
+        most one token per byte, SentencePiece with byte fallback one per byte plus a word marker);
+        the exact check of every prompt is :meth:`tokenize`'s."""
+        limit = self.max_positions
+        if limit is None:
+            return
+        shape = self._render_shape
+
+        def could_exceed(s: str) -> bool:
+            if shape is not None and 8 * (shape[0] + shape[1] * len(s)) + 8 <= limit:
+                return False  # even at 4 UTF-8 bytes per character (no rendering, no encoding)
+            return 2 * len(self.render(s).encode("utf-8")) + 8 > limit
+
+        suspects = [i for i, s in enumerate(sentences) if could_exceed(s)]
+        if suspects:
+            ids = self.tokenizer([self.render(sentences[i]) for i in suspects], add_special_tokens=True)["input_ids"]
+            for i, seq in zip(suspects, ids):
+                self._check_length(i, len(seq), sentences[i])
 
     def _truncate(self, texts: list[str], limit: int, warn_cut: bool = True) -> list[str]:
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -108,7 +166,8 @@ class PromptBuilder:
 
     def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids of the full prompts of prepared sentences, with the tokenizer's own special
-        tokens; no padding."""
+        tokens; no padding. A prompt over :attr:`max_positions` raises :class:`ContextLengthError`
+        (the index is into ``sentences``)."""
         prompts = [self.render(s) for s in sentences]
         ids = self.tokenizer(prompts, add_special_tokens=True)["input_ids"] if prompts else []
         for i, seq in enumerate(ids):
@@ -117,7 +176,26 @@ class PromptBuilder:
                     f"texts[{i}] gives an empty prompt ({prompts[i]!r} has no tokens); "
                     f"use a template or a non-empty text"
                 )
+            self._check_length(i, len(seq), sentences[i])
         return ids
+
+    def _check_length(self, index: int, tokens: int, sentence: str) -> None:
+        limit = self.max_positions
+        if limit is None or tokens <= limit:
+            return
+        fixed = len(self._template_ids)  # the template's own tokens (a long sentence is never tokenized twice)
+        room = limit - fixed
+        fix = (
+            f"set max_length (--max-length N) to cut sentences to N tokens before templating (N <= {room} here)"
+            if room > 0
+            else f"the template and demonstrations alone take {fixed} tokens: use fewer demonstrations"
+        )
+        quote = repr(sentence[:40]) + ("..." if len(sentence) > 40 else "")
+        raise ContextLengthError(
+            f"texts[{index}] ({quote}) is {tokens} tokens once rendered in the prompt template, more "
+            f"than the model's maximum of {limit} positions; shorten it, or {fix}",
+            index, tokens, limit,
+        )  # fmt: skip
 
     def build(self, texts: Sequence[str]) -> Tokenized:
         """``prepare`` then ``tokenize``: what :meth:`Encoder.encode` needs, computed once.
@@ -134,10 +212,24 @@ class PromptBuilder:
         return list(self._prefix_ids)
 
     @cached_property
+    def _render_shape(self) -> tuple[int, int] | None:
+        """``(characters of the prompt of an empty sentence, copies of the sentence in a prompt)`` when
+        rendering is plain substitution (the prompt's length is linear in the sentence's), else ``None``."""
+        a, b, c = (len(self.render(x)) for x in ("", "x", "xx"))
+        return (a, b - a) if c - b == b - a else None
+
+    @cached_property
+    def _template_ids(self) -> list[int]:  # the prompt of an empty sentence (only for messages)
+        return self.tokenizer(self.render(""), add_special_tokens=True)["input_ids"]
+
+    @cached_property
     def _prefix_ids(self) -> list[int]:  # computed once, so later calls never touch the tokenizer
         text = self.config.template.prefix(self.config.demonstrations)
         return self.tokenizer(text, add_special_tokens=True)["input_ids"]
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
-        """Number of prompt tokens (template and demonstrations included) per text."""
-        return [len(s) for s in self.tokenize(self.prepare(texts))]
+        """Number of prompt tokens (template and demonstrations included) per text (texts over the
+        model's positions are counted, not refused)."""
+        unlimited = copy.copy(self)  # the same builder (subclasses too) without the length check
+        unlimited.max_positions = None
+        return [len(s) for s in unlimited.tokenize(unlimited.prepare(texts))]

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ..prompts import surrogate_problem
 from .common import add_encoder_args, atomic_write, build_encoder, progress_wanted
+from .output import check_output
 
 OUTPUT_SUFFIXES = (".npy", ".jsonl")
 
@@ -30,6 +32,28 @@ def register(sub) -> None:
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")
+    ray = p.add_argument_group(
+        "engine", "--engine ray: INPUT is a Parquet/JSONL file, a folder of them or a glob; OUTPUT is a folder "
+        "of Parquet files (one per input shard, every input column kept plus 'embedding'); a rerun resumes. "
+        "See docs/distributed.md",
+    )  # fmt: skip
+    ray.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process (default); ray: Ray Data actors, local or on a cluster")
+    ray.add_argument("--text-column", default=None, help="column (field) holding the sentences (default: text)")
+    ray.add_argument("--num-actors", type=int, default=None, help="actors, each with its own model (default: 1)")
+    ray.add_argument("--cpus-per-actor", type=float, default=None,
+                     help="CPUs reserved per actor, also its torch threads (default: 1)")
+    ray.add_argument("--gpus-per-actor", type=float, default=None,
+                     help="GPUs per actor; 0.5 puts two actors on a GPU; needs --device cuda (default: 0)")
+    ray.add_argument("--address", default=None,
+                     help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray on this machine's cores)")
+    ray.add_argument("--ray-batch-rows", type=int, default=None,
+                     help="rows per actor call, length-sorted inside (default: 256; more on GPUs)")
+    ray.add_argument("--output-dtype", choices=("float32", "float16"), default=None,
+                     help="dtype of the embedding column (default: float32)")
+    ray.add_argument("--shard-rows", type=int, default=None,
+                     help="split input files into shards of N rows (the unit of output files and of resumption; "
+                     "default: one shard per file)")
     add_encoder_args(p)
     p.set_defaults(func=run)
 
@@ -54,6 +78,9 @@ def read_input(source: str) -> tuple[list[str], list[dict] | None]:
                 raise InputError(f"{source} line {n}: not valid JSON ({exc.msg})") from None
             if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
                 raise InputError(f"{source} line {n}: expected an object with a string 'text' field")
+            problem = _record_surrogate(rec) if "\\u" in line else None  # only a \u escape can make one
+            if problem is not None:
+                raise InputError(f"{source} line {n}: {problem}")
             records.append(rec)
             texts.append(rec["text"])
         return texts, records
@@ -61,7 +88,25 @@ def read_input(source: str) -> tuple[list[str], list[dict] | None]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [line.removesuffix("\r") for line in lines], None
+    lines = [line.removesuffix("\r") for line in lines]
+    for n, line in enumerate(lines, start=1):  # stdin decoded with errors='surrogateescape' can hold them
+        problem = surrogate_problem(line)
+        if problem is not None:
+            raise InputError(f"{source} line {n}: the text {problem}")
+    return lines, None
+
+
+def _record_surrogate(rec: dict) -> str | None:
+    """What is wrong if a key or value of a JSONL record holds a lone surrogate (the 'text' field
+    could not be tokenized, any other could not be written back to a .jsonl output)."""
+    for key in sorted(rec, key=lambda k: k != "text"):  # the text first
+        value = rec[key]
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        for what, text in ((f"the key {key!r}", key), (f"the field {key!r}", shown)):
+            problem = surrogate_problem(text)
+            if problem is not None:
+                return f"{what} {problem}"
+    return None
 
 
 def write_output(path: Path, vectors, texts: list[str], records: list[dict] | None) -> None:
@@ -83,10 +128,16 @@ def write_output(path: Path, vectors, texts: list[str], records: list[dict] | No
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import encode_ray
+
+    if args.engine == "ray":
+        return encode_ray.run(args)
+    encode_ray.check_local_args(args)
     out = Path(args.output)
     if out.suffix not in OUTPUT_SUFFIXES:
         raise InputError(f"output {args.output!r} should end in one of {list(OUTPUT_SUFFIXES)}")
     texts, records = read_input(args.input)  # fail on bad input before loading any model
+    check_output(out)  # and on an output that cannot be written
     encoder = build_encoder(args, use_embedding_cache=args.use_embedding_cache)
     vectors = encoder.encode(
         texts, batch_size=args.batch_size, normalize=args.normalize, max_batch_tokens=args.max_batch_tokens,

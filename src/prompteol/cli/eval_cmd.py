@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .common import add_encoder_args, atomic_write, build_encoder, console, progress_wanted
+from .output import check_output
 
 _BASELINE_NAMES = ("all-minilm-l6-v2", "all-mpnet-base-v2")  # = evaluation.baselines.BASELINES (checked by a test)
 
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from ..config import EncoderConfig
     from ..evaluation import evaluate, resolve_data_dir, resolve_tasks, verify_data
 
+    if args.output:
+        check_output(args.output)  # an unwritable -o fails now, not after the whole evaluation
     tasks = resolve_tasks(args.tasks)
     root = resolve_data_dir(args.data_dir)
     verify_data(root, tasks)  # a missing or changed file fails here, before any model is loaded

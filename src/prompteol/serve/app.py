@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hmac
 import logging
+import re
 import time
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..batching import MemoryLimitError
 from ..errors import InputError
-from ..prompts import Tokenized
+from ..prompts import ContextLengthError, Tokenized
 from .batcher import MicroBatcher, ShuttingDown
 from .errors import APIError, error_response, install_error_handlers, too_large
 from .metrics import ROUTES, ServeMetrics
@@ -296,8 +298,13 @@ def create_app(settings: ServeSettings | None = None, encoder: EmbeddingModel | 
         batcher = _batcher()
         try:
             prompts = await state.tokenize(texts)
-        except InputError as exc:
-            raise APIError(400, str(exc).replace("texts[", "input["), param="input", code="invalid_input") from None
+        except InputError as exc:  # a lone surrogate, a prompt over the model's positions, ...
+            if isinstance(body.input, str):  # a single string: no index to name
+                message = str(exc).replace("texts[0]", "'input'")
+            else:
+                message = str(exc).replace("texts[", "input[")
+            code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else "invalid_input"
+            raise APIError(400, message, param="input", code=code) from None
         counts = prompts.lengths
         too_long = [i for i, c in enumerate(counts) if c > s.max_input_tokens]
         if too_long:
@@ -312,6 +319,9 @@ def create_app(settings: ServeSettings | None = None, encoder: EmbeddingModel | 
             answered, vectors = await _unless_disconnected(request, batcher.submit(items, counts))
         except ShuttingDown as exc:
             raise APIError(503, str(exc), type="server_error", code="shutting_down") from None
+        except MemoryLimitError as exc:  # one input needs more memory than is free now (checked before any forward)
+            message = re.sub(r"^texts\[\d+\]", "an input", str(exc))  # its index in the merged group, not in 'input'
+            raise APIError(503, message, type="server_error", param="input", code="insufficient_memory") from None
         if not answered or vectors is None:
             state.metrics.cancelled.inc()
             return Response(status_code=499)  # client closed the request (nginx's code); nobody reads it

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 __all__ = [
     "EmbeddingRequest",
@@ -33,8 +33,9 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="'float': JSON numbers; 'base64': little-endian float32 bytes, base64-encoded"
     )
-    dimensions: int | None = Field(
-        None, ge=1, description="keep the first N dimensions, then re-normalise to unit length"
+    #: strict: "8", 8.0 and true are refused (a lax int would take true as 1 and answer 1-dimensional vectors)
+    dimensions: StrictInt | None = Field(
+        None, ge=1, description="keep the first N dimensions, then re-normalise to unit length (an integer)"
     )
     user: str | None = Field(None, description="accepted for compatibility; not used")
 

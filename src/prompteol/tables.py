@@ -1,0 +1,541 @@
+"""Tables of sentences in, tables with an embedding column out: Parquet and JSONL files.
+
+Shared by the Ray engine of ``prompteol encode`` (:mod:`prompteol.distributed`) and any other
+code that reads a corpus of files and writes vectors next to its columns:
+
+- :func:`list_input_files`: a file, a folder of ``.parquet`` / ``.jsonl`` files, or a glob -> sorted paths;
+- :func:`validate_inputs`: every file opened cheaply before any model loads (:class:`InputFile`);
+- :func:`iter_tables` / :func:`read_table` / :func:`read_texts`: a file (or a row range of it) as
+  Arrow tables with every column kept, the text column checked row by row;
+- :func:`embedding_array` / :func:`with_embeddings` / :func:`write_embeddings_parquet` /
+  :class:`AtomicParquetWriter`: the vectors as a ``fixed_size_list<float32|float16>[dim]`` column,
+  written under a temporary name and renamed when complete.
+
+What is checked when (every message names the file, and the line or row where there is one):
+
+============================  ==========================================  ===========================
+                              up front (:func:`validate_inputs`)          while reading
+============================  ==========================================  ===========================
+Parquet                       footer readable; text column present and    nulls in the text column
+                              of a string type; no nulls where the        (files without statistics)
+                              row-group statistics count them; row count
+JSONL                         readable; rows counted (non-blank lines);   every line: a JSON object
+                              the first :data:`HEAD_ROWS` rows parsed     whose text field is a string,
+                              and checked as every line is later          no lone surrogate in a field
+both                          no column named like the output column
+                              (``embedding``) or starting ``__prompteol``
+============================  ==========================================  ===========================
+
+JSONL rows are the non-blank lines (as ``prompteol encode`` reads JSONL); the other fields become
+columns, typed over the whole file or row range (ints and floats promote to float; a field whose
+values have no common Arrow type is kept as JSON text, with a warning).
+
+pyarrow is imported when a function runs, never at import time.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pyarrow as pa
+
+__all__ = [
+    "FORMATS",
+    "HEAD_ROWS",
+    "RESERVED_PREFIX",
+    "InputFile",
+    "list_input_files",
+    "input_format",
+    "validate_inputs",
+    "jsonl_row_offsets",
+    "iter_tables",
+    "read_table",
+    "read_texts",
+    "embedding_array",
+    "with_embeddings",
+    "write_embeddings_parquet",
+    "AtomicParquetWriter",
+    "OUTPUT_DTYPES",
+]
+
+log = logging.getLogger(__name__)
+
+#: file suffix -> format
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+#: JSONL rows parsed and type-checked up front per file (the rest is checked while reading)
+HEAD_ROWS = 100
+#: columns starting with this are internal (row bookkeeping of the Ray engine); inputs may not have them
+RESERVED_PREFIX = "__prompteol"
+OUTPUT_DTYPES = ("float32", "float16")
+_BATCH_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One validated input file: what :func:`validate_inputs` learnt from it cheaply."""
+
+    path: str  #: absolute path
+    format: str  #: ``parquet`` or ``jsonl``
+    num_rows: int
+    size: int
+    mtime_ns: int
+    columns: tuple[str, ...]  #: Parquet: the schema; JSONL: the fields seen in the first rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "format": self.format, "num_rows": self.num_rows, "size": self.size,
+                "mtime_ns": self.mtime_ns}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- listing
+def input_format(path: str | os.PathLike) -> str:
+    """``parquet`` or ``jsonl`` from the file's suffix, else :class:`InputError`."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{path}: unsupported input format {suffix or '(no suffix)'!r}; "
+                         f"expected one of {sorted(FORMATS)}")  # fmt: skip
+    return FORMATS[suffix]
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith((".", "_"))  # _SUCCESS, _manifest, .crc, temporary files
+
+
+def list_input_files(pattern: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Absolute paths, sorted, of a file, a folder (its ``.parquet`` / ``.jsonl`` files, not recursive;
+    names starting with ``.`` or ``_`` are skipped), a glob (``**`` recurses), or a list of these."""
+    if isinstance(pattern, (list, tuple)):
+        found: dict[str, None] = {}
+        for p in pattern:
+            found.update(dict.fromkeys(list_input_files(p)))
+        if not found:
+            raise InputError("no input files given")
+        return sorted(found)
+    text = os.fspath(pattern)  # type: ignore[arg-type]
+    path = Path(text).expanduser()
+    if text == "-":
+        raise InputError("reading from stdin is not supported here; give a Parquet/JSONL file, a folder or a glob")
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and _visible(p) and p.suffix.lower() in FORMATS]
+        if not files:
+            raise InputError(f"folder {text} holds no {'/'.join(sorted(FORMATS))} files")
+        return sorted(str(p.resolve()) for p in files)
+    if path.is_file():
+        input_format(path)
+        return [str(path.resolve())]
+    if glob.has_magic(text):
+        matches = [Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True)]
+        files = [p for p in matches if p.is_file() and _visible(p) and p.suffix.lower() in FORMATS]
+        if not files:
+            raise InputError(f"no {'/'.join(sorted(FORMATS))} files match {text!r}")
+        return sorted(str(p.resolve()) for p in files)
+    raise InputError(f"input {text!r} does not exist")
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _is_string_type(t) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", bool)(t)
+
+
+def _check_columns(path: str, columns: Iterable[str], reserved: Sequence[str]) -> None:
+    for name in columns:
+        if name in reserved or name.startswith(RESERVED_PREFIX):
+            raise InputError(f"{path}: has a column {name!r}, which the output would overwrite; "
+                             "rename or drop it first")  # fmt: skip
+
+
+def _validate_parquet(path: str, text_column: str, reserved: Sequence[str]) -> tuple[int, tuple[str, ...]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: cannot read it as Parquet ({exc})") from None
+    schema = pf.schema_arrow
+    if text_column not in schema.names:
+        raise InputError(f"{path}: no column {text_column!r} (columns: {schema.names}); choose one with --text-column")
+    field = schema.field(text_column)
+    if not _is_string_type(field.type):
+        raise InputError(f"{path}: column {text_column!r} has type {field.type}, expected strings")
+    _check_columns(path, schema.names, reserved)
+    md = pf.metadata
+    leaf = [i for i in range(md.num_columns) if md.schema.column(i).path == text_column]
+    if leaf:
+        for rg in range(md.num_row_groups):
+            stats = md.row_group(rg).column(leaf[0]).statistics
+            if stats is not None and stats.has_null_count and stats.null_count:
+                raise InputError(f"{path}: column {text_column!r} has {stats.null_count} null values "
+                                 f"(row group {rg}); every row needs a string")  # fmt: skip
+    return md.num_rows, tuple(schema.names)
+
+
+def _parse_jsonl_line(path: str, line_no: int, line: bytes, text_column: str) -> dict:
+    try:
+        rec = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} line {line_no}: not valid JSON ({exc})") from None
+    if not isinstance(rec, dict):
+        raise InputError(f"{path} line {line_no}: expected a JSON object, got {type(rec).__name__}")
+    if text_column not in rec:
+        raise InputError(f"{path} line {line_no}: no field {text_column!r} (fields: {list(rec)[:10]}); "
+                         "choose one with --text-column")  # fmt: skip
+    if not isinstance(rec[text_column], str):
+        raise InputError(f"{path} line {line_no}: field {text_column!r} is {type(rec[text_column]).__name__}, "
+                         "expected a string")  # fmt: skip
+    if b"\\u" in line:  # only a \u escape can give a lone surrogate
+        for key, value in rec.items():
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            try:
+                key.encode("utf-8"), text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError(f"{path} line {line_no}: field {key!r} holds a lone surrogate (a \\ud800-\\udfff "
+                                 "escape), which is not text that can be tokenized or written") from None  # fmt: skip
+    return rec
+
+
+def _validate_jsonl(path: str, text_column: str, reserved: Sequence[str]) -> tuple[int, tuple[str, ...]]:
+    rows = 0
+    seen: dict[str, None] = {}
+    try:
+        with open(path, "rb") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                if rows < HEAD_ROWS:
+                    rec = _parse_jsonl_line(path, line_no, line, text_column)
+                    seen.update(dict.fromkeys(rec))
+                rows += 1
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc})") from None
+    _check_columns(path, seen, reserved)
+    return rows, tuple(seen)
+
+
+def validate_inputs(
+    files: Iterable[str | os.PathLike], text_column: str = "text", reserved: Sequence[str] = ("embedding",)
+) -> list[InputFile]:
+    """Open every file cheaply and check it (see the module docstring for what is checked up front);
+    the first problem raises :class:`InputError` naming the file and the column."""
+    out = []
+    for f in files:
+        path = str(Path(f).expanduser().resolve())
+        fmt = input_format(path)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read it ({exc})") from None
+        check = _validate_parquet if fmt == "parquet" else _validate_jsonl
+        rows, columns = check(path, text_column, reserved)
+        out.append(InputFile(path, fmt, rows, st.st_size, st.st_mtime_ns, columns))
+    return out
+
+
+def jsonl_row_offsets(path: str | os.PathLike, every: int) -> list[tuple[int, int]]:
+    """``(byte offset, line number)`` of rows ``0, every, 2*every, ...`` of a JSONL file (rows are the
+    non-blank lines), so that a row range can be read without scanning from the start."""
+    out: list[tuple[int, int]] = []
+    row, pos = 0, 0
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            if line.strip():
+                if row % every == 0:
+                    out.append((pos, line_no))
+                row += 1
+            pos += len(line)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _as_input(file: InputFile | str | os.PathLike) -> tuple[str, str]:
+    if isinstance(file, InputFile):
+        return file.path, file.format
+    path = str(Path(file).expanduser())
+    return path, input_format(path)
+
+
+def _iter_parquet(path: str, text_column: str, start: int, stop: int | None, batch_rows: int) -> Iterator[pa.Table]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: cannot read it as Parquet ({exc})") from None
+    md = pf.metadata
+    stop = md.num_rows if stop is None else min(stop, md.num_rows)
+    first = 0  # file row of the current row group's first row
+    for rg in range(md.num_row_groups):
+        n = md.row_group(rg).num_rows
+        if first + n <= start:
+            first += n
+            continue
+        if first >= stop:
+            break
+        pos = first
+        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[rg], use_threads=False):
+            lo, hi = max(start - pos, 0), min(stop - pos, batch.num_rows)
+            if hi > lo:
+                table = pa.Table.from_batches([batch.slice(lo, hi - lo)])
+                if text_column not in table.column_names:
+                    raise InputError(f"{path}: no column {text_column!r}")
+                nulls = pc.is_null(table.column(text_column))
+                if pc.any(nulls).as_py():
+                    bad = pos + lo + int(pc.index(nulls, True).as_py())
+                    raise InputError(f"{path} row {bad}: column {text_column!r} is null, expected a string")
+                yield table
+            pos += batch.num_rows
+        first += n
+
+
+def _record_chunks(
+    path: str, text_column: str, start: int, stop: int | None, batch_rows: int, offset: tuple[int, int] | None
+) -> Iterator[list[dict]]:
+    """Parsed, checked JSONL records of rows ``[start, stop)`` in chunks of ``batch_rows``
+    (``offset``: the ``(byte offset, line number)`` of row ``start``, from :func:`jsonl_row_offsets`)."""
+    row = start if offset else 0
+    chunk: list[dict] = []
+    try:
+        with open(path, "rb") as f:
+            pos, first_line = offset or (0, 1)
+            f.seek(pos)
+            for line_no, line in enumerate(f, start=first_line):
+                if not line.strip():
+                    continue
+                if stop is not None and row >= stop:
+                    break
+                if row >= start:
+                    chunk.append(_parse_jsonl_line(path, line_no, line, text_column))
+                    if len(chunk) >= batch_rows:
+                        yield chunk
+                        chunk = []
+                row += 1
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc})") from None
+    if chunk:
+        yield chunk
+
+
+def _jsonl_schema(chunks: Iterable[list[dict]], path: str, text_column: str) -> tuple[pa.Schema, set[str]]:
+    """One Arrow schema for every chunk (field order: first appearance) and the fields kept as JSON text."""
+    import pyarrow as pa
+
+    types: dict[str, pa.DataType] = {}
+    as_json: set[str] = set()
+    for chunk in chunks:
+        names: dict[str, None] = {}
+        for rec in chunk:
+            names.update(dict.fromkeys(rec))
+        for name in names:
+            types.setdefault(name, pa.null())
+            if name in as_json or name == text_column:
+                continue
+            try:
+                t = pa.array([rec.get(name) for rec in chunk]).type
+                merged = pa.unify_schemas([pa.schema([(name, types[name])]), pa.schema([(name, t)])],
+                                          promote_options="permissive")  # fmt: skip
+                types[name] = merged.field(name).type
+            except (pa.ArrowException, OverflowError, TypeError, ValueError):
+                as_json.add(name)
+    for name in sorted(as_json):
+        log.warning("%s: field %r has values of different types; it is kept as JSON text", path, name)
+        types[name] = pa.string()
+    if text_column in types:
+        types[text_column] = pa.string()
+    return pa.schema(list(types.items())), as_json
+
+
+def _jsonl_table(chunk: list[dict], schema: pa.Schema, as_json: set[str], path: str) -> pa.Table:
+    import pyarrow as pa
+
+    if as_json:
+        chunk = [{k: (json.dumps(v, ensure_ascii=False) if k in as_json and v is not None else v)
+                  for k, v in rec.items()} for rec in chunk]  # fmt: skip
+    try:
+        return pa.Table.from_pylist(chunk, schema=schema)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:  # pragma: no cover - inference covers it
+        raise InputError(f"{path}: cannot convert the fields to columns ({exc})") from None
+
+
+def iter_tables(
+    file: InputFile | str | os.PathLike,
+    text_column: str = "text",
+    start: int = 0,
+    stop: int | None = None,
+    batch_rows: int = _BATCH_ROWS,
+    offset: tuple[int, int] | None = None,
+) -> Iterator[pa.Table]:
+    """Rows ``[start, stop)`` of a Parquet or JSONL file as Arrow tables of at most ``batch_rows`` rows,
+    every column kept, the text column checked (strings, no nulls): :class:`InputError` names the
+    file and the row (Parquet, 0-based) or line (JSONL, 1-based). JSONL tables share one schema over
+    the range (read twice: types first, then values). ``offset`` (JSONL): where row ``start`` begins,
+    from :func:`jsonl_row_offsets`."""
+    path, fmt = _as_input(file)
+    if fmt == "parquet":
+        yield from _iter_parquet(path, text_column, start, stop, batch_rows)
+        return
+    schema, as_json = _jsonl_schema(_record_chunks(path, text_column, start, stop, batch_rows, offset), path,
+                                    text_column)  # fmt: skip
+    for chunk in _record_chunks(path, text_column, start, stop, batch_rows, offset):
+        yield _jsonl_table(chunk, schema, as_json, path)
+
+
+def read_table(
+    file: InputFile | str | os.PathLike, text_column: str = "text", start: int = 0, stop: int | None = None
+) -> pa.Table:
+    """Rows ``[start, stop)`` of a file as one Arrow table (see :func:`iter_tables`)."""
+    import pyarrow as pa
+
+    tables = list(iter_tables(file, text_column, start, stop, batch_rows=1 << 16))
+    if not tables:
+        path, fmt = _as_input(file)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).schema_arrow.empty_table()
+        return pa.table({text_column: pa.array([], pa.string())})
+    return pa.concat_tables(tables)
+
+
+def read_texts(
+    file: InputFile | str | os.PathLike, text_column: str = "text", start: int = 0, stop: int | None = None
+) -> list[str]:
+    """The sentences of rows ``[start, stop)`` of a file, checked (see :func:`iter_tables`)."""
+    out: list[str] = []
+    for table in iter_tables(file, text_column, start, stop):
+        out.extend(table.column(text_column).to_pylist())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def embedding_array(vectors: np.ndarray, dtype: str = "float32") -> pa.FixedSizeListArray:
+    """An ``(N, H)`` array as a ``fixed_size_list<float32|float16>[H]`` Arrow column."""
+    import numpy as np
+    import pyarrow as pa
+
+    if dtype not in OUTPUT_DTYPES:
+        raise InputError(f"output dtype should be one of {list(OUTPUT_DTYPES)}, got {dtype!r}")
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise InputError(f"expected vectors of shape (N, H), got {vectors.shape}")
+    flat = np.ascontiguousarray(vectors, dtype=np.dtype(dtype)).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), int(vectors.shape[1]))
+
+
+def with_embeddings(table: pa.Table, vectors: np.ndarray, dtype: str = "float32", column: str = "embedding"):
+    """``table`` with the vectors appended as ``column`` (one row per table row)."""
+    if len(vectors) != table.num_rows:
+        raise InputError(f"{len(vectors)} vectors for a table of {table.num_rows} rows")
+    if column in table.column_names:
+        raise InputError(f"the table already has a column {column!r}")
+    return table.append_column(column, embedding_array(vectors, dtype))
+
+
+def _with_metadata(schema: pa.Schema, metadata: Mapping[str, Any] | None) -> pa.Schema:
+    if not metadata:
+        return schema
+    extra = {k.encode(): (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)).encode()
+             for k, v in metadata.items()}  # fmt: skip
+    return schema.with_metadata({**(schema.metadata or {}), **extra})
+
+
+class AtomicParquetWriter:
+    """Write a Parquet file table by table under a temporary name (``.NAME.tmp-PID`` beside it) and
+    rename it into place on :meth:`close`; :meth:`abort` (or an exception inside ``with``) removes
+    it, so a file with the final name is always complete. Every table is cast to the first one's
+    schema; ``metadata`` (str -> JSON-able) goes into the file's key-value metadata. Small tables
+    are buffered into row groups of about ``row_group_bytes``."""
+
+    def __init__(self, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None,
+                 compression: str = "zstd", row_group_bytes: int = 64 << 20):  # fmt: skip
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.metadata = metadata
+        self.compression = compression
+        self.row_group_bytes = row_group_bytes
+        self.rows = 0
+        self._writer: Any = None
+        self._schema: pa.Schema | None = None
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+
+    def write(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._schema = _with_metadata(table.schema, self.metadata)
+            self._writer = pq.ParquetWriter(self.tmp, self._schema, compression=self.compression)
+        assert self._schema is not None
+        if not table.schema.equals(self._schema):  # metadata is not compared
+            table = table.cast(self._schema)
+        self._buffer.append(table)
+        self._buffered += table.nbytes
+        self.rows += table.num_rows
+        if self._buffered >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._buffer:
+            table = pa.concat_tables(self._buffer)
+            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+            self._buffer, self._buffered = [], 0
+
+    def close(self) -> Path:
+        if self._writer is None:
+            raise InputError(f"{self.path}: nothing was written")
+        self._flush()
+        self._writer.close()
+        self._writer = None
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._buffer, self._buffered = [], 0
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # pragma: no cover - closing a broken writer
+                pass
+            self._writer = None
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicParquetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_embeddings_parquet(
+    path: str | os.PathLike,
+    table: pa.Table,
+    vectors: np.ndarray,
+    dtype: str = "float32",
+    metadata: Mapping[str, Any] | None = None,
+    column: str = "embedding",
+) -> Path:
+    """Write ``table`` plus the vectors as ``column`` to ``path`` atomically (temporary name, then rename)."""
+    with AtomicParquetWriter(path, metadata) as writer:
+        writer.write(with_embeddings(table, vectors, dtype, column))
+    return Path(path)
