@@ -145,9 +145,9 @@ def test_prefix_boundary_merge_falls_back_to_full(tiny_encoder, monkeypatch):
     merged = [seqs[0], [seqs[1][0]] + [seqs[1][1] + 1] + seqs[1][2:]]
     calls = {"full": 0, "prefix": 0}
     real_full, real_prefix = enc.runner.full, enc.runner.with_prefix
-    monkeypatch.setattr(enc.runner, "full", lambda s: (calls.__setitem__("full", calls["full"] + len(s)), real_full(s))[1])
+    monkeypatch.setattr(enc.runner, "full", lambda s, **k: (calls.__setitem__("full", calls["full"] + len(s)), real_full(s, **k))[1])
     monkeypatch.setattr(
-        enc.runner, "with_prefix", lambda p, s: (calls.__setitem__("prefix", calls["prefix"] + len(s)), real_prefix(p, s))[1]
+        enc.runner, "with_prefix", lambda p, s, **k: (calls.__setitem__("prefix", calls["prefix"] + len(s)), real_prefix(p, s, **k))[1]
     )
     with torch.inference_mode():
         got = enc._vectors(merged)
@@ -168,7 +168,7 @@ def test_order_is_restored_and_duplicates_computed_once(tiny_encoder, monkeypatc
     texts = ["b b b b b b b b", "a", "b b b b b b b b", "c c c"]
     seen = []
     real = tiny_encoder._vectors
-    monkeypatch.setattr(tiny_encoder, "_vectors", lambda seqs: (seen.extend(seqs), real(seqs))[1])
+    monkeypatch.setattr(tiny_encoder, "_vectors", lambda seqs, **k: (seen.extend(seqs), real(seqs, **k))[1])
     out = tiny_encoder.encode(texts, batch_size=2, use_embedding_cache=False)
     assert len(seen) == 3
     np.testing.assert_array_equal(out[0], out[2])
@@ -328,12 +328,12 @@ from prompteol import Encoder, EmbeddingCache
 enc = Encoder.from_pretrained("tiny-random-llama", embedding_cache=EmbeddingCache({str(db)!r}), cache_dir={str(test_cache_dir)!r})
 real = enc._vectors
 calls = []
-def slow(seqs):
+def slow(seqs, **kw):
     calls.append(1)
     if len(calls) == 3:  # two batches are stored; the third never finishes
         print("STORED", flush=True)
         time.sleep(60)
-    return real(seqs)
+    return real(seqs, **kw)
 enc._vectors = slow
 enc.encode(open({str(tmp_path / "texts.txt")!r}, encoding="utf-8").read().split("\\n"), batch_size=8)
 """

@@ -132,6 +132,8 @@ def test_fingerprint_version_is_part_of_the_fingerprint(tiny_encoder, monkeypatc
 _CHANGED = {
     "template": "promptbert", "demonstrations": [("A man is smoking.", "Smoking")], "layer": 1, "pooling": "mean",
     "dtype": "bfloat16", "normalize_text": False, "max_length": 8, "quantization": "int8-dynamic",
+    "token_prepending": (1, 2), "contrastive_layer": 1, "contrastive_alpha": 1.0, "contrastive_mode": "norm",
+    "prompts": ("cot",), "combine": "concat",
 }  # fmt: skip
 
 
@@ -144,7 +146,7 @@ def test_every_vector_option_changes_the_fingerprint_and_no_other_does():
         changed = base.replace(**{name: value})
         layer = 1 if name == "layer" else 2
         assert fingerprint(changed, ident, layer) != fingerprint(base, ident, 2), name
-    for name, value in {"device": "cuda", "prefix_cache": False, "model": "y", "revision": "main"}.items():
+    for name, value in {"device": "cuda", "prefix_cache": False, "model": "y", "revision": "main", "packing": True}.items():
         assert name not in vector
         assert fingerprint(base.replace(**{name: value}), ident, 2) == fingerprint(base, ident, 2), name
 

@@ -22,6 +22,20 @@ from .options import Option, option, optional_int, options_of
 from .pooling import POOLERS
 from .templates import Demonstration, Template, get_template, parse_demonstration, parse_demonstrations
 
+COMBINES = ("mean", "concat")
+CONTRASTIVE_MODES = ("scaled", "norm")
+
+
+def parse_layer_range(text: str) -> tuple[int, int] | None:
+    """``"START:EXIT"`` -> ``(start, exit)`` (blocks ``start`` .. ``exit - 1``); ``none`` -> ``None``."""
+    text = str(text).strip().lower()
+    if text in ("", "none", "off"):
+        return None
+    start, sep, stop = text.partition(":")
+    if not sep:
+        raise ValueError(f"expected START:EXIT (e.g. 1:7), got {text!r}")
+    return int(start), int(stop)
+
 __all__ = ["EncoderConfig", "POOLINGS", "DTYPES", "QUANTIZATIONS", "DEMO_PRESET", "encoder_options"]
 
 POOLINGS = tuple(POOLERS)
@@ -81,6 +95,25 @@ class EncoderConfig:
         True, kind="runtime", vector=False,
         help="compute the shared prompt prefix (demonstrations + template start) once and reuse its key/value cache",
     )  # fmt: skip
+    token_prepending: tuple[int, int] | None = option(
+        None, parse=parse_layer_range, metavar="START:EXIT",
+        help="Token Prepending (Fu et al. 2025): a placeholder before the sentence's opening quote takes the last "
+        "token's hidden state before each block START..EXIT-1 (none: off)",
+    )  # fmt: skip
+    contrastive_layer: int | None = option(
+        None, parse=optional_int, metavar="L",
+        help="Contrastive Prompting (Cheng et al. 2025): at block L the last token's attention output is steered "
+        "away from the auxiliary prompt's (none: off)",
+    )  # fmt: skip
+    contrastive_alpha: float = option(0.5, parse=float, help="Contrastive Prompting strength: A -> alpha * (A - B)")
+    contrastive_mode: str = option(
+        "scaled", choices=CONTRASTIVE_MODES, help="scaled: alpha * (A - B); norm: (A - B) * |A| / |A - B|"
+    )
+    prompts: tuple[Template, ...] = option(
+        (), flag="--prompt", repeat=True, parse=get_template, metavar="TEMPLATE",
+        help="an ensemble (MetaEOL): more prompt templates, each encoded and combined with the template's vector",
+    )  # fmt: skip
+    combine: str = option("mean", choices=COMBINES, help="how an ensemble's vectors are combined: mean or concat")
     packing: bool = option(
         False, kind="runtime", vector=False,
         help="pack the sentences of a batch into rows with attention confined to each sentence, so no padding "
@@ -109,6 +142,32 @@ class EncoderConfig:
             not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 1
         ):
             raise ConfigError(f"max_length should be a positive int or None, got {self.max_length!r}")
+        set_(self, "prompts", tuple(get_template(t) for t in (self.prompts or ())))
+        if self.token_prepending is not None:
+            given: Any = self.token_prepending
+            tp: Any = parse_layer_range(given) if isinstance(given, str) else given
+            if tp is not None:
+                tp = tuple(tp)
+                ints = all(isinstance(x, int) and not isinstance(x, bool) for x in tp)
+                if len(tp) != 2 or not ints or not 0 <= tp[0] <= tp[1]:
+                    raise ConfigError(f"token_prepending should be (start, exit) with 0 <= start <= exit, got {given!r}")
+                if tp[0] == tp[1]:
+                    tp = None  # an empty range: no Token Prepending at all (no placeholder either)
+            set_(self, "token_prepending", tp)
+        if self.contrastive_layer is not None and (
+            not isinstance(self.contrastive_layer, int) or isinstance(self.contrastive_layer, bool) or self.contrastive_layer < 0
+        ):
+            raise ConfigError(f"contrastive_layer should be a block index >= 0 or None, got {self.contrastive_layer!r}")
+        if not isinstance(self.contrastive_alpha, (int, float)) or isinstance(self.contrastive_alpha, bool):
+            raise ConfigError(f"contrastive_alpha should be a number, got {self.contrastive_alpha!r}")
+        set_(self, "contrastive_alpha", float(self.contrastive_alpha))
+        if self.contrastive_mode not in CONTRASTIVE_MODES:
+            raise ConfigError(f"contrastive_mode should be one of {list(CONTRASTIVE_MODES)}, got {self.contrastive_mode!r}")
+        if self.combine not in COMBINES:
+            raise ConfigError(f"combine should be one of {list(COMBINES)}, got {self.combine!r}")
+        if self.pooling == "echo" and not self.template.echo:
+            raise ConfigError("pooling='echo' averages the second copy of the sentence: use an echo template "
+                              "(e.g. template='echo'), which writes the sentence twice")  # fmt: skip
         for name in ("normalize_text", "prefix_cache", "packing"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} should be true or false, got {getattr(self, name)!r}")
@@ -153,6 +212,10 @@ class EncoderConfig:
                 value = value.to_dict()
             elif f.name == "demonstrations":
                 value = [d.to_dict() for d in value]
+            elif f.name == "prompts":
+                value = [t.to_dict() for t in value]
+            elif f.name == "token_prepending" and value is not None:
+                value = list(value)
             out[f.name] = value
         return out
 
@@ -165,6 +228,8 @@ class EncoderConfig:
         data = dict(data)
         if isinstance(data.get("template"), dict):
             data["template"] = Template.from_dict(data["template"])
+        if data.get("prompts"):
+            data["prompts"] = tuple(Template.from_dict(t) if isinstance(t, dict) else t for t in data["prompts"])
         return cls(**data)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -178,12 +243,19 @@ class EncoderConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     @classmethod
-    def from_options(cls, demo_preset: str | None = None, **options: Any) -> EncoderConfig:
+    def from_options(cls, demo_preset: str | None = None, preset: str | None = None, **options: Any) -> EncoderConfig:
         """A config from user options (CLI flags, server settings, ``PROMPTEOL_*`` variables).
 
+        ``preset`` names a method preset (``metaeol``, ``pretended-cot``, the model's
+        ``best-training-free``, ...): its options apply first and the explicit options override them.
         ``demo_preset`` names a demonstration preset (``paper``, ``default``, ...) resolved for
         the model; its demonstrations come first, then the explicit ``demonstrations``.
         """
+        if preset:
+            from .presets import get_method_preset
+
+            model = options.get("model", cls.__dataclass_fields__["model"].default)
+            options = {**get_method_preset(preset, model=model), **options}
         if demo_preset:
             from .presets import get_preset
 
@@ -204,10 +276,22 @@ DEMO_PRESET = (
 )
 
 
+#: a named bundle of encoder options (a method preset), declared once for every command
+PRESET = (
+    "preset",
+    Option(
+        help="a method preset (see `prompteol methods presets`): metaeol, pretended-cot, knowledge-enhancement, "
+        "echo, or the model's best-training-free; explicit flags override its options",
+        metavar="NAME", kind="prompt",
+    ),  # fmt: skip
+    None,
+)
+
+
 def encoder_options(exclude: Sequence[str] = ()) -> list[tuple[str, Option, Any]]:
-    """The user-facing encoder options: every :class:`EncoderConfig` field plus ``demo_preset``."""
+    """The user-facing encoder options: every :class:`EncoderConfig` field plus ``demo_preset`` and ``preset``."""
     opts = options_of(EncoderConfig)
-    out: list[tuple[str, Option, Any]] = []
+    out: list[tuple[str, Option, Any]] = [PRESET] if "preset" not in exclude else []
     for item in opts:
         if item[0] in exclude:
             continue

@@ -30,8 +30,9 @@ from .config import EncoderConfig
 from .errors import ConfigError
 from .forward import ModelRunner
 from .identity import FINGERPRINT_VERSION, fingerprint
+from .methods import method_prompts
 from .prefix import SharedPrefix
-from .prompts import PromptBuilder, Tokenized
+from .prompts import Tokenized
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cache import EmbeddingCache
@@ -69,10 +70,13 @@ class Encoder:
         self.layer_index = resolve_layer(config.layer, num_layers)
         self.source = source or {}
         self.max_positions = limits.max_positions(model)  # longer prompts are refused (ContextLengthError)
-        self.prompts = PromptBuilder(tokenizer, config, self.max_positions)
+        self.prompts = method_prompts(tokenizer, config, self.max_positions)
         autocast = "bfloat16" if config.dtype == "bf16-mixed" else None
         self.runner = ModelRunner(model, tokenizer, num_layers, self.layer_index, config.pooling, autocast)
         self.prefix = SharedPrefix(self.prompts.prefix_ids, self._weights_state)
+        self._members: list[Encoder] = []  # an ensemble's prompts, one encoder each (same model)
+        self._cp: tuple | None = None  # Contrastive Prompting: (method, auxiliary prompts, runner, prefix)
+        self._setup_methods(model, tokenizer, autocast)
         self.embedding_cache = embedding_cache
         self._loaded_state = self._weights_state()
         self._warned_weights = False
@@ -80,6 +84,34 @@ class Encoder:
         self._fingerprint: str | None = None
         if embedding_cache is not None:
             embedding_cache.register(self.fingerprint, self.describe())
+
+    def _setup_methods(self, model, tokenizer, autocast) -> None:
+        from .methods import ContrastivePrompting, TokenPrepending
+
+        c = self.config
+        if c.prompts:
+            self._members = [
+                Encoder(model, tokenizer, c.replace(template=t, prompts=()), identity=self.identity,
+                        num_layers=self.num_layers, adapter_identity=self.adapter_identity, source=self.source)
+                for t in (c.template, *c.prompts)
+            ]  # fmt: skip
+            return  # each member applies the other methods itself
+        if c.token_prepending is not None:
+            start, stop = c.token_prepending
+            self.runner.interventions.append(
+                TokenPrepending(start, stop, self.prompts.placeholder_at, self.prompts.placeholder_id)
+            )
+        if c.contrastive_layer is not None:
+            if c.contrastive_layer >= self.num_layers:
+                raise ConfigError(f"contrastive_layer {c.contrastive_layer} is out of range: the model has "
+                                  f"{self.num_layers} blocks (0..{self.num_layers - 1})")  # fmt: skip
+            aux_config = c.replace(template="cp-irrelevant", demonstrations=(), token_prepending=None,
+                                   contrastive_layer=None, pooling="last")  # fmt: skip
+            aux_prompts = method_prompts(tokenizer, aux_config)
+            aux_runner = ModelRunner(model, tokenizer, self.num_layers, self.num_layers, "last", autocast)
+            aux_prefix = SharedPrefix(aux_prompts.prefix_ids, self._weights_state)
+            method = ContrastivePrompting(c.contrastive_layer, c.contrastive_alpha, c.contrastive_mode)
+            self._cp = (method, aux_prompts, aux_runner, aux_prefix)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -177,6 +209,9 @@ class Encoder:
     @property
     def dim(self) -> int:
         """Output dimension (read from one probe forward, so projections are accounted for)."""
+        if self._dim is None and self._members:
+            dims = [m.dim for m in self._members]
+            self._dim = sum(dims) if self.config.combine == "concat" else dims[0]
         if self._dim is None:
             import torch
 
@@ -234,10 +269,23 @@ class Encoder:
         return self.embedding_cache
 
     # ------------------------------------------------------------------ the work
-    def _vectors(self, seqs: Sequence[Sequence[int]], use_prefix: bool = True):
-        """Pooled vectors (B, H) (a torch tensor) of token-id sequences of full prompts."""
-        prefix = self.prefix.get(self.runner) if use_prefix and self.config.prefix_cache else None
-        return self.runner.vectors(seqs, prefix, packed=self.config.packing)
+    def _vectors(self, seqs: Sequence[Sequence[int]], use_prefix: bool = True, sentences: Sequence[str] = ()):
+        """Pooled vectors (B, H) (a torch tensor) of token-id sequences of full prompts (``sentences``: the
+        prepared sentences behind them, needed by echo pooling and Contrastive Prompting)."""
+        use_prefix = use_prefix and self.config.prefix_cache
+        prefix = self.prefix.get(self.runner) if use_prefix else None
+        starts = self.prompts.echo_starts(list(sentences)) if self.config.template.echo else None
+        if self._cp is None:
+            return self.runner.vectors(seqs, prefix, packed=self.config.packing, starts=starts)
+        method, aux_prompts, aux_runner, aux_prefix = self._cp
+        aux = aux_prompts.tokenize(list(sentences))
+        b = method.capture(aux_runner, aux, aux_prefix.get(aux_runner) if use_prefix else None)  # (B, D)
+        steer = method.steering(b)
+        self.runner.interventions.append(steer)
+        try:
+            return self.runner.vectors(seqs, prefix, starts=starts)
+        finally:
+            self.runner.interventions.remove(steer)
 
     def _batches(
         self, sentences: list[str], batch_size: int, max_batch_tokens: int | None, ids_of: dict | None = None
@@ -246,13 +294,32 @@ class Encoder:
         prompt token ids when already known)."""
         import torch
 
+        if self._members:
+            yield from self._ensemble_batches(sentences, batch_size, max_batch_tokens)
+            return
         seqs = [ids_of[s] for s in sentences] if ids_of is not None else self.prompts.tokenize(sentences)
         # batches split to fit the memory available now; a sequence too large alone raises before any forward
         lengths, layers = [len(s) for s in seqs], self.layer_index
         for batch in limits.plan_in_memory(lengths, batch_size, max_batch_tokens, self.model, self.device, layers):
             with torch.inference_mode():
-                vecs = self._vectors([seqs[i] for i in batch])
+                vecs = self._vectors([seqs[i] for i in batch], sentences=[sentences[i] for i in batch])
             yield batch, vecs.float().cpu().numpy()
+
+    def _ensemble_batches(
+        self, sentences: list[str], batch_size: int, max_batch_tokens: int | None
+    ) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Every member's vectors of a chunk of sentences, combined (mean or concatenation), chunk by chunk."""
+        chunk = 8 * batch_size  # members sort each chunk by length themselves
+        for lo in range(0, len(sentences), chunk):
+            part = sentences[lo : lo + chunk]
+            outs = []
+            for member in self._members:
+                vecs = np.zeros((len(part), member.dim), dtype=np.float32)
+                for idx, v in member._batches(part, batch_size, max_batch_tokens):
+                    vecs[idx] = v
+                outs.append(vecs)
+            combined = np.concatenate(outs, axis=1) if self.config.combine == "concat" else np.mean(outs, axis=0)
+            yield list(range(lo, lo + len(part))), combined.astype(np.float32)
 
     def encode(
         self,
@@ -289,8 +356,13 @@ class Encoder:
     def embed(self, texts: Sequence[str], max_length: int | None = None):
         """Vectors (B, H) as a torch tensor with gradients (training): no caches (the prefix too is
         computed in full, with this call's dropout), input order."""
-        seqs = self.prompts.tokenize(self.prompts.prepare(texts, max_length=max_length, warn_cut=False))
-        return self._vectors(seqs, use_prefix=False)
+        if self._members:
+            import torch
+
+            outs = [m.embed(texts, max_length=max_length) for m in self._members]
+            return torch.cat(outs, dim=1) if self.config.combine == "concat" else torch.stack(outs).mean(dim=0)
+        sentences = self.prompts.prepare(texts, max_length=max_length, warn_cut=False)
+        return self._vectors(self.prompts.tokenize(sentences), use_prefix=False, sentences=sentences)
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Number of prompt tokens (template and demonstrations included) per text."""

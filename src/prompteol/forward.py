@@ -50,6 +50,7 @@ class Batch:
     positions: Any  # (B, T) position ids
     prefix_len: int  # tokens of the cached prefix before ``ids`` (0 without one)
     last: Any  # (B,) index into ``ids`` of each row's last real token
+    rows: list[int] | None = None  # which of the sequences given to ``vectors`` these rows are (None: the prefix)
 
 
 Intervention = Callable[["ModelRunner", Batch], list]
@@ -72,12 +73,22 @@ class ModelRunner:
         #: ``"bfloat16"``: run every forward under torch.autocast (the ``bf16-mixed`` precision)
         self.autocast = autocast
         self.blocks = find_decoder_layers(model, num_layers)[2] if layer_index < num_layers else None
+        self._all_blocks = None
+        self._all_model = None
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+    def all_blocks(self):
+        """The model's decoder blocks (all of them, whatever the read-out layer)."""
+        from .models.loading import find_decoder_layers
+
+        if self._all_blocks is None or self._all_model is not self.model:
+            self._all_blocks, self._all_model = find_decoder_layers(self.model, self.num_layers)[2], self.model
+        return self._all_blocks
 
     # ------------------------------------------------------------------ one model call
     def collate(self, seqs: Sequence[Sequence[int]]):
@@ -94,7 +105,7 @@ class ModelRunner:
             mask[row, span] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def hidden(self, ids, mask, positions, kv=None, prefix_len: int = 0):
+    def hidden(self, ids, mask, positions, kv=None, prefix_len: int = 0, rows: list[int] | None = None):
         """Hidden states (B, T, H) at the read-out layer. ``mask`` covers the prefix too when ``kv``
         (a transformers cache, filled in place) holds one."""
         import torch
@@ -106,7 +117,7 @@ class ModelRunner:
         if self.interventions:
             own = mask[:, prefix_len:]
             last = (own.long() * (torch.arange(own.shape[1], device=own.device) + 1)).argmax(dim=1)
-            batch = Batch(ids=ids, mask=own, positions=positions, prefix_len=prefix_len, last=last)
+            batch = Batch(ids=ids, mask=own, positions=positions, prefix_len=prefix_len, last=last, rows=rows)
             for intervene in self.interventions:
                 handles.extend(intervene(self, batch))
         if self.blocks is not None:
@@ -130,12 +141,26 @@ class ModelRunner:
         return torch.autocast(device_type=self.device.type, dtype=getattr(torch, self.autocast))
 
     # ------------------------------------------------------------------ pooled vectors
-    def full(self, seqs: Sequence[Sequence[int]]):
-        """Pooled vectors (B, H) of whole prompts."""
+    def full(self, seqs: Sequence[Sequence[int]], rows: list[int] | None = None, pooled: bool = True, starts=None):
+        """Pooled vectors (B, H) of whole prompts (``pooled=False``: what the forward returned)."""
         ids, mask = self.collate(seqs)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): padding side never shifts positions
-        hidden = self.hidden(ids, mask, positions)  # (B, T, H)
-        return get_pooler(self.pooling)(hidden, mask, None)
+        hidden = self.hidden(ids, mask, positions, rows=list(range(len(seqs))) if rows is None else rows)
+        if not pooled:
+            return hidden
+        return get_pooler(self.pooling)(hidden, mask, self._ctx(mask, None, 0, starts))
+
+    def _ctx(self, mask, prefix: Prefix | None, p: int, starts) -> PoolContext | None:
+        """The pooling context: the cached prefix, and per-row span starts (indices into the prompt)."""
+        import torch
+
+        start = None
+        if starts is not None:
+            first = mask.long().argmax(dim=1)  # (B,) first real token (left padding)
+            start = first + torch.as_tensor([s - p for s in starts], device=mask.device)
+        if prefix is None and start is None:
+            return None
+        return PoolContext(prefix_sum=prefix.hidden_sum if prefix is not None else None, prefix_len=p, start=start)
 
     def compute_prefix(self, ids: list[int]) -> Prefix | None:
         """Run ``ids`` once and keep its key/value cache; ``None`` where that is not exact."""
@@ -153,7 +178,10 @@ class ModelRunner:
             return None  # the architecture's cache is not one plain entry per block: compute in full
         return Prefix(ids=list(ids), kv=kv, hidden_sum=hidden.sum(dim=1))
 
-    def with_prefix(self, prefix: Prefix, suffixes: Sequence[Sequence[int]]):
+    def with_prefix(
+        self, prefix: Prefix, suffixes: Sequence[Sequence[int]], rows: list[int] | None = None, pooled: bool = True,
+        starts=None,
+    ):  # fmt: skip
         """Pooled vectors (B, H) of prompts ``prefix.ids + suffix``, running only the suffixes."""
         import torch
         from transformers import DynamicCache
@@ -163,9 +191,11 @@ class ModelRunner:
         cache = DynamicCache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prefix.kv])
         full_mask = torch.cat([torch.ones((b, p), dtype=mask.dtype, device=mask.device), mask], dim=1)
         positions = p + (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        hidden = self.hidden(ids, full_mask, positions, kv=cache, prefix_len=p)  # (B, T, H)
-        ctx = PoolContext(prefix_sum=prefix.hidden_sum, prefix_len=p)
-        return get_pooler(self.pooling)(hidden, mask, ctx)
+        rows = list(range(len(suffixes))) if rows is None else rows
+        hidden = self.hidden(ids, full_mask, positions, kv=cache, prefix_len=p, rows=rows)  # (B, T, H)
+        if not pooled:
+            return hidden
+        return get_pooler(self.pooling)(hidden, mask, self._ctx(mask, prefix, p, starts))
 
     # ------------------------------------------------------------------ packed rows
     def can_pack(self, seqs: Sequence[Sequence[int]], prefix_len: int) -> bool:
@@ -226,29 +256,33 @@ class ModelRunner:
         ctx = PoolContext(prefix_sum=prefix.hidden_sum, prefix_len=p) if prefix is not None else None
         return get_pooler(self.pooling)(unpacked, mask, ctx)
 
-    def vectors(self, seqs: Sequence[Sequence[int]], prefix: Prefix | None = None, packed: bool = False):
+    def vectors(
+        self, seqs: Sequence[Sequence[int]], prefix: Prefix | None = None, packed: bool = False,
+        pooled: bool = True, starts: Sequence[int] | None = None,
+    ):  # fmt: skip
         """Pooled vectors (B, H) of full prompts; those starting with the exact ``prefix`` tokens run
         only their remaining tokens against its cache, any other (the tokenizer merged tokens across
         the prefix boundary) is computed in full."""
         import torch
 
         if prefix is None:
-            if packed and self.can_pack(seqs, 0):
+            if packed and pooled and starts is None and self.can_pack(seqs, 0):
                 return self.packed(seqs)
-            return self.full(seqs)
+            return self.full(seqs, pooled=pooled, starts=starts)
         p = len(prefix.ids)
         hit = [i for i, s in enumerate(seqs) if len(s) > p and list(s[:p]) == prefix.ids]
         hit_set = set(hit)
         miss = [i for i in range(len(seqs)) if i not in hit_set]
         parts: dict[int, Any] = {}
+        pick = (lambda idx: [starts[i] for i in idx]) if starts is not None else (lambda idx: None)
         if hit:
             suffixes = [seqs[i][p:] for i in hit]
-            if packed and self.can_pack(suffixes, p):
+            if packed and pooled and starts is None and self.can_pack(suffixes, p):
                 parts.update(zip(hit, self.packed(suffixes, prefix)))
             else:
-                parts.update(zip(hit, self.with_prefix(prefix, suffixes)))
+                parts.update(zip(hit, self.with_prefix(prefix, suffixes, rows=hit, pooled=pooled, starts=pick(hit))))
         if miss:
-            parts.update(zip(miss, self.full([seqs[i] for i in miss])))
+            parts.update(zip(miss, self.full([seqs[i] for i in miss], rows=miss, pooled=pooled, starts=pick(miss))))
         return torch.stack([parts[i] for i in range(len(seqs))])
 
 

@@ -71,8 +71,16 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor, ctx: PoolContext | None 
 
 Pooler = Callable[..., Any]
 
-#: name -> pooler; ``last`` is PromptEOL's, ``mean`` the paper's mean-pooling baseline
-POOLERS: dict[str, Pooler] = {"last": last_token_pool, "mean": mean_pool}
+def echo_pool(hidden: torch.Tensor, mask: torch.Tensor, ctx: PoolContext | None = None) -> torch.Tensor:
+    """Echo embeddings (Springer et al. 2024): the mean over the second copy of the sentence only
+    (every token of it has seen the whole sentence). ``ctx.start`` is where that copy begins."""
+    if ctx is None or ctx.start is None:
+        raise ValueError("echo pooling needs the start of the second copy (an echo template)")
+    return mean_pool(hidden, mask, ctx)
+
+
+#: name -> pooler; ``last`` is PromptEOL's, ``mean`` the paper's mean-pooling baseline, ``echo`` Echo's
+POOLERS: dict[str, Pooler] = {"last": last_token_pool, "mean": mean_pool, "echo": echo_pool}
 
 
 def register_pooler(name: str, fn: Pooler) -> None:

@@ -22,7 +22,10 @@ from pathlib import Path
 from .errors import ConfigError
 from .templates import Demonstration
 
-__all__ = ["PAPER_DEMOS", "DEFAULT_ORDER", "get_preset", "list_presets", "searched_presets", "save_preset"]
+__all__ = [
+    "PAPER_DEMOS", "DEFAULT_ORDER", "METHOD_PRESETS", "get_preset", "list_presets", "searched_presets", "save_preset",
+    "get_method_preset", "list_method_presets",
+]  # fmt: skip
 
 #: the searched presets ``default`` stands for, in order of preference
 DEFAULT_ORDER = ("searched-leakfree", "searched-stsb-dev")
@@ -94,7 +97,8 @@ def list_presets(model: str | None = None, num_parameters: int | None = None) ->
     if params:
         out["paper"] = [PAPER_DEMOS[closest_paper_preset(params)][1]]
     for name, record in searched_presets().get(model or "", {}).items():
-        out[name] = [Demonstration(d["sentence"], d["word"]) for d in record["demonstrations"]]
+        if "demonstrations" in record and "options" not in record:  # (method presets have options)
+            out[name] = [Demonstration(d["sentence"], d["word"]) for d in record["demonstrations"]]
     # the model's default: our leak-free search result where there is one, else the STS-B dev one
     for name in DEFAULT_ORDER:
         if name in out:
@@ -115,3 +119,36 @@ def get_preset(name: str, model: str | None = None, num_parameters: int | None =
             f"unknown demonstration preset {name!r} for model {model!r}; valid: {sorted(presets)}"
         )
     return presets[name]
+
+
+#: Method presets: named bundles of encoder options, each with the published setting it follows
+#: (``--preset NAME``; explicit options override them). Per-model presets found by
+#: ``prompteol methods search`` (``best-training-free``) are stored like searched demonstrations,
+#: with an ``options`` record.
+METHOD_PRESETS: dict[str, dict] = {
+    "pretended-cot": {"options": {"template": "cot", "layer": -2},
+                      "source": "Zhang et al. 2024: the CoT template, read out hidden_states[-2]"},
+    "knowledge-enhancement": {"options": {"template": "ke", "layer": -2},
+                              "source": "Zhang et al. 2024: the KE template, read out hidden_states[-2]"},
+    "metaeol": {"options": {"template": "metaeol-1", "prompts": [f"metaeol-{i}" for i in range(2, 9)], "combine": "mean"},
+                "source": "Lei et al. 2024: the eight MetaEOL task prompts, last layer, averaged"},
+    "echo": {"options": {"template": "echo", "pooling": "echo"},
+             "source": "Springer et al. 2024: the sentence twice, mean over the second copy"},
+}  # fmt: skip
+
+
+def list_method_presets(model: str | None = None) -> dict[str, dict]:
+    """``{name: {"options": {...}, ...}}``: the published method presets, then the model's searched ones."""
+    out = {name: dict(rec) for name, rec in METHOD_PRESETS.items()}
+    for name, record in searched_presets().get(model or "", {}).items():
+        if "options" in record:
+            out[name] = record
+    return out
+
+
+def get_method_preset(name: str, model: str | None = None) -> dict:
+    """The encoder options of a method preset (a copy)."""
+    presets = list_method_presets(model)
+    if name not in presets:
+        raise ConfigError(f"unknown preset {name!r} for model {model!r}; valid: {sorted(presets)}")
+    return dict(presets[name]["options"])

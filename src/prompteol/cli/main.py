@@ -25,6 +25,7 @@ COMMANDS = {
     "serve": ".serve_cmd",
     "bench": ".bench_cmd",
     "scale": ".scale_cmd",
+    "methods": ".methods_cmd",
 }
 
 

@@ -36,7 +36,10 @@ from ..errors import ConfigError
 from ..templates import Demonstration
 from .candidates import TEST_SETS, Candidate, _key, test_sentences
 
-__all__ = ["SPLITS", "SelectionSplit", "load_selection_split", "score_split", "search", "read_results"]
+__all__ = [
+    "SPLITS", "SelectionSplit", "load_selection_split", "score_split", "search", "read_results", "search_options",
+    "parse_grid",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -208,3 +211,88 @@ def search(
                     combos.append(prev_demos + [d])
         run(combos, f"demos k={r}")
     return sorted(done.values(), key=lambda x: -x["score"])
+
+
+# ---------------------------------------------------------------------------------------------- option search
+def parse_grid(specs: Sequence[str]) -> list[dict]:
+    """``["layer=-1,-2", "token_prepending=none,1:4"]`` -> every combination, as option dicts.
+
+    Values are parsed like the options' own flags (``prompteol.options``); only options that need
+    no other model load (``prompt``/``runtime`` kinds) can be searched on one loaded model.
+    """
+    import itertools
+
+    from ..config import EncoderConfig
+    from ..options import _parser_for, options_of
+
+    known = {name: (opt, default) for name, opt, default in options_of(EncoderConfig)}
+    allowed = set(EncoderConfig.fields_of_kind("prompt", "runtime"))
+    axes: list[list[tuple[str, object]]] = []
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not values:
+            raise ConfigError(f"a grid axis is written NAME=V1,V2,..., got {spec!r}")
+        if name not in known:
+            raise ConfigError(f"unknown option {name!r} in the grid; valid: {sorted(allowed)}")
+        if name not in allowed:
+            raise ConfigError(f"{name!r} needs another model load; search it with separate runs. Searchable: {sorted(allowed)}")
+        opt, default = known[name]
+        parse = _parser_for(opt, default)
+        axis = []
+        for raw in values.split(","):
+            raw = raw.strip()
+            try:
+                value = None if raw.lower() == "none" and default is None else parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"grid value {raw!r} for {name}: {exc}") from None
+            axis.append((name, value))
+        axes.append(axis)
+    return [dict(combo) for combo in itertools.product(*axes)] if axes else [{}]
+
+
+def _options_key(options: dict) -> str:
+    return json.dumps(options, sort_keys=True, ensure_ascii=False, default=list)
+
+
+def search_options(
+    base, grid: Sequence[dict], split: SelectionSplit, results_path: str | Path, batch_size: int = 64,
+    progress: bool | None = None,
+) -> list[dict]:
+    """Score every option setting of ``grid`` (``base.derive(**options)``) on ``split``; rows best first.
+
+    Resumable like :func:`search`: one JSONL line per scored setting, a rerun skips what is there,
+    and a file of another search (other base encoder or split) is refused.
+    """
+    from tqdm.auto import tqdm
+
+    results_path = Path(results_path)
+    header = {
+        "kind": "options", "base_fingerprint": base.fingerprint, "encoder": base.describe(), "split": split.name,
+        "split_description": split.description, "n_pairs": len(split), "leak_free": split.leak_free,
+    }  # fmt: skip
+    compared = ("kind", "base_fingerprint", "split", "split_description", "n_pairs", "leak_free")
+    old_header, rows = read_results(results_path)
+    if old_header and {k: old_header.get(k) for k in compared} != {k: header[k] for k in compared}:
+        raise ConfigError(f"{results_path} holds results of another search; use another --results file")
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    if not old_header:
+        with open(results_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"search": header}, ensure_ascii=False) + "\n")
+    done = {r["key"]: r for r in rows}
+    show = sys.stderr.isatty() if progress is None else progress
+    todo = [g for g in grid if _options_key(g) not in done]
+    with tqdm(total=len(grid), initial=len(grid) - len(todo), disable=not show, desc="settings", unit="setting") as bar:
+        for options in todo:
+            t = time.perf_counter()
+            enc = base.derive(**options)
+            score = score_split(enc, split, batch_size)
+            row = {"key": _options_key(options), "options": json.loads(_options_key(options)), "score": score,
+                   "seconds": round(time.perf_counter() - t, 2), "fingerprint": enc.fingerprint}  # fmt: skip
+            with open(results_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            done[row["key"]] = row
+            bar.update(1)
+            bar.set_postfix(best=f"{max(r['score'] for r in done.values()):.2f}")
+    wanted = {_options_key(g) for g in grid}
+    return sorted((r for k, r in done.items() if k in wanted), key=lambda x: -x["score"])

@@ -136,7 +136,7 @@ class TrainConfig:
     def build(cls, **options: Any) -> TrainConfig:
         """A config from encoder options (``model``, ``template``, ``layer``, ..., ``demo_preset``) and
         training options in one call; the device defaults to ``auto`` (CUDA when available)."""
-        names = {f.name for f in fields(EncoderConfig)} | {"demo_preset"}
+        names = {f.name for f in fields(EncoderConfig)} | {"demo_preset", "preset"}
         enc = {k: options.pop(k) for k in list(options) if k in names}
         enc.setdefault("device", "auto")
         if not enc.get("model"):

@@ -1,0 +1,114 @@
+"""``prompteol methods``: the training-free methods after PromptEOL: presets, and a leak-free settings search."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .common import add_encoder_args, build_encoder, console, progress_wanted
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "methods",
+        help="training-free methods (Token Prepending, Contrastive Prompting, MetaEOL, CoT/KE, echo): presets, search",
+        description="The methods are encoder options of every command (--token-prepending, --contrastive-layer, "
+        "--prompt/--combine, --template cot|ke|echo, --pooling echo, --layer) and method presets (--preset). "
+        "`methods search` scores a grid of settings on a selection split (leak-free by default), resumably, and "
+        "can store the best as a preset for the model. Details: docs/methods.md.",
+    )
+    msub = p.add_subparsers(dest="methods_command", metavar="ACTION", required=True)
+
+    pr = msub.add_parser("presets", help="list the method presets (with a model: its searched ones too)")
+    pr.add_argument("--model", "-m", default=None)
+    pr.set_defaults(func=run_presets)
+
+    s = msub.add_parser(
+        "search",
+        help="score a grid of settings on a selection split and keep the best",
+        description="Every combination of the --grid axes is scored (Spearman x100 of cosine similarities) on the "
+        "selection split with Encoder.derive(**setting) on one loaded model; results are appended to --results as "
+        "they come and a rerun resumes. Searchable: options that need no other model load (layer, pooling, "
+        "template, token_prepending, contrastive_layer, contrastive_alpha, contrastive_mode, prompts, ...).",
+    )
+    s.add_argument("--grid", action="append", required=True, metavar="NAME=V1,V2,...",
+                   help="one axis of the grid, e.g. layer=-1,-2,-3 or token_prepending=none,1:4 (repeat for more axes)")  # fmt: skip
+    s.add_argument("--split", default="stsb-train-heldout",
+                   help="selection split: stsb-train-heldout or sick-train (leak-free), stsb-dev (default: %(default)s)")  # fmt: skip
+    s.add_argument("--max-pairs", type=int, default=None, help="score on a seeded sample of this many pairs")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--results", default=None, help="results JSONL (default: outputs/methods/<model>_<split>.jsonl)")
+    s.add_argument("--save-preset", default=None, metavar="NAME",
+                   help="store the best setting (with the base options) as a method preset for the model")  # fmt: skip
+    s.add_argument("--preset-file", default=None, help="presets JSON to write (default: the user's, in the cache root)")
+    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--data-dir", default=None)
+    prog = s.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None)
+    prog.add_argument("--no-progress", dest="progress", action="store_false")
+    add_encoder_args(s, title="base encoder (the grid's settings apply on top)")
+    s.set_defaults(func=run_search)
+
+
+def run_presets(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from ..presets import list_method_presets
+
+    table = Table(title="Method presets" + (f" for {args.model}" if args.model else ""))
+    for col in ("name", "options", "source / chosen on"):
+        table.add_column(col)
+    for name, rec in list_method_presets(args.model).items():
+        src = rec.get("source") or f"{rec.get('split')} ({rec.get('n_pairs')} pairs), score {rec.get('score', float('nan')):.2f}"
+        table.add_row(name, json.dumps(rec["options"], ensure_ascii=False), src)
+    console().print(table)
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from ..demos.search import check_split, load_selection_split, parse_grid, search_options
+
+    grid = parse_grid(args.grid)  # bad axes fail here, before any model is loaded
+    check_split(args.split)
+    split = load_selection_split(args.split, (), args.data_dir, args.max_pairs, args.seed)
+    base = build_encoder(args)
+    results = Path(args.results or f"outputs/methods/{Path(base.config.model).name}_{args.split}.jsonl")
+    con = console()
+    con.print(f"scoring {len(grid)} settings on {split.name}: {split.description}, {len(split)} pairs; "
+              f"results -> {results}")  # fmt: skip
+    rows = search_options(base, grid, split, results, batch_size=args.batch_size, progress=progress_wanted(args.progress))
+    from rich.table import Table
+
+    plain = next((r["score"] for r in rows if not r["options"]), None)
+    table = Table(title=f"best settings on {split.name}" + (f" (base: {plain:.2f})" if plain is not None else ""))
+    for col in ("rank", "score", "setting"):
+        table.add_column(col)
+    for i, r in enumerate(rows[: args.top], start=1):
+        table.add_row(str(i), f"{r['score']:.2f}", json.dumps(r["options"], ensure_ascii=False) or "(base)")
+    con.print(table)
+    if args.save_preset:
+        from ..presets import save_preset
+
+        if "leakfree" in args.save_preset and not split.leak_free:
+            con.print(f"refusing to save {args.save_preset!r}: {split.name} is not leak-free")
+            return 2
+        best = rows[0]
+        base_options = {k: v for k, v in base.config.to_dict().items()
+                        if k in base.config.fields_of_kind("prompt") and v != _default(k)}  # fmt: skip
+        record = {
+            "options": {**base_options, **best["options"]}, "score": best["score"], "split": split.name,
+            "split_description": split.description, "n_pairs": len(split), "leak_free": split.leak_free,
+            "n_scored": len(rows), "grid": args.grid, "command": " ".join(["prompteol", *args.argv]),
+        }  # fmt: skip
+        path = save_preset(base.config.model, args.save_preset, record, args.preset_file)
+        con.print(f"saved method preset {args.save_preset!r} for {base.config.model} in {path}")
+    return 0
+
+
+def _default(name: str):
+    from ..config import EncoderConfig
+
+    value = EncoderConfig().to_dict()[name]
+    return value
