@@ -66,8 +66,12 @@ def test_custom_template_and_errors():
     assert t.name == "custom" and t.render("x", (D1,)).endswith('Summarise "x" in one word:"')
     with pytest.raises(ConfigError, match="valid presets"):
         get_template("nope")
-    with pytest.raises(ConfigError, match="exactly once"):
-        Template("bad", "{sentence} {sentence}")
+    with pytest.raises(ConfigError, match="once .or twice for an echo template"):
+        Template("bad", "{sentence} {sentence} {sentence}")
+    with pytest.raises(ConfigError, match="takes no demonstrations"):
+        Template("bad", "{sentence} {sentence}", answer='{word}".')
+    echo = Template("e", "Say {sentence}: {sentence}")
+    assert echo.echo and echo.render("x") == "Say x: x" and echo.before_second_copy("x") == "Say x: "
 
 
 @pytest.mark.parametrize(
