@@ -1,4 +1,7 @@
-"""Encoding throughput benchmark; same as `prompteol bench`. Run `python benchmarks/throughput.py --help`."""
+"""Encoding throughput and accuracy benchmark; same as `prompteol bench` (prompteol.bench, docs/performance.md).
+
+Run `python benchmarks/throughput.py --help`; the peers need `pip install -e ".[bench]"`.
+"""
 
 import sys
 

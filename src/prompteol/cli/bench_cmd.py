@@ -10,8 +10,12 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "bench",
-        help="encoding throughput vs the reference recipe, sentence-transformers and the GEMM peak",
-        description="Runs each configuration in its own process, same thread count; prints a table and ratios.",
+        help="encoding throughput and accuracy vs the reference recipe, sentence-transformers, ONNX Runtime, "
+        "OpenVINO, llama.cpp and the GEMM peaks",
+        description="Runs each configuration in its own process, same sentences and thread count (the global "
+        "--threads, or --threads here); each also scores the first --sts-pairs pairs of STS-B dev. Prints a table "
+        "with an accuracy column and the speed ratios of the configurations within their tolerance "
+        "(see docs/performance.md). Peers: pip install -e '.[bench]'.",
     )
     add_bench_args(p)
     p.set_defaults(func=run)
