@@ -13,6 +13,21 @@
 
 :meth:`Encoder.encode` (CLI, evaluation, demonstration search, serving) and :meth:`Encoder.embed`
 (training, with gradients) go through the same prompts and runner.
+
+The conveniences users of sentence-transformers expect (docs/ecosystem.md):
+
+- ``encode(texts, prompt="promptbert")`` (alias ``prompt_name=``): another template (preset name or
+  text with ``{sentence}``) for this call, e.g. queries vs documents; it encodes with
+  ``self.derive(template=prompt)``, built once per prompt and kept on the encoder, with its own
+  fingerprint (so its own embedding-cache entries);
+- ``encode(texts, truncate_dim=N)``: the first N dimensions, before ``normalize`` (which then
+  re-normalises the truncated vector). Plain truncation: PromptEOL vectors are not trained
+  Matryoshka-style;
+- ``encode(texts, precision="int8", calibration=vectors)``: float32, float16, int8, uint8, binary or
+  ubinary, as sentence-transformers' ``quantize_embeddings`` (:mod:`prompteol.postprocess`); int8/uint8
+  are calibrated on ``calibration`` when given, else on the call's own embeddings;
+- ``similarity(a, b)`` (len(a), len(b)) and ``similarity_pairwise(a, b)`` (n,): cosine, float32, of
+  texts (encoded) or already computed vectors.
 """
 
 from __future__ import annotations
@@ -36,6 +51,7 @@ from .prompts import Tokenized
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cache import EmbeddingCache
+    from .templates import Template
 
 __all__ = ["Encoder", "plan_batches"]
 
@@ -329,6 +345,12 @@ class Encoder:
         show_progress: bool | None = None,
         max_batch_tokens: int | None = None,
         use_embedding_cache: bool = True,
+        *,
+        prompt: str | Template | None = None,
+        prompt_name: str | None = None,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+        calibration: Any = None,
     ) -> np.ndarray:
         """Embed ``texts`` -> float32 array (N, H) in input order.
 
@@ -336,22 +358,76 @@ class Encoder:
         are read from it and new ones are written batch by batch (an interrupted run keeps its
         progress). ``normalize=True`` returns unit-length rows. ``texts`` may also be the
         :class:`~prompteol.prompts.Tokenized` output of ``encoder.prompts.build(texts)``.
+
+        - ``prompt`` (or its alias ``prompt_name``, sentence-transformers' keyword): a template
+          (preset name, text with ``{sentence}``, or :class:`~prompteol.Template`) for this call
+          instead of the config's; the call is encoded by ``self.derive(template=prompt)``, built
+          once per prompt and kept on this encoder (demonstrations and every other option are kept;
+          for an ensemble it replaces the first template). ``None``: the config's template;
+        - ``truncate_dim``: keep the first N dimensions (1..dim), before ``normalize``;
+        - ``precision``: ``float32`` (default), ``float16``, ``int8``, ``uint8``, ``binary`` or
+          ``ubinary``, with the semantics and dtypes of sentence-transformers'
+          ``quantize_embeddings``; ``int8``/``uint8`` buckets come from ``calibration``
+          (embeddings (M, D) in the same space: same ``truncate_dim`` and ``normalize``) when given,
+          else from this call's own embeddings, so two calls' codes are comparable only when they
+          get the same ``calibration``.
         """
+        from .postprocess import PRECISIONS, postprocess
+        from .templates import get_template
+
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision should be one of {list(PRECISIONS)}, got {precision!r}")
+        if prompt is not None and prompt_name is not None and get_template(prompt) != get_template(prompt_name):
+            raise ConfigError(f"prompt={prompt!r} and prompt_name={prompt_name!r} disagree; give one of them")
+        given = prompt if prompt is not None else prompt_name
+        chosen = get_template(given) if given is not None else None
+        if chosen is not None and chosen != self.config.template:
+            if isinstance(texts, Tokenized):
+                raise ConfigError("texts is a Tokenized of this encoder's own template; pass the texts themselves "
+                                  "with prompt=, or build them with the derived encoder's prompts")  # fmt: skip
+            derived_of = self.__dict__.setdefault("_prompt_encoders", {})  # template -> derived encoder
+            if chosen not in derived_of:
+                derived_of[chosen] = self.derive(template=chosen)
+            return derived_of[chosen].encode(
+                texts, batch_size, normalize, show_progress, max_batch_tokens, use_embedding_cache,
+                truncate_dim=truncate_dim, precision=precision, calibration=calibration,
+            )  # fmt: skip
         ids_of = None
         if isinstance(texts, Tokenized):
             sentences, ids_of = texts.sentences, dict(zip(texts.sentences, texts.ids))
         else:
             sentences = self.prompts.prepare(texts)
         if not sentences:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        cache = self._usable_embedding_cache() if use_embedding_cache else None
-        out = encode_cached(
-            sentences, lambda todo: self._batches(todo, batch_size, max_batch_tokens, ids_of),
-            fingerprint=self.fingerprint, cache=cache, show_progress=show_progress,
-        )  # fmt: skip
-        if normalize:
-            out = out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
-        return out
+            out = np.zeros((0, self.dim), dtype=np.float32)
+        else:
+            cache = self._usable_embedding_cache() if use_embedding_cache else None
+            out = encode_cached(
+                sentences, lambda todo: self._batches(todo, batch_size, max_batch_tokens, ids_of),
+                fingerprint=self.fingerprint, cache=cache, show_progress=show_progress,
+            )  # fmt: skip
+        return postprocess(out, truncate_dim=truncate_dim, normalize=normalize, precision=precision,
+                           calibration=calibration)  # fmt: skip
+
+    def similarity(self, a: Any, b: Any, *, batch_size: int = 32) -> np.ndarray:
+        """Cosine similarities (len(a), len(b)), float32. ``a`` and ``b`` are texts (a string or a list
+        of strings, encoded with this encoder's template) or already computed vectors (an (N, D) or
+        (D,) array or tensor), like sentence-transformers' ``similarity``."""
+        from .postprocess import as_vectors, cosine_matrix
+
+        def encode(texts: list[str]) -> np.ndarray:
+            return self.encode(texts, batch_size=batch_size)
+
+        return cosine_matrix(as_vectors(a, encode), as_vectors(b, encode))
+
+    def similarity_pairwise(self, a: Any, b: Any, *, batch_size: int = 32) -> np.ndarray:
+        """Cosine similarity of each pair ``(a[i], b[i])`` (n,), float32; texts or vectors as in
+        :meth:`similarity`."""
+        from .postprocess import as_vectors, cosine_pairwise
+
+        def encode(texts: list[str]) -> np.ndarray:
+            return self.encode(texts, batch_size=batch_size)
+
+        return cosine_pairwise(as_vectors(a, encode), as_vectors(b, encode))
 
     def embed(self, texts: Sequence[str], max_length: int | None = None):
         """Vectors (B, H) as a torch tensor with gradients (training): no caches (the prefix too is

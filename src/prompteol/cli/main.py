@@ -26,6 +26,8 @@ COMMANDS = {
     "bench": ".bench_cmd",
     "scale": ".scale_cmd",
     "methods": ".methods_cmd",
+    "export": ".export_cmd",
+    "mteb": ".mteb_cmd",
 }
 
 

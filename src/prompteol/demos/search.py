@@ -285,7 +285,12 @@ def search_options(
     with tqdm(total=len(grid), initial=len(grid) - len(todo), disable=not show, desc="settings", unit="setting") as bar:
         for options in todo:
             t = time.perf_counter()
-            enc = base.derive(**options)
+            try:
+                enc = base.derive(**options)
+            except ConfigError as exc:  # e.g. a layer this model does not have: skipped, said once
+                log.warning("skipping setting %s: %s", options, exc)
+                bar.update(1)
+                continue
             score = score_split(enc, split, batch_size)
             row = {"key": _options_key(options), "options": json.loads(_options_key(options)), "score": score,
                    "seconds": round(time.perf_counter() - t, 2), "fingerprint": enc.fingerprint}  # fmt: skip
