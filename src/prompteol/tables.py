@@ -1,12 +1,17 @@
 """Tables of sentences in, tables with an embedding column out: Parquet and JSONL files.
 
-Shared by the Ray engine of ``prompteol encode`` (:mod:`prompteol.distributed`) and any other
-code that reads a corpus of files and writes vectors next to its columns:
+Shared by both engines of ``prompteol encode`` (Ray: :mod:`prompteol.distributed`; local:
+:mod:`prompteol.cli.streaming`) and any other code that reads a corpus of files and writes vectors
+next to its columns:
 
 - :func:`list_input_files`: a file, a folder of ``.parquet`` / ``.jsonl`` files, or a glob -> sorted paths;
 - :func:`validate_inputs`: every file opened cheaply before any model loads (:class:`InputFile`);
 - :func:`iter_tables` / :func:`read_table` / :func:`read_texts`: a file (or a row range of it) as
   Arrow tables with every column kept, the text column checked row by row;
+- :func:`check_parquet_text` (every row of the text column: no null, valid UTF-8, reading that
+  column only), :func:`jsonl_schema` / :func:`jsonl_table` (one schema for JSONL records seen chunk
+  by chunk, then each chunk as a table of it), :func:`check_columns`: what the streamed local
+  engine of ``prompteol encode`` (:mod:`prompteol.cli.streaming`) checks and converts with;
 - :func:`embedding_array` / :func:`with_embeddings` / :func:`write_embeddings_parquet` /
   :class:`AtomicParquetWriter`: the vectors as a ``fixed_size_list<float32|float16>[dim]`` column,
   written under a temporary name and renamed when complete.
@@ -59,6 +64,10 @@ __all__ = [
     "input_format",
     "validate_inputs",
     "jsonl_row_offsets",
+    "check_columns",
+    "check_parquet_text",
+    "jsonl_schema",
+    "jsonl_table",
     "iter_tables",
     "read_table",
     "read_texts",
@@ -243,6 +252,52 @@ def validate_inputs(
         rows, columns = check(path, text_column, reserved)
         out.append(InputFile(path, fmt, rows, st.st_size, st.st_mtime_ns, columns))
     return out
+
+
+def check_columns(path: str, columns: Iterable[str], reserved: Sequence[str] = ("embedding",)) -> None:
+    """:class:`InputError` if a column would be overwritten by the output (``reserved``) or is internal."""
+    _check_columns(path, columns, reserved)
+
+
+def check_parquet_text(path: str | os.PathLike, text_column: str = "text", batch_rows: int = 65536) -> int:
+    """Read the text column of a Parquet file (that column only, ``batch_rows`` at a time): every value
+    a string (no nulls, even where the file has no statistics) of valid UTF-8; :class:`InputError`
+    names the first bad row (0-based). Returns the number of rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = str(path)
+    try:
+        pf = pq.ParquetFile(path)
+        row = 0
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=[text_column], use_threads=False):
+            col = batch.column(0)
+            nulls = pc.is_null(col)
+            if pc.any(nulls).as_py():
+                bad = row + int(pc.index(nulls, True).as_py())
+                raise InputError(f"{path} row {bad}: column {text_column!r} is null, expected a string")
+            try:
+                col.validate(full=True)
+            except pa.ArrowInvalid as exc:
+                raise InputError(f"{path} rows {row}-{row + batch.num_rows - 1}: column {text_column!r} holds "
+                                 f"text that is not valid UTF-8 ({exc})") from None  # fmt: skip
+            row += batch.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: cannot read it as Parquet ({exc})") from None
+    return row
+
+
+def jsonl_schema(chunks: Iterable[list[dict]], path: str, text_column: str = "text") -> tuple[pa.Schema, set[str]]:
+    """One Arrow schema for JSONL records given chunk by chunk (field order: first appearance; ints and
+    floats promote to float; a field without a common type becomes JSON text, with a warning) and the
+    set of such fields; pass both to :func:`jsonl_table`. Holds one chunk at a time."""
+    return _jsonl_schema(chunks, path, text_column)
+
+
+def jsonl_table(records: list[dict], schema: pa.Schema, as_json: set[str], path: str) -> pa.Table:
+    """JSONL records as an Arrow table of ``schema`` (from :func:`jsonl_schema`); fields in ``as_json`` as JSON text."""
+    return _jsonl_table(records, schema, as_json, path)
 
 
 def jsonl_row_offsets(path: str | os.PathLike, every: int) -> list[tuple[int, int]]:

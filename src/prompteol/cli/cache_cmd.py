@@ -8,6 +8,7 @@ copies moved aside earlier.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -18,6 +19,9 @@ def register(sub) -> None:
     info = csub.add_parser("info", help="the state of the cache file and its vectors per encoder fingerprint")
     info.add_argument("--check", action="store_true",
                       help="also read the whole file: PRAGMA quick_check and every vector's checksum")  # fmt: skip
+    info.add_argument("--json", action="store_true",
+                      help="print one JSON document (file, state, notes, damaged copies, check, encoders) "
+                      "instead of the text and table")  # fmt: skip
     info.set_defaults(func=run_info)
     cl = csub.add_parser("clear", help="delete cached vectors (all, or one fingerprint) and damaged copies")
     cl.add_argument("--fingerprint", default=None)
@@ -61,6 +65,9 @@ def run_info(args: argparse.Namespace) -> int:
     cache = EmbeddingCache()
     rows = cache.info()  # may itself find damage (and repair it): report after
     check = cache.check() if args.check else None
+    if getattr(args, "json", False):
+        print(json.dumps(_info_document(cache, rows, check), indent=2, ensure_ascii=False, default=str))
+        return 0
     print(f"Embedding cache {cache.path}")
     for line in _state_lines(cache):
         print(line)
@@ -84,6 +91,28 @@ def run_info(args: argparse.Namespace) -> int:
                       str(c.get("layer_index", c.get("layer", "?"))), str(c.get("pooling", "?")), str(c.get("dtype", "?")))  # fmt: skip
     console().print(table)
     return 0
+
+
+def _info_document(cache, rows: list[dict], check: dict | None) -> dict:
+    """What ``cache info`` shows, as data (``prompteol cache info --json``)."""
+    from ..cache import SCHEMA_VERSION
+
+    copies = cache.damaged_copies()
+    exists = cache.path.exists()
+    return {
+        "schema": "prompteol.cache-info/1",
+        "path": str(cache.path),
+        "state": "ok" if cache.disabled is None else "not usable",
+        "disabled": cache.disabled,
+        "schema_version": SCHEMA_VERSION,
+        "size_bytes": cache.path.stat().st_size if exists else 0,
+        "notes": list(cache.notes),
+        "damaged_copies": {"count": len(copies), "bytes": sum(p.stat().st_size for p in copies if p.exists()),
+                           "paths": [str(p) for p in copies]},  # fmt: skip
+        "check": check,
+        "encoders": rows if cache.disabled is None else [],
+        "vectors": sum(int(r.get("vectors") or 0) for r in rows) if cache.disabled is None else 0,
+    }
 
 
 def run_clear(args: argparse.Namespace) -> int:

@@ -1,34 +1,50 @@
-"""``prompteol encode``: sentences in (text / JSONL / stdin), vectors out (.npy / .jsonl)."""
+"""``prompteol encode``: sentences in (text / JSONL / Parquet / stdin), vectors out (.npy / .jsonl / .parquet).
+
+The local engine streams (:mod:`prompteol.cli.streaming`): chunks of ``--chunk-size`` sentences,
+bounded memory, resumable; ``--engine ray`` is :mod:`prompteol.cli.encode_ray`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..prompts import surrogate_problem
-from .common import add_encoder_args, atomic_write, build_encoder, progress_wanted
+from .common import add_encoder_args, build_encoder, progress_wanted
 from .output import check_output
+from .streaming import DEFAULT_CHUNK_SIZE, OUTPUT_FORMATS, encode_to_file, open_source
 
-OUTPUT_SUFFIXES = (".npy", ".jsonl")
+OUTPUT_SUFFIXES = tuple(OUTPUT_FORMATS)
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "encode",
         help="embed sentences into vectors",
-        description="Embed one sentence per line (text file, '-' for stdin, or JSONL with a 'text' field) "
-        "and write the vectors as .npy (N, H) float32 or .jsonl (one object with 'embedding' per input).",
+        description="Embed one sentence per line (text file, '-' for stdin), JSONL with a 'text' field or a "
+        "Parquet file with a 'text' column, and write the vectors as .npy (N, H), .jsonl (one object with "
+        "'embedding' per input) or .parquet (the input's columns plus 'embedding'). Streams in chunks with "
+        "bounded memory; an interrupted run resumes when run again (OUT.partial + OUT.partial.json).",
     )
-    p.add_argument("input", help="text file (one sentence per line), '-' for stdin, or .jsonl with a 'text' field")
-    p.add_argument("-o", "--output", required=True, help="output file: .npy or .jsonl (chosen by extension)")
+    p.add_argument("input", help="text file (one sentence per line), '-' for stdin, .jsonl with a 'text' field, "
+                   "or .parquet with a 'text' column")  # fmt: skip
+    p.add_argument("-o", "--output", required=True,
+                   help="output file: .npy, .jsonl or .parquet (chosen by extension)")  # fmt: skip
     p.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
     p.add_argument("--max-batch-tokens", type=int, default=None, help="padded tokens per batch (default: no limit)")
     p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
     p.add_argument("--no-cache", dest="use_embedding_cache", action="store_false",
                    help="neither read nor write the persistent embedding cache")  # fmt: skip
+    p.add_argument("--text-column", default=None,
+                   help="JSONL field / Parquet column holding the sentences (default: text)")  # fmt: skip
+    p.add_argument("--output-dtype", choices=("float32", "float16"), default=None,
+                   help="dtype of the written vectors (default: float32)")
+    p.add_argument("--chunk-size", type=_positive_int, default=None, metavar="N",
+                   help=f"local engine: sentences read, encoded and written at a time; the unit of memory and of "
+                   f"resumption (default: {DEFAULT_CHUNK_SIZE})")  # fmt: skip
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="local engine: start over even if a previous run of the same command left progress")
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")
@@ -39,7 +55,6 @@ def register(sub) -> None:
     )  # fmt: skip
     ray.add_argument("--engine", choices=("local", "ray"), default="local",
                      help="local: this process (default); ray: Ray Data actors, local or on a cluster")
-    ray.add_argument("--text-column", default=None, help="column (field) holding the sentences (default: text)")
     ray.add_argument("--num-actors", type=int, default=None, help="actors, each with its own model (default: 1)")
     ray.add_argument("--cpus-per-actor", type=float, default=None,
                      help="CPUs reserved per actor, also its torch threads (default: 1)")
@@ -49,8 +64,6 @@ def register(sub) -> None:
                      help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray on this machine's cores)")
     ray.add_argument("--ray-batch-rows", type=int, default=None,
                      help="rows per actor call, length-sorted inside (default: 256; more on GPUs)")
-    ray.add_argument("--output-dtype", choices=("float32", "float16"), default=None,
-                     help="dtype of the embedding column (default: float32)")
     ray.add_argument("--shard-rows", type=int, default=None,
                      help="split input files into shards of N rows (the unit of output files and of resumption; "
                      "default: one shard per file)")
@@ -58,91 +71,38 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def read_input(source: str) -> tuple[list[str], list[dict] | None]:
-    """Sentences and, for JSONL input, the original records."""
-    try:
-        if source == "-":
-            text = sys.stdin.read()
-        else:
-            text = Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read input {source!r}: {exc}") from None
-    if source.endswith(".jsonl"):
-        records, texts = [], []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{source} line {n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                raise InputError(f"{source} line {n}: expected an object with a string 'text' field")
-            problem = _record_surrogate(rec) if "\\u" in line else None  # only a \u escape can make one
-            if problem is not None:
-                raise InputError(f"{source} line {n}: {problem}")
-            records.append(rec)
-            texts.append(rec["text"])
-        return texts, records
-    # one sentence per line; a final newline does not add an empty sentence, blank lines inside do
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    lines = [line.removesuffix("\r") for line in lines]
-    for n, line in enumerate(lines, start=1):  # stdin decoded with errors='surrogateescape' can hold them
-        problem = surrogate_problem(line)
-        if problem is not None:
-            raise InputError(f"{source} line {n}: the text {problem}")
-    return lines, None
-
-
-def _record_surrogate(rec: dict) -> str | None:
-    """What is wrong if a key or value of a JSONL record holds a lone surrogate (the 'text' field
-    could not be tokenized, any other could not be written back to a .jsonl output)."""
-    for key in sorted(rec, key=lambda k: k != "text"):  # the text first
-        value = rec[key]
-        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        for what, text in ((f"the key {key!r}", key), (f"the field {key!r}", shown)):
-            problem = surrogate_problem(text)
-            if problem is not None:
-                return f"{what} {problem}"
-    return None
-
-
-def write_output(path: Path, vectors, texts: list[str], records: list[dict] | None) -> None:
-    import numpy as np
-
-    def write(tmp: Path) -> None:
-        if path.suffix == ".npy":
-            with open(tmp, "wb") as f:
-                np.save(f, vectors)
-        else:
-            with open(tmp, "w", encoding="utf-8") as f:
-                for i, (t, v) in enumerate(zip(texts, vectors)):
-                    rec = dict(records[i]) if records else {"text": t}
-                    rec.setdefault("index", i)
-                    rec["embedding"] = [float(x) for x in v]
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-    atomic_write(path, write)
-
-
 def run(args: argparse.Namespace) -> int:
     from . import encode_ray
 
     if args.engine == "ray":
+        given = [f for f, on in (("--chunk-size", args.chunk_size is not None), ("--no-resume", not args.resume)) if on]
+        if given:
+            raise InputError(f"{', '.join(given)} only work with the local engine (--engine ray resumes by shard)")
         return encode_ray.run(args)
     encode_ray.check_local_args(args)
     out = Path(args.output)
     if out.suffix not in OUTPUT_SUFFIXES:
         raise InputError(f"output {args.output!r} should end in one of {list(OUTPUT_SUFFIXES)}")
-    texts, records = read_input(args.input)  # fail on bad input before loading any model
-    check_output(out)  # and on an output that cannot be written
-    encoder = build_encoder(args, use_embedding_cache=args.use_embedding_cache)
-    vectors = encoder.encode(
-        texts, batch_size=args.batch_size, normalize=args.normalize, max_batch_tokens=args.max_batch_tokens,
-        show_progress=progress_wanted(args.progress), use_embedding_cache=args.use_embedding_cache,
-    )  # fmt: skip
-    write_output(out, vectors, texts, records)
-    print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} vectors to {out}", file=sys.stderr)
+    chunk_size = args.chunk_size or DEFAULT_CHUNK_SIZE
+    # the whole input is checked (one streaming pass) before any model is loaded
+    src = open_source(args.input, args.text_column, OUTPUT_FORMATS[out.suffix], chunk_size)
+    try:
+        check_output(out)  # and an output that cannot be written
+        encoder = build_encoder(args, use_embedding_cache=args.use_embedding_cache)
+        summary = encode_to_file(
+            encoder, src, out, chunk_size=chunk_size, batch_size=args.batch_size,
+            max_batch_tokens=args.max_batch_tokens, normalize=args.normalize,
+            output_dtype=args.output_dtype or "float32", use_embedding_cache=args.use_embedding_cache,
+            progress=progress_wanted(args.progress), resume=args.resume,
+        )  # fmt: skip
+    finally:
+        src.close()
+    print(f"wrote {summary['rows']} x {summary['dim']} vectors to {out}", file=sys.stderr)
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"should be >= 1, got {value}")
+    return value

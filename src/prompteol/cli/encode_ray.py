@@ -18,9 +18,8 @@ __all__ = ["run", "check_local_args", "RAY_ONLY_FLAGS"]
 
 #: argparse dest -> flag, of the flags that only the Ray engine reads
 RAY_ONLY_FLAGS = {
-    "text_column": "--text-column", "num_actors": "--num-actors", "cpus_per_actor": "--cpus-per-actor",
-    "gpus_per_actor": "--gpus-per-actor", "address": "--address", "ray_batch_rows": "--ray-batch-rows",
-    "output_dtype": "--output-dtype", "shard_rows": "--shard-rows",
+    "num_actors": "--num-actors", "cpus_per_actor": "--cpus-per-actor", "gpus_per_actor": "--gpus-per-actor",
+    "address": "--address", "ray_batch_rows": "--ray-batch-rows", "shard_rows": "--shard-rows",
 }  # fmt: skip
 
 

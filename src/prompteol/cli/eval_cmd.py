@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None,
                    help="SentEval data root, the folder that holds downstream/ (default: $PROMPTEOL_DATA)")  # fmt: skip
     p.add_argument("--output", "-o", default=None, help="write the results JSON to this file (atomically)")
+    p.add_argument("--json", action="store_true",
+                   help="print the results JSON to stdout instead of the table (one document; logs and "
+                   "progress stay on stderr)")  # fmt: skip
     p.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
     p.add_argument("--no-cache", dest="use_embedding_cache", action="store_false",
                    help="neither read nor write the embedding cache")  # fmt: skip
@@ -49,6 +52,17 @@ def register(sub) -> None:
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     add_encoder_args(p)
     p.set_defaults(func=run)
+    esub = p.add_subparsers(dest="eval_command", metavar="[plot]", required=False,
+                            description="without an action, `prompteol eval` evaluates (the options above)")  # fmt: skip
+    pl = esub.add_parser("plot", help="bar chart of results JSON files (one group per task, runs side by side)",
+                         description="Draw one bar per run and task from `prompteol eval` results files (a file "
+                         "may hold several runs), labelled by each run's label or model. Needs matplotlib: "
+                         "pip install 'prompteol[plot]'.")  # fmt: skip
+    pl.add_argument("results", nargs="+", metavar="RESULTS.json", help="results files of `prompteol eval -o`")
+    pl.add_argument("-o", "--output", dest="plot_output", required=True,
+                    help="image file to write: .png, .svg or .pdf (by extension)")  # fmt: skip
+    pl.add_argument("--title", default=None, help="the plot's title (default: the runs' labels)")
+    pl.set_defaults(func=run_plot)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,12 +89,31 @@ def run(args: argparse.Namespace) -> int:
         runs.append(res)
         out.print(f"{name}: done in {res['elapsed_s']:.1f} s")
         del encoder  # free the weights before the next encoder
-    console().print(results_table(runs, verbose=getattr(args, "verbose", 0) > 0))
+    payload = runs[0] if len(runs) == 1 else {"schema": "prompteol.eval-multi/1", "runs": runs}
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    else:
+        console().print(results_table(runs, verbose=getattr(args, "verbose", 0) > 0))
     if args.output:
-        payload = runs[0] if len(runs) == 1 else {"schema": "prompteol.eval-multi/1", "runs": runs}
         path = Path(args.output)
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n"))
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from ..evaluation.plot import load_runs, plot_results
+
+    out = Path(args.plot_output)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        from ..errors import InputError
+
+        raise InputError(f"-o {args.plot_output!r} should end in .png, .svg or .pdf")
+    runs = load_runs(args.results)  # a bad file fails before matplotlib is imported or anything written
+    check_output(out)
+    atomic_write(out, lambda tmp: plot_results(runs, tmp, title=args.title))  # tmp has out's suffix
+    print(f"wrote {out} ({len(runs)} run{'s' if len(runs) != 1 else ''})", file=sys.stderr)
     return 0
 
 

