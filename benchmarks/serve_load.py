@@ -74,6 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=32, help="library batch_size = server --max-batch-size")
     p.add_argument("--max-batch-tokens", type=int, default=2048, help="server merge budget (default: %(default)s)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="server (default: %(default)s)")
+    p.add_argument("--no-server-packing", dest="packing", action="store_false",
+                   help="the server pads its batches (`serve --no-packing`) instead of packing each merged group into "
+                   "rows, its default; the library keeps its own default, length-sorted padded batches")  # fmt: skip
     p.add_argument("--encoding-format", choices=["float", "base64"], default="base64",
                    help="what the clients ask for (the openai client asks for base64; default: %(default)s)")  # fmt: skip
     p.add_argument("--sentences", type=Path, default=None, help="text file, one sentence per line")
@@ -149,7 +152,8 @@ def start_server(args, port: int, extra: list[str] | None = None) -> subprocess.
     cmd = [sys.executable, "-m", "prompteol.cli.main", "--threads", str(args.threads), *args.server_log_level, "serve",
            "--model", args.model, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
            "--max-batch-size", str(args.max_batch_size), "--max-batch-tokens", str(args.max_batch_tokens),
-           "--max-wait-ms", str(args.max_wait_ms), *(extra or [])]  # fmt: skip
+           "--max-wait-ms", str(args.max_wait_ms), *([] if getattr(args, "packing", True) else ["--no-packing"]),
+           *(extra or [])]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "PROMPTEOL_API_KEY"}
     log = tempfile.NamedTemporaryFile("w+", prefix="prompteol-serve-", suffix=".log", delete=False)  # noqa: SIM115
     print(f"server log: {log.name}")
@@ -303,6 +307,7 @@ def main(argv=None) -> int:
     n_batches = batches.get("prompteol_batch_sentences_count", 0)
     report = {
         "model": args.model, "clients": args.clients, "threads": args.threads, "requests": done,
+        "server_packing": bool(getattr(args, "packing", True)),
         "errors": len(errors), "wall_s": round(server_wall, 2), "requests_per_s": round(done / server_wall, 2),
         "sentences_per_s": round(server_sps, 2),
         "latency_ms": {p: round(float(np.percentile(lat, p)), 1) for p in (50, 95, 99)},

@@ -47,6 +47,12 @@ DTYPES = ("float32", "bfloat16", "float16", "bf16-mixed")
 QUANTIZATIONS = (None, "int8-dynamic", "4bit", "8bit")
 
 
+#: encoder options whose default differs on the server: packing, measured on the load test
+#: (docs/performance.md, "Server"): arrival-order micro-batches pad much more than the library's
+#: length-sorted batches, and packed rows compute no padding (vectors equal to float rounding)
+SERVER_ENCODER_DEFAULTS: dict[str, Any] = {"packing": True}
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Everything that decides which vector a sentence gets (and how it is computed).

@@ -155,12 +155,14 @@ def add_arguments(
     defaults = dict(defaults or {})
     for name, opt, default in options:
         shown = defaults.get(name, default)
-        flags = [flag_of(name, opt, default)] + ([opt.short] if opt.short else [])
+        # a bool flag says what differs from the command's effective default (``--no-packing`` where it is on)
+        on = shown if isinstance(default, bool) and isinstance(shown, bool) else default
+        flags = [flag_of(name, opt, on)] + ([opt.short] if opt.short else [])
         help_text = opt.help.replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": name, "default": None}
         if isinstance(default, bool) and opt.parse is None:
-            kwargs["action"] = "store_false" if default else "store_true"
-            kwargs["help"] = f"do not {help_text[0].lower()}{help_text[1:]}" if default else help_text
+            kwargs["action"] = "store_false" if on else "store_true"
+            kwargs["help"] = f"do not {help_text[0].lower()}{help_text[1:]}" if on else help_text
         else:
             kwargs["type"] = _parser_for(opt, default)
             if opt.repeat:

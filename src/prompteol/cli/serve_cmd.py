@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..config import SERVER_ENCODER_DEFAULTS
 from .common import add_encoder_args, encoder_values
 
 # server flags (None = not given, so PROMPTEOL_* variables can fill them); the encoder's flags
@@ -51,7 +52,7 @@ def register(sub) -> None:
                    help="do not log one line per request")  # fmt: skip
     g.add_argument("--drain-timeout-s", type=float, default=None,
                    help="at shutdown, keep answering accepted requests this long, then 503 (default: 30)")  # fmt: skip
-    add_encoder_args(p)
+    add_encoder_args(p, defaults=SERVER_ENCODER_DEFAULTS)
     p.set_defaults(func=run)
 
 

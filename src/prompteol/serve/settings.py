@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from ..config import EncoderConfig, encoder_options
+from ..config import SERVER_ENCODER_DEFAULTS, EncoderConfig, encoder_options
 from ..errors import ConfigError
 from ..options import values_from_env
 
@@ -42,7 +42,7 @@ class ServeSettings(BaseModel):
 
     # --- what is served: the encoder (its options may also be given at the top level:
     # ``ServeSettings(model="smollm2-135m", layer=-2)``)
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    encoder: EncoderConfig = Field(default_factory=lambda: EncoderConfig(**SERVER_ENCODER_DEFAULTS))
     #: the name clients put in ``"model"``; defaults to ``model``
     served_model_name: str | None = Field(None, min_length=1)
     #: read and write the persistent embedding cache (off: a public server should not grow a
@@ -92,7 +92,7 @@ class ServeSettings(BaseModel):
             if given:
                 if "encoder" in data:
                     raise ValueError(f"give either encoder= or the encoder options {sorted(given)}, not both")
-                data["encoder"] = EncoderConfig.from_options(**given)
+                data["encoder"] = EncoderConfig.from_options(**{**SERVER_ENCODER_DEFAULTS, **given})
         return data
 
     @property
@@ -123,7 +123,8 @@ class ServeSettings(BaseModel):
             if raw != "":
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
-        opts = {**values_from_env(environ, encoder_options(), ENV_PREFIX), **(encoder_options_given or {})}
+        opts = {**SERVER_ENCODER_DEFAULTS, **values_from_env(environ, encoder_options(), ENV_PREFIX),
+                **(encoder_options_given or {})}  # fmt: skip
         try:
             encoder = EncoderConfig.from_options(**opts)
         except ConfigError as exc:
