@@ -29,6 +29,15 @@ def test_cli_flags_then_env(monkeypatch):
     assert s.encoder.layer == -1 and s.encoder.prefix_cache is True
 
 
+def test_serve_flag_is_no_packing_and_other_commands_keep_packing():
+    parser = build_parser()
+    assert settings_from_args(parser.parse_args(["serve", "-m", "tiny-random-llama"])).encoder.packing is True
+    assert settings_from_args(parser.parse_args(["serve", "-m", "tiny-random-llama", "--no-packing"])).encoder.packing is False
+    with pytest.raises(SystemExit):  # the library default is padded: `encode` has --packing, not --no-packing
+        parser.parse_args(["encode", "in.txt", "-o", "out.npy", "--no-packing"])
+    assert parser.parse_args(["encode", "in.txt", "-o", "out.npy", "--packing"]).packing is True
+
+
 def test_serve_command_fails_fast_on_a_bad_template(capsys):
     assert main(["serve", "--model", "tiny-random-llama", "--template", "no slot here"]) == 2
     assert "error:" in capsys.readouterr().err

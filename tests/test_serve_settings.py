@@ -16,6 +16,15 @@ def test_defaults():
     assert s.model_name == "smollm2-135m"
 
 
+def test_the_server_packs_by_default_and_can_pad():
+    """packing is the one encoder default the server changes (measured under load); flags and variables undo it."""
+    assert ServeSettings.from_env({}).encoder.packing is True
+    assert ServeSettings(model="tiny-random-llama").encoder.packing is True  # top-level options
+    assert ServeSettings().encoder.packing is True
+    assert ServeSettings.from_env({"PROMPTEOL_PACKING": "false"}).encoder.packing is False
+    assert ServeSettings.from_env({}, encoder_options_given={"packing": False}).encoder.packing is False
+
+
 def test_env_variables_are_read_and_parsed():
     env = {
         "PROMPTEOL_MODEL": "tiny-random-llama",
