@@ -145,6 +145,24 @@ def test_interrupted_run_resumes_to_the_same_files(first_run, tmp_path, test_cac
         assert np.abs(_embeddings(before) - _embeddings(after)).max() < 1e-6
 
 
+def test_row_range_shards_spread_one_file_over_every_actor(ray_session, tmp_path, tiny_encoder, test_cache_dir):
+    """One input file without --shard-rows is one shard, read into one block, which one actor encodes
+    alone (measured: a 10,000-row file on 2 actors, all rows on one; docs/distributed.md). With row-range
+    shards (the documented workaround) the actors share the rows."""
+    texts = [f"row {i}: " + "words " * (i % 5) for i in range(240)]
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"text": texts}), tmp_path / "in" / "one.parquet")
+    summary = encode_files(tmp_path / "in" / "one.parquet", tmp_path / "out", EncoderConfig(model=MODEL),
+                           num_actors=2, batch_rows=16, shard_rows=40, cache_dir=test_cache_dir)  # fmt: skip
+    assert summary["shards"] == 6 and summary["rows"] == 240
+    rows = [a["rows"] for a in summary["actors"].values()]
+    assert len(rows) == 2 and min(rows) > 0, summary["actors"]
+    out = pa.concat_tables([pq.read_table(tmp_path / "out" / f"part-00000-{i:05d}.parquet") for i in range(6)])
+    assert out.column("text").to_pylist() == texts  # input order kept
+    ref = tiny_encoder.encode(texts, use_embedding_cache=False)
+    assert np.abs(_embeddings(out) - ref).max() < 1e-5
+
+
 @pytest.mark.slow
 def test_float16_output_one_file_per_input(ray_session, tmp_path, tiny_encoder, test_cache_dir):
     _write_corpus(tmp_path / "in")
