@@ -145,19 +145,20 @@ def test_interrupted_run_resumes_to_the_same_files(first_run, tmp_path, test_cac
         assert np.abs(_embeddings(before) - _embeddings(after)).max() < 1e-6
 
 
-def test_row_range_shards_spread_one_file_over_every_actor(ray_session, tmp_path, tiny_encoder, test_cache_dir):
-    """One input file without --shard-rows is one shard, read into one block, which one actor encodes
-    alone (measured: a 10,000-row file on 2 actors, all rows on one; docs/distributed.md). With row-range
-    shards (the documented workaround) the actors share the rows."""
+@pytest.mark.parametrize("shard_rows", [None, 40])
+def test_one_file_is_spread_over_every_actor(ray_session, tmp_path, tiny_encoder, test_cache_dir, shard_rows):
+    """One input file (one shard without --shard-rows) is read in pieces, so every actor gets rows (a
+    10,000-row file on 2 actors once went to one of them alone; docs/distributed.md)."""
     texts = [f"row {i}: " + "words " * (i % 5) for i in range(240)]
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"text": texts}), tmp_path / "in" / "one.parquet")
     summary = encode_files(tmp_path / "in" / "one.parquet", tmp_path / "out", EncoderConfig(model=MODEL),
-                           num_actors=2, batch_rows=16, shard_rows=40, cache_dir=test_cache_dir)  # fmt: skip
-    assert summary["shards"] == 6 and summary["rows"] == 240
+                           num_actors=2, batch_rows=16, shard_rows=shard_rows, cache_dir=test_cache_dir)  # fmt: skip
+    assert summary["shards"] == (1 if shard_rows is None else 6) and summary["rows"] == 240
     rows = [a["rows"] for a in summary["actors"].values()]
     assert len(rows) == 2 and min(rows) > 0, summary["actors"]
-    out = pa.concat_tables([pq.read_table(tmp_path / "out" / f"part-00000-{i:05d}.parquet") for i in range(6)])
+    names = ["part-00000.parquet"] if shard_rows is None else [f"part-00000-{i:05d}.parquet" for i in range(6)]
+    out = pa.concat_tables([pq.read_table(tmp_path / "out" / name) for name in names])
     assert out.column("text").to_pylist() == texts  # input order kept
     ref = tiny_encoder.encode(texts, use_embedding_cache=False)
     assert np.abs(_embeddings(out) - ref).max() < 1e-5
@@ -313,6 +314,28 @@ def test_listing_and_shards(tmp_path):
         texts += [t for tab in iter_tables(s.path, "text", s.start, s.stop, 4, offset) for t in tab["text"].to_pylist()]
     assert texts == SENTENCES
     assert read_table(files[1], start=5, stop=8).column("text").to_pylist() == SENTENCES[55:58]
+
+
+@pytest.mark.parametrize("shard_rows", [None, 15])
+def test_read_pieces_cover_every_row_once(tmp_path, shard_rows):
+    """The read pieces (one read task each) cut shards at multiples of the piece size, JSONL ones
+    seeking to their byte offset; together they read every row once, in order, each tagged with its shard."""
+    from prompteol.distributed import _read_pieces
+    from prompteol.tables import iter_tables
+
+    _write_corpus(tmp_path)
+    shards = plan_shards(validate_inputs(list_input_files(tmp_path)), shard_rows=shard_rows)
+    pieces = _read_pieces(shards, 4)
+    assert all(p["stop"] - p["start"] <= 4 for p in pieces) and len(pieces) > len(shards)
+    texts, rows_per_shard = [], {}
+    for p in pieces:
+        offset = (p["offset_pos"], p["offset_line"]) if p["offset_pos"] >= 0 else None
+        got = [t for tab in iter_tables(p["path"], "text", p["start"], p["stop"], 3, offset) for t in tab["text"].to_pylist()]
+        assert len(got) == p["stop"] - p["start"]
+        texts += got
+        rows_per_shard[p["index"]] = rows_per_shard.get(p["index"], 0) + len(got)
+    assert texts == SENTENCES
+    assert rows_per_shard == {s.index: s.num_rows for s in shards}
 
 
 def test_jsonl_fields_of_mixed_types_are_kept_as_json(tmp_path):
