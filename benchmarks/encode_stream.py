@@ -90,13 +90,15 @@ def main(argv: list[str] | None = None) -> int:
                    "peak_rss_mib": round(peak / 2**20, 1)}  # fmt: skip
             print(json.dumps(run), flush=True)
             runs.append(run)
+    from prompteol.bench import cpu_model
+
     record = {
         "schema": "prompteol.bench-encode-stream/1",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", *sys.argv]),
         "model": args.model, "format": args.format, "output_dtype": args.output_dtype,
         "chunk_size": args.chunk_size, "threads": args.threads,
-        "machine": {"host": platform.node(), "cpu": _cpu(), "cores": os.cpu_count()},
+        "machine": {"host": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count()},
         "versions": _versions(),
         "runs": runs,
         "peak_rss_ratio_largest_to_smallest": round(runs[-1]["peak_rss_mib"] / runs[0]["peak_rss_mib"], 3),
@@ -130,15 +132,6 @@ def _child(spec: str) -> int:
     finally:
         Path(job["peak_file"]).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _versions() -> dict[str, str]:

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from prompteol import Encoder
+    from prompteol.bench import cpu_model
     from prompteol.demos.search import load_selection_split, parse_grid, search_options
     from prompteol.evaluation import evaluate, package_versions
     from prompteol.presets import get_preset, save_preset
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = args.data_dir or os.environ.get("PROMPTEOL_DATA")
     command = " ".join(["python", *sys.argv])
-    machine = {"host": platform.node(), "cpu": _cpu(), "threads": args.threads}
+    machine = {"host": platform.node(), "cpu": cpu_model(), "threads": args.threads}
     base = Encoder.from_pretrained(args.model, embedding_cache=True, progress=False)
     split = load_selection_split(args.split, (), data, args.max_pairs, 0)
 
@@ -200,15 +201,6 @@ def _write(path: Path, obj) -> None:
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from prompteol import Encoder
+    from prompteol.bench import cpu_model
     from prompteol.evaluation import evaluate, load_sts_pairs, package_versions
 
     root = args.data_dir or os.environ.get("PROMPTEOL_DATA") or "../shared/data/senteval"
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         dtypes.insert(0, "float32")
     record: dict = {
         "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-        "machine": {"host": platform.node(), "cpu": _cpu(), "threads": args.threads},
+        "machine": {"host": platform.node(), "cpu": cpu_model(), "threads": args.threads},
         "versions": package_versions(), "models": {},
     }  # fmt: skip
     for model in args.models.split(","):
@@ -92,15 +93,6 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = b.astype(np.float64)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -722,8 +722,8 @@ def _threads(args) -> int:
     return int(getattr(args, "threads", None) or 2)
 
 
-def machine_info(threads: int, device: str = "cpu") -> dict:
-    """CPU model and the flags that decide low-precision speed, thread count, torch's CPU capability."""
+def _cpuinfo() -> tuple[str, set[str]]:
+    """The CPU model name and flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
     model, flags = "", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -734,6 +734,17 @@ def machine_info(threads: int, device: str = "cpu") -> dict:
                 flags = set(value.split())
     except OSError:
         pass
+    return model, flags
+
+
+def cpu_model() -> str:
+    """The CPU model name (``/proc/cpuinfo``), else ``platform.processor()``: what benchmark records name."""
+    return _cpuinfo()[0] or platform.processor()
+
+
+def machine_info(threads: int, device: str = "cpu") -> dict:
+    """CPU model and the flags that decide low-precision speed, thread count, torch's CPU capability."""
+    model, flags = _cpuinfo()
     model = model or platform.processor() or platform.machine()
     info: dict[str, Any] = {"platform": platform.platform(), "processor": model, "cpus": os.cpu_count(),
                             "threads": threads, "flags": {f: f in flags for f in _FLAGS}}  # fmt: skip
