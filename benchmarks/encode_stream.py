@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                    "peak_rss_mib": round(peak / 2**20, 1)}  # fmt: skip
             print(json.dumps(run), flush=True)
             runs.append(run)
-    from prompteol.bench import cpu_model
+    from prompteol.records import cpu_model
 
     record = {
         "schema": "prompteol.bench-encode-stream/1",

@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from prompteol import Encoder
-    from prompteol.bench import cpu_model
     from prompteol.demos.search import load_selection_split, parse_grid, search_options
     from prompteol.evaluation import evaluate, package_versions
     from prompteol.presets import get_preset, save_preset
+    from prompteol.records import cpu_model
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from prompteol import Encoder
-    from prompteol.bench import cpu_model
     from prompteol.evaluation import evaluate, load_sts_pairs, package_versions
+    from prompteol.records import cpu_model
 
     root = args.data_dir or os.environ.get("PROMPTEOL_DATA") or "../shared/data/senteval"
     pairs = load_sts_pairs("STSBenchmark-dev", root)

@@ -384,3 +384,67 @@ def test_help_imports_neither_torch_nor_matplotlib():
              "import prompteol.scale; print('torch' in sys.modules, 'matplotlib' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+# ------------------------------------------------------------------------------------ per-task resume
+def test_a_stopped_cell_resumes_from_its_partial_record(data_dir, test_cache_dir, tmp_path, monkeypatch, capsys):
+    """A stop after the first task keeps it in <cell>.partial.json; the rerun evaluates only the other task."""
+    import prompteol.evaluation as evaluation
+
+    real = evaluation.evaluate
+    seen: list[tuple[list[str], list[str]]] = []
+
+    def stopping(encoder, tasks, *args, on_task=None, done=None, **kwargs):
+        def stop_after_first(name, res):
+            on_task(name, res)
+            raise KeyboardInterrupt  # as a Ctrl-C (or a kill) right after the first task was recorded
+
+        seen.append(([t.name for t in tasks], sorted(done or {})))
+        return real(encoder, tasks, *args, on_task=stop_after_first, done=done, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", stopping)
+    out = tmp_path / "cells"
+    argv = ["--threads", "1", "--cache-dir", str(test_cache_dir), "scale", "--models", "tiny-random-llama",
+            "--demos", "none", "--tasks", "STS16,STS13", "--data-dir", str(data_dir), "-o", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 130  # "interrupted"
+    cell = out / "tiny-random-llama__none__L-1__sts16+sts13-test.json"
+    partial = out / "tiny-random-llama__none__L-1__sts16+sts13-test.partial.json"
+    assert not cell.exists() and partial.exists()
+    rec = json.loads(partial.read_text())
+    assert rec["partial"]["schema"] == "prompteol.scale-partial/1" and list(rec["tasks"]) == ["STS16"]
+    ident = rec["partial"]["identity"]
+    assert ident["fingerprint"] and ident["dtype"] == "float32" and ident["demonstrations"] == [] and ident["layer"] == -1
+    first = rec["tasks"]["STS16"]
+    assert first["sentences"] == 1867 and first["run"]["host"]["torch_threads"] == 1
+
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: (seen.append(([], sorted(k["done"]))), real(*a, **k))[1])
+    assert main(argv) == 0
+    assert seen[-1] == ([], ["STS16"])  # the rerun was handed the finished task
+    assert "resuming from" in capsys.readouterr().out
+    assert cell.exists() and not partial.exists()
+    done = json.loads(cell.read_text())
+    assert done["tasks"]["STS16"]["score"] == first["score"] and "run" not in done["tasks"]["STS16"]
+    assert set(done["tasks"]) == {"STS16", "STS13"} and list(done["cell"]["resumed_tasks"]) == ["STS16"]
+    assert done["cell"]["wall_s"] >= first["elapsed_s"]["total"]
+
+
+def test_a_partial_record_of_another_encoder_is_not_reused(data_dir, test_cache_dir, tmp_path, capsys):
+    out = tmp_path / "cells"
+    partial = out / f"tiny-random-llama__none__L-1__{SLUG}.partial.json"
+    out.mkdir()
+    fake = {"partial": {"schema": "prompteol.scale-partial/1", "identity": {"cell": "x", "fingerprint": "other"}},
+            "tasks": {TASK: {"score": 99.0, "sentences": 1, "elapsed_s": {"total": 1.0}}}}  # fmt: skip
+    partial.write_text(json.dumps(fake))
+    assert main(_sweep_argv(test_cache_dir, data_dir, out, ("tiny-random-llama",), "none")) == 0
+    assert "was computed with another" in capsys.readouterr().out
+    rec = json.loads((out / f"tiny-random-llama__none__L-1__{SLUG}.json").read_text())
+    assert rec["tasks"][TASK]["score"] != 99.0 and "resumed_tasks" not in rec["cell"]
+
+
+def test_two_sweeps_on_one_output_refuse(data_dir, test_cache_dir, tmp_path, capsys):
+    from prompteol.fileio import FileLock
+
+    out = tmp_path / "cells"
+    with FileLock(out / ".scale.lock", "held"):
+        assert main(_sweep_argv(test_cache_dir, data_dir, out, ("tiny-random-llama",), "none")) == 2
+    assert "another `prompteol scale` is writing into" in capsys.readouterr().err

@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -161,7 +160,6 @@ RATIOS = [
     ("prompteol-bf16", "llamacpp", "prompteol-bf16 / llama.cpp"),
     ("prompteol-bf16-mixed", "llamacpp", "prompteol-bf16-mixed / llama.cpp"),
 ]
-_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def load_sentences(data_dir: str | None, n: int) -> list[str]:
@@ -722,39 +720,12 @@ def _threads(args) -> int:
     return int(getattr(args, "threads", None) or 2)
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    """The CPU model name and flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
-    model, flags = "", set[str]()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not model:
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return model, flags
-
-
-def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo``), else ``platform.processor()``: what benchmark records name."""
-    return _cpuinfo()[0] or platform.processor()
-
-
 def machine_info(threads: int, device: str = "cpu") -> dict:
     """CPU model and the flags that decide low-precision speed, thread count, torch's CPU capability."""
-    model, flags = _cpuinfo()
-    model = model or platform.processor() or platform.machine()
-    info: dict[str, Any] = {"platform": platform.platform(), "processor": model, "cpus": os.cpu_count(),
-                            "threads": threads, "flags": {f: f in flags for f in _FLAGS}}  # fmt: skip
-    try:
-        import torch
+    from .records import machine_info as _machine
 
-        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda") else None
-    except Exception:  # pragma: no cover - a broken CUDA setup must not lose the results
-        info["gpu"] = None
+    info = _machine(threads, device)
+    info.pop("hostname", None)
     return info
 
 

@@ -11,6 +11,9 @@ to the model's parameter count. Per-model presets found by our own search live i
   are not leak-free; the name says so.
 
 ``default`` is the model's ``searched-leakfree`` preset, else its ``searched-stsb-dev`` one.
+
+Searched presets are read from the package, then the user's file (``<cache root>/demo_presets.json``),
+then the files of ``$PROMPTEOL_PRESET_FILES`` (a later one wins for the same model and name).
 """
 
 from __future__ import annotations
@@ -64,11 +67,20 @@ def searched_presets() -> dict[str, dict]:
         out = json.loads(text)
     except (FileNotFoundError, ModuleNotFoundError):
         pass
-    user = user_presets_path()
-    if user.is_file():
-        for model, presets in json.loads(user.read_text(encoding="utf-8")).items():
-            out.setdefault(model, {}).update(presets)
+    for path in [user_presets_path(), *extra_preset_files()]:
+        if path.is_file():
+            for model, presets in json.loads(path.read_text(encoding="utf-8")).items():
+                out.setdefault(model, {}).update(presets)
     return out
+
+
+def extra_preset_files() -> list[Path]:
+    """Preset files named in ``$PROMPTEOL_PRESET_FILES`` (``os.pathsep``-separated), read after the
+    packaged and the user's presets (a later file's preset of the same name wins)."""
+    import os
+
+    raw = os.environ.get("PROMPTEOL_PRESET_FILES", "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
 def save_preset(model: str, name: str, record: dict, path: str | Path | None = None) -> Path:

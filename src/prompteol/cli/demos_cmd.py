@@ -109,72 +109,52 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     from ..demos.candidates import read_candidates
-    from ..demos.search import check_split, load_selection_split, search
+    from ..demos.search import check_split, load_selection_split
+    from ..demos.select import preset_record, sample_candidates, select_demonstration
     from ..evaluation.tasks import resolve_tasks
     from .common import build_encoder
 
     report = [t.name for t in resolve_tasks(args.report)] if args.report else []
     check_split(args.split, report)  # before any model is loaded
+    if args.rescore and not args.max_pairs:
+        print("error: --rescore needs --max-pairs (the first stage scores a sample)", file=sys.stderr)
+        return 2
     cands = []
     for f in args.candidates:
         cands.extend(read_candidates(f)[0])
     split = load_selection_split(args.split, cands, args.data_dir, args.max_pairs, args.seed)
-    all_cands = cands
-    if args.max_candidates is not None and args.max_candidates < len(cands):
-        import random
-
-        cands = random.Random(args.seed).sample(cands, args.max_candidates)
-    n_candidates = len(cands)
     base = build_encoder(args)
     if base.config.demonstrations:
         print("error: do not combine --demo/--demo-preset with a search", file=sys.stderr)
         return 2
     results = Path(args.results or f"outputs/demos/{Path(args.model).name}_{args.split}.jsonl")
     con = console()
-    con.print(f"searching {len(cands)} candidates (k={args.k}) on {split.name}: {split.description}, "
-              f"{len(split)} pairs; results -> {results}")  # fmt: skip
-    rows = search(base, cands, split, results, k=args.k, beam=args.beam, pool=args.pool,
-                  batch_size=args.batch_size, progress=progress_wanted(args.progress))  # fmt: skip
-    n_screened = sum(1 for r in rows if r["k"] == 1)  # all in the results file, incl. earlier runs
-    if args.rescore:
-        if not args.max_pairs:
-            print("error: --rescore needs --max-pairs (the first stage scores a sample)", file=sys.stderr)
-            return 2
-        # stage 2: the N best single demonstrations, scored again on the whole split
-        from ..demos.candidates import Candidate
-
-        top = [r for r in rows if r["k"] == 1][: args.rescore]
-        # the same pairs are removed as in stage 1 (those sharing a sentence with any candidate)
-        split = load_selection_split(args.split, all_cands, args.data_dir, None, args.seed)
-        cands = [Candidate(r["demonstrations"][0]["sentence"], r["demonstrations"][0]["word"], "rescore") for r in top]
-        results = results.with_name(results.stem + f".rescore{args.rescore}.jsonl")
-        con.print(f"rescoring the {len(cands)} best on {split.name}: {split.description}, {len(split)} pairs; "
-                  f"results -> {results}")  # fmt: skip
-        rows = search(base, cands, split, results, k=args.k, beam=args.beam, pool=args.pool,
-                      batch_size=args.batch_size, progress=progress_wanted(args.progress))  # fmt: skip
+    n = len(sample_candidates(cands, args.max_candidates, args.seed))
+    con.print(f"searching {n} candidates (k={args.k}) on {split.name}: {split.description}, "
+              f"{len(split)} pairs; results -> {results}" + (f", then the {args.rescore} best on the whole split"
+                                                             if args.rescore else ""))  # fmt: skip
+    sel = select_demonstration(base, cands, args.split, results, data_dir=args.data_dir,
+                               max_candidates=args.max_candidates, max_pairs=args.max_pairs, rescore=args.rescore,
+                               seed=args.seed, k=args.k, beam=args.beam, pool=args.pool, batch_size=args.batch_size,
+                               progress=progress_wanted(args.progress))  # fmt: skip
     from rich.table import Table
 
-    none_score = next((r["score"] for r in rows if r["k"] == 0), None)
-    table = Table(title=f"best demonstrations on {split.name} (no demonstration: {none_score:.2f})")
+    rows, none_score = sel.rows, sel.no_demo_score
+    table = Table(title=f"best demonstrations on {sel.split.name} (no demonstration: {none_score:.2f})")
     for col in ("rank", "score", "gain", "demonstrations"):
         table.add_column(col)
     for i, r in enumerate(rows[: args.top], start=1):
         demos = " + ".join(f"{d['sentence']!r} -> {d['word']}" for d in r["demonstrations"]) or "(none)"
         table.add_row(str(i), f"{r['score']:.2f}", f"{r['score'] - none_score:+.2f}", demos)
     con.print(table)
-    best = rows[0]
+    best = sel.best
     if not best["demonstrations"]:
         con.print("no candidate beat the score without a demonstration: the best choice is none")
     if args.save_preset:
         from ..presets import save_preset
 
-        record = {"demonstrations": best["demonstrations"], "score": best["score"], "no_demo_score": none_score,
-                  "split": split.name, "split_description": split.description, "n_pairs": len(split),
-                  "leak_free": split.leak_free, "candidates": [str(c) for c in args.candidates],
-                  "n_candidates": n_candidates, "n_scored": n_screened, "k": best["k"],
-                  "command": " ".join(["prompteol", *args.argv]),
-                  "screening": ({"max_pairs": args.max_pairs, "seed": args.seed, "rescored": args.rescore}
-                                if args.rescore else None)}  # fmt: skip
+        record = preset_record(sel, candidates=args.candidates, command=" ".join(["prompteol", *args.argv]),
+                               max_pairs=args.max_pairs, rescore=args.rescore, seed=args.seed)  # fmt: skip
         path = save_preset(args.model, args.save_preset, record, args.preset_file)
         con.print(f"saved preset {args.save_preset!r} for {args.model} in {path}")
     if report:

@@ -29,7 +29,7 @@ def register(sub) -> None:
         "probe. `prompteol scale report DIR` builds tables and plots; `prompteol scale import` turns an eval "
         "results file into a cell. Details: docs/scaling.md.",
     )
-    ssub = p.add_subparsers(dest="scale_command", metavar="[report | import]")
+    ssub = p.add_subparsers(dest="scale_command", metavar="[report | import | queue]")
     r = ssub.add_parser("report", help="results.csv, results.md and plots from the cell files of DIR (no model)",
                         description="Build results.csv, results.md and three PNG plots (STS avg, transfer avg, each "
                         "STS task vs parameters, with the paper's OPT curves) from the cell files of DIR alone.")  # fmt: skip
@@ -47,6 +47,23 @@ def register(sub) -> None:
     i.add_argument("--output", "-o", required=True, help="the sweep folder to write the cell file into")
     i.add_argument("--force", action="store_true", help="replace a finished cell file")
     i.set_defaults(func=run_import)
+    q = ssub.add_parser(
+        "queue", help="the study of the packaged models as one resumable queue (status, estimate, run)",
+        description="Work through the study's plan in priority order (precision checks and `none` cells, leak-free "
+        "demonstrations, `paper`/`default` cells, the settings search and best training-free cells, then the "
+        "stsb-dev and transfer cells), writing every record under --root as soon as it is done. Prints what is "
+        "done, what remains and the time it should take at the measured rates; run it again at any time to "
+        "continue. Details: docs/scaling.md, 'The study queue'.",
+    )  # fmt: skip
+    q.add_argument("--root", default=".", help="the checkout the records go to (docs/, the presets file; default: .)")
+    q.add_argument("--models", default=None, metavar="A,B", help="only these packaged models (default: all four)")
+    q.add_argument("--stages", default="abcdf", help="stages to run, in order (default: %(default)s)")
+    q.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N steps")
+    q.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
+    q.add_argument("--data-dir", default=None, help="SentEval data root (default: $PROMPTEOL_DATA)")
+    q.add_argument("--dry-run", "--status", dest="dry_run", action="store_true",
+                   help="print the state and the estimate only")  # fmt: skip
+    q.set_defaults(func=run_queue)
 
     g = p.add_argument_group("sweep")
     g.add_argument("--models", "-m", action="append", metavar="A,B,...",
@@ -132,3 +149,30 @@ def run_import(args: argparse.Namespace) -> int:
     path = import_results(args.results, args.demo, args.output, force=args.force)
     print(f"wrote {path} (imported from {args.results})")
     return 0
+
+
+def run_queue(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..scale.grid import split_list
+    from ..scale.study import STUDY_MODELS, StudyOptions, run_queue
+
+    models = tuple(split_list(args.models)) if args.models else STUDY_MODELS
+    unknown = [m for m in models if m not in STUDY_MODELS]
+    if unknown:
+        raise ConfigError(f"the study queue covers the packaged models {list(STUDY_MODELS)}; got {unknown}")
+    if set(args.stages) - set("abcdf") or not args.stages:
+        raise ConfigError(f"--stages takes letters of 'abcdf', got {args.stages!r}")
+    if args.batch_size < 1 or (args.max_steps is not None and args.max_steps < 1):
+        raise ConfigError("--batch-size and --max-steps should be >= 1")
+    root = Path(args.root).resolve()
+    if not (root / "src" / "prompteol" / "data").is_dir():
+        raise ConfigError(f"--root {root} is not a prompteol checkout (no src/prompteol/data); the records and the "
+                          "shipped presets are written there")  # fmt: skip
+    from ..evaluation import resolve_data_dir
+
+    opts = StudyOptions(root=root, models=models, data_dir=str(resolve_data_dir(args.data_dir)), stages=args.stages,
+                        batch_size=args.batch_size, dry_run=args.dry_run, max_steps=args.max_steps,
+                        command="prompteol " + shlex.join(getattr(args, "argv", None) or sys.argv[1:]))  # fmt: skip
+    return run_queue(opts)

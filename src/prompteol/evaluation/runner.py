@@ -14,7 +14,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -50,6 +50,8 @@ def evaluate(
     *,
     classifier: str = "lbfgs",
     seeds: int = 1,
+    done: Mapping[str, dict] | None = None,
+    on_task: Callable[[str, dict], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``encoder`` on SentEval tasks; returns a JSON-serialisable results dictionary.
 
@@ -68,6 +70,11 @@ def evaluate(
         seeds: run the transfer classifiers with this many seeds (1111, 1112, ...: fold shuffles
             and classifier); sentences are encoded once. With more than one, each transfer
             result holds the per-seed scores, their ``mean`` (the ``score``) and sample ``std``.
+        done: results of tasks finished earlier (``{name: task result}``, as this function returns
+            them): those tasks are taken as they are, not encoded again (the caller checks that
+            they were computed by the same encoder; see :mod:`prompteol.scale.run`).
+        on_task: called as ``on_task(name, result)`` as soon as each task is scored (not for the
+            ``done`` ones), so a caller can record every finished task at once.
 
     The data files are verified (sha256) before anything is encoded. Scores are x100:
     ``results["tasks"][name]["score"]`` is the headline of each task (Spearman "all" for
@@ -92,7 +99,12 @@ def evaluate(
     started = datetime.now(UTC)
     t_start = time.perf_counter()
     results: dict[str, dict] = {}
+    done = dict(done or {})
     for task in task_list:
+        if task.name in done:
+            log.info("%s: taken from an earlier run (%.2f)", task.name, done[task.name]["score"])
+            results[task.name] = done[task.name]
+            continue
         log.info("evaluating %s (%s)", task.name, task.description)
         t0 = time.perf_counter()
         data = load_task_data(task, root)
@@ -109,6 +121,8 @@ def evaluate(
                "elapsed_s": {"encode": round(t1 - t0, 3), "score": round(t2 - t1, 3), "total": round(t2 - t0, 3)}}  # fmt: skip
         log.info("%s: %s = %.2f (%.1f s)", task.name, task.main_score, res["score"], t2 - t0)
         results[task.name] = res
+        if on_task is not None:
+            on_task(task.name, res)
     describe = getattr(encoder, "describe", None)
     return {
         "schema": RESULTS_SCHEMA,

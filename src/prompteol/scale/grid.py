@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..fileio import write_json_atomic
 from ..templates import Demonstration, parse_demonstration
 
 __all__ = [
@@ -267,26 +268,6 @@ def resolve_demo(setting: str, model: str, num_parameters: int | None = None) ->
 
 
 # ------------------------------------------------------------------------------------ cell files
-def write_json_atomic(path: str | Path, data: dict) -> Path:
-    """Write ``data`` as JSON through a temporary file in the same folder, then rename (never a partial file)."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def read_cell_file(path: str | Path) -> dict | None:
     """The record of a cell file, or ``None`` when it is missing, unreadable or has no ``cell`` block."""
     try:

@@ -25,7 +25,7 @@ Returns a :class:`SweepResult`; the CLI exits non-zero when any cell failed.
 from __future__ import annotations
 
 import gc
-import inspect
+import json
 import logging
 import math
 import os
@@ -40,17 +40,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..fileio import FileLock, write_json_atomic
 from ..templates import Demonstration
-from .grid import CELL_SCHEMA, Cell, build_cells, cell_state, resolve_demo, write_json_atomic
+from .grid import CELL_SCHEMA, Cell, build_cells, cell_state, resolve_demo
 from .memory import CHARS_PER_TOKEN, DtypeDecision, ModelSize, choose_dtype, model_size, resolve_device
 
-__all__ = ["SweepOptions", "SweepResult", "run_sweep", "PROBE_SENTENCES", "host_info"]
+__all__ = ["SweepOptions", "SweepResult", "run_sweep", "PROBE_SENTENCES", "host_info", "PARTIAL_SCHEMA", "partial_path"]
 
 log = logging.getLogger(__name__)
 
 #: sentences of the throughput probe (the first unique ones of STS-B dev, as the harness presents them)
 PROBE_SENTENCES = 64
 _WARMUP = 4
+#: version tag of a cell's partial record (``<cell id>.partial.json``: the tasks finished so far)
+PARTIAL_SCHEMA = "prompteol.scale-partial/1"
 #: weights (bytes) from which freeing a model runs the garbage collector
 _COLLECT_ABOVE = 64 * 2**20
 
@@ -81,6 +84,9 @@ class SweepOptions:
     progress: bool = False
     #: the command line, recorded in every cell
     command: str = ""
+    #: demonstration settings resolved by the caller: ``{setting: (preset name, demonstrations)}``
+    #: (the study queue names a cell ``default`` and gives the preset it found itself)
+    demo_overrides: dict[str, tuple[str | None, list[Demonstration]]] = field(default_factory=dict)
 
     def tag_options(self) -> dict[str, Any]:
         """The options that make a cell's file name differ from the defaults' (an explicit dtype is one)."""
@@ -145,18 +151,12 @@ class SweepResult:
 
 # ------------------------------------------------------------------------------------ helpers
 def host_info(device: str = "cpu") -> dict[str, Any]:
-    """Where a cell ran: host name, CPU, threads, platform, GPU."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info: dict[str, Any] = {"hostname": socket.gethostname(), "cpu": cpu, "cpus": os.cpu_count(),
-                            "platform": platform.platform(), "python": platform.python_version(), "device": device}  # fmt: skip
+    """Where a cell ran: host name, CPU and its flags, threads, platform, GPU."""
+    from ..records import cpu_flags, cpu_model
+
+    info: dict[str, Any] = {"hostname": socket.gethostname(), "cpu": cpu_model() or platform.machine(),
+                            "cpus": os.cpu_count(), "platform": platform.platform(),
+                            "python": platform.python_version(), "device": device, "flags": cpu_flags()}  # fmt: skip
     try:
         import torch
 
@@ -166,6 +166,11 @@ def host_info(device: str = "cpu") -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         pass
     return info
+
+
+def partial_path(cell_file: Path) -> Path:
+    """``<cell id>.partial.json`` beside the cell file: the tasks of an unfinished cell."""
+    return cell_file.with_name(cell_file.name.removesuffix(".json") + ".partial.json")
 
 
 def _now() -> str:
@@ -346,6 +351,10 @@ class _Sweep:
         for cp in plan.cells:
             if not cp.runs:
                 continue
+            if cp.cell.demo in self.opts.demo_overrides:
+                cp.preset, cp.demonstrations = self.opts.demo_overrides[cp.cell.demo]
+                cp.error = None
+                continue
             try:
                 cp.preset, cp.demonstrations = resolve_demo(cp.cell.demo, plan.model, params)
                 cp.error = None
@@ -442,7 +451,8 @@ class _Sweep:
     # ---------------------------------------------------------------- running
     def record(self, cp: CellPlan, plan: ModelPlan, *, status: str, error: str | None = None,
                results: dict | None = None, dtype: str | None = None, wall_s: float = 0.0,
-               started: str | None = None, tb: str | None = None) -> None:  # fmt: skip
+               started: str | None = None, tb: str | None = None, fingerprint: str | None = None,
+               resumed: dict | None = None) -> None:  # fmt: skip
         cell = cp.cell
         block: dict[str, Any] = {
             "schema": CELL_SCHEMA, "id": cell.id, "status": status, "error": error,
@@ -455,8 +465,10 @@ class _Sweep:
             "num_parameters": plan.num_parameters, "num_parameters_source": plan.parameters_source,
             "wall_s": round(wall_s, 3), "model_load_s": round(plan.load_s, 3) if plan.load_s is not None else None,
             "started": started or _now(), "finished": _now(), "command": self.opts.command,
-            "host": self.host, "imported_from": None,
+            "host": self.host, "imported_from": None, "fingerprint": fingerprint,
         }  # fmt: skip
+        if resumed:
+            block["resumed_tasks"] = resumed
         if tb:
             block["traceback"] = tb
         data = dict(results) if results else {}
@@ -501,6 +513,33 @@ class _Sweep:
                 encoder = None  # the last reference: the model is freed here
                 self.collect(weights)
 
+    def partial_identity(self, cp: CellPlan, encoder, dtype: str) -> dict[str, Any]:
+        """What computed a cell's tasks: a task of a partial record is reused only when all of it matches."""
+        opts = self.opts
+        return {"cell": cp.cell.id, "fingerprint": encoder.fingerprint, "dtype": dtype,
+                "demonstrations": [d.to_dict() for d in cp.demonstrations or []], "layer": cp.cell.layer,
+                "options": dict(opts.encoder_options), "mode": cp.cell.mode, "classifier": opts.classifier,
+                "seeds": opts.seeds}  # fmt: skip
+
+    def load_partial(self, path: Path, identity: dict[str, Any]) -> tuple[dict[str, dict], dict[str, Any]]:
+        """``(tasks to reuse, the partial record to extend)``; another encoder's record is set aside."""
+        fresh = {"partial": {"schema": PARTIAL_SCHEMA, "identity": identity}, "tasks": {}}
+        if not path.exists():
+            return {}, fresh
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            old = data["partial"]["identity"]
+            tasks = dict(data["tasks"])
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("%s is unreadable; its tasks run again", path)
+            return {}, fresh
+        if old != identity:
+            changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            self.out.print(f"  {path.name} was computed with another {', '.join(changed)}; its tasks run again")
+            return {}, fresh
+        data["tasks"] = {k: v for k, v in tasks.items() if k in {t.name for t in self.task_list}}
+        return {k: {kk: vv for kk, vv in v.items() if kk != "run"} for k, v in data["tasks"].items()}, data
+
     def run_cell(self, cp: CellPlan, plan: ModelPlan, base, tag: str) -> None:
         from ..evaluation import evaluate
 
@@ -508,25 +547,44 @@ class _Sweep:
         self.out.print(f"{tag} running {cp.cell.id} ...")
         started, t0 = _now(), time.perf_counter()
         dtype = _loaded_dtype(base)
+        cell_file = cp.cell.path(opts.output)
+        ppath = partial_path(cell_file)
+        fingerprint = None
+        resumed: dict[str, Any] = {}
         try:
             encoder = base.derive(demonstrations=tuple(cp.demonstrations or ()), layer=cp.cell.layer)
+            fingerprint = encoder.fingerprint
+            done, partial = self.load_partial(ppath, self.partial_identity(cp, encoder, dtype))
+            if done:
+                resumed = {k: v.get("run", {}) for k, v in partial["tasks"].items()}
+                self.out.print(f"  resuming from {ppath.name}: {', '.join(done)} done")
+
+            def on_task(name: str, res: dict) -> None:
+                partial["tasks"][name] = {**res, "run": {"finished": _now(), "host": self.host,
+                                                         "command": opts.command}}  # fmt: skip
+                write_json_atomic(ppath, partial)
+                self.out.print(f"  {name}: {res['score']:.2f} ({res['sentences']:,} sentences, "
+                               f"{_fmt_s(res['elapsed_s']['total'])})")  # fmt: skip
+
             if opts.max_batch_tokens:  # evaluate passes batch_size / show_progress; the token budget rides along
                 import functools
 
                 encoder.__dict__["encode"] = functools.partial(encoder.encode, max_batch_tokens=opts.max_batch_tokens)
-            params = inspect.signature(evaluate).parameters
-            wanted: dict[str, Any] = {"classifier": opts.classifier, "seeds": opts.seeds}
-            extra = {k: v for k, v in wanted.items() if k in params}
             results = evaluate(encoder, self.task_list, data_dir=self.root, mode=opts.mode,
-                               batch_size=opts.batch_size, progress=opts.progress, **extra)  # fmt: skip
+                               batch_size=opts.batch_size, progress=opts.progress, classifier=opts.classifier,
+                               seeds=opts.seeds, done=done, on_task=on_task)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - any failure of one cell is recorded; the sweep goes on
             error = _error_text(exc)
             self.out.print(f"{tag} [red]failed[/red] {cp.cell.id}: {error}")
             self.record(cp, plan, status="failed", error=error, dtype=dtype, wall_s=time.perf_counter() - t0,
-                        started=started, tb="".join(traceback.format_exception(exc))[-4000:])  # fmt: skip
+                        started=started, tb="".join(traceback.format_exception(exc))[-4000:],
+                        fingerprint=fingerprint)  # fmt: skip
             return
-        wall = time.perf_counter() - t0
-        self.record(cp, plan, status="ok", results=results, dtype=dtype, wall_s=wall, started=started)
+        # the cell's own time: this run plus the tasks finished by earlier runs
+        wall = time.perf_counter() - t0 + sum(float(r["elapsed_s"]["total"]) for r in done.values())
+        self.record(cp, plan, status="ok", results=results, dtype=dtype, wall_s=wall, started=started,
+                    fingerprint=fingerprint, resumed=resumed or None)  # fmt: skip
+        ppath.unlink(missing_ok=True)  # everything it held is in the cell file now
         avg = results.get("averages", {})
         scores = ", ".join(f"{k} {v:.2f}" for k, v in avg.items()) or ", ".join(
             f"{k} {v['score']:.2f}" for k, v in list(results["tasks"].items())[:4]
@@ -541,6 +599,15 @@ def run_sweep(opts: SweepOptions, console=None) -> SweepResult:
 
         console = Console(soft_wrap=True)
     sweep = _Sweep(opts, console)
+    if opts.dry_run:
+        return _plan_and_run(sweep, opts)
+    lock = FileLock(Path(opts.output) / ".scale.lock",
+                    f"another `prompteol scale` is writing into {opts.output} now; wait for it or stop it")
+    with lock:
+        return _plan_and_run(sweep, opts)
+
+
+def _plan_and_run(sweep: _Sweep, opts: SweepOptions) -> SweepResult:
     plans = sweep.plan()
     sweep.print_plan(plans)
     result = sweep.result

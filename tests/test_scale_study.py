@@ -1,0 +1,103 @@
+"""The study queue (``prompteol scale queue``): the plan's order, status from the files alone, failures
+recorded without stopping the queue, one queue per root. No model is loaded here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from prompteol.cli.main import main
+from prompteol.errors import InputError
+from prompteol.scale import study
+from prompteol.scale.study import STUDY_MODELS, StudyOptions, build_plan, run_queue
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _root(tmp_path: Path) -> Path:
+    """A checkout-like root with the committed smollm2-135m cells and presets."""
+    root = tmp_path / "root"
+    (root / "src" / "prompteol" / "data").mkdir(parents=True)
+    shutil.copy(REPO / "src/prompteol/data/demo_presets.json", root / "src/prompteol/data/demo_presets.json")
+    shutil.copytree(REPO / "docs/scaling/cells", root / "docs/scaling/cells")
+    return root
+
+
+def test_plan_gives_every_model_a_result_before_spending_more_on_one():
+    steps = build_plan()
+    ids = [s.id for s in steps]
+    stages = [s.stage for s in steps]
+    assert stages == sorted(stages), "stages in order a, b, c, d, f"
+    assert len(ids) == len(set(ids))
+    for m in STUDY_MODELS[1:]:
+        assert f"cell/{m}/none" in ids and f"precision/{m}" in ids and f"demos/{m}" in ids
+        assert ids.index(f"cell/{m}/default") > ids.index(f"demos/{m}")
+    by_id = {s.id: s for s in steps}
+    assert by_id["demos/qwen2.5-coder-1.5b"].needs == ("demos/qwen2.5-coder-0.5b",)
+    assert by_id["demos/qwen2.5-coder-1.5b"].params["screen_on"] == "qwen2.5-coder-0.5b"
+    assert by_id["cell/gemma3-270m/default"].needs == ("demos/gemma3-270m",)
+    # the `none` cells of all three new models come before any demonstration search
+    assert max(ids.index(f"cell/{m}/none") for m in STUDY_MODELS[1:]) < min(ids.index(f"demos/{m}") for m in STUDY_MODELS[1:])
+
+
+def test_status_from_the_files_alone(tmp_path, capsys):
+    root = _root(tmp_path)
+    assert run_queue(StudyOptions(root=root, dry_run=True)) == 0
+    out = capsys.readouterr().out
+    assert "cell/smollm2-135m/paper" in out and "cell/smollm2-135m/default" in out
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("  [")}
+    assert "done" in lines["cell/smollm2-135m/paper"] and "done" in lines["cell/smollm2-135m/default"]
+    assert "waits for demos/gemma3-270m" in lines["cell/gemma3-270m/default"]
+    assert "to run" in lines["cell/gemma3-270m/none"]
+    assert "remaining:" in out
+    assert not (root / "docs/scaling/queue.json").exists(), "a dry run writes nothing"
+
+
+def test_a_failed_step_is_recorded_and_the_queue_goes_on(tmp_path, monkeypatch, capsys):
+    root = _root(tmp_path)
+    finished: set[str] = set()
+    order: list[str] = []
+
+    def run_step(self, step):
+        order.append(step.id)
+        if step.id == "precision/smollm2-135m":
+            raise RuntimeError("out of memory (simulated)")
+        finished.add(step.id)
+
+    real_done = study._Study.is_done
+    monkeypatch.setattr(study._Study, "run_step", run_step)
+    monkeypatch.setattr(study._Study, "is_done", lambda self, s: s.id in finished or real_done(self, s))
+    code = run_queue(StudyOptions(root=root, models=("smollm2-135m", "gemma3-270m"), stages="ab", max_steps=3))
+    assert code == 1
+    assert order == ["precision/smollm2-135m", "precision/gemma3-270m", "cell/gemma3-270m/none"]
+    log = json.loads((root / "docs/scaling/queue.json").read_text())
+    entry = log["steps"]["precision/smollm2-135m"]
+    assert entry["status"] == "failed" and "out of memory (simulated)" in entry["error"]
+    assert log["steps"]["precision/gemma3-270m"]["status"] == "ok" and "wall_s" in log["steps"]["precision/gemma3-270m"]
+    assert not (root / "docs/scaling/.queue.lock").exists()
+    # the next run tries the failed step again (once), then the rest
+    order.clear()
+    run_queue(StudyOptions(root=root, models=("smollm2-135m", "gemma3-270m"), stages="ab", max_steps=2))
+    assert order == ["precision/smollm2-135m", "demos/gemma3-270m"]
+    assert "failed before" in capsys.readouterr().out
+
+
+def test_two_queues_on_one_root_refuse(tmp_path):
+    from prompteol.fileio import FileLock
+
+    root = _root(tmp_path)
+    with FileLock(root / "docs/scaling/.queue.lock", "held"):
+        with pytest.raises(InputError, match="another study queue is running"):
+            run_queue(StudyOptions(root=root))
+
+
+def test_cli_checks_root_models_and_stages(tmp_path, capsys):
+    assert main(["scale", "queue", "--root", str(tmp_path), "--dry-run"]) == 2
+    assert "is not a prompteol checkout" in capsys.readouterr().err
+    root = _root(tmp_path)
+    assert main(["scale", "queue", "--root", str(root), "--models", "opt-125m", "--dry-run"]) == 2
+    assert "covers the packaged models" in capsys.readouterr().err
+    assert main(["scale", "queue", "--root", str(root), "--stages", "xyz", "--dry-run"]) == 2
