@@ -133,7 +133,7 @@ _CHANGED = {
     "template": "promptbert", "demonstrations": [("A man is smoking.", "Smoking")], "layer": 1, "pooling": "mean",
     "dtype": "bfloat16", "normalize_text": False, "max_length": 8, "quantization": "int8-dynamic",
     "token_prepending": (1, 2), "contrastive_layer": 1, "contrastive_alpha": 1.0, "contrastive_mode": "norm",
-    "prompts": ("cot",), "combine": "concat",
+    "prompts": ("cot",), "combine": "concat", "embed_filter": 2, "embed_filter_band": "top",
 }  # fmt: skip
 
 

@@ -24,6 +24,9 @@ from .templates import Demonstration, Template, get_template, parse_demonstratio
 
 COMBINES = ("mean", "concat")
 CONTRASTIVE_MODES = ("scaled", "norm")
+#: EmbedFilter's bands of the LM head's right singular vectors (by descending singular value); the
+#: authors' names: middle = edge (their default), top = tail, bottom = head, ends = mid
+EMBED_FILTER_BANDS = ("middle", "top", "bottom", "ends")
 
 
 def parse_layer_range(text: str) -> tuple[int, int] | None:
@@ -120,6 +123,17 @@ class EncoderConfig:
         help="an ensemble (MetaEOL): more prompt templates, each encoded and combined with the template's vector",
     )  # fmt: skip
     combine: str = option("mean", choices=COMBINES, help="how an ensemble's vectors are combined: mean or concat")
+    embed_filter: int | None = option(
+        None, parse=optional_int, metavar="TAU",
+        help="EmbedFilter (2026): the final hidden state's coordinates in a band of hidden/TAU right singular vectors "
+        "of the LM head (tied models: the token embeddings), so the vector has hidden/TAU dimensions; last layer "
+        "only (none: off; 1: keep all, the same as off)",
+    )  # fmt: skip
+    embed_filter_band: str = option(
+        "middle", choices=EMBED_FILTER_BANDS,
+        help="the singular vectors EmbedFilter keeps, by descending singular value: middle (the authors' default), "
+        "top, bottom, or ends (the first and last half of them)",
+    )  # fmt: skip
     packing: bool = option(
         False, kind="runtime", vector=False,
         help="pack the sentences of a batch into rows with attention confined to each sentence, so no padding "
@@ -169,6 +183,16 @@ class EncoderConfig:
         set_(self, "contrastive_alpha", float(self.contrastive_alpha))
         if self.contrastive_mode not in CONTRASTIVE_MODES:
             raise ConfigError(f"contrastive_mode should be one of {list(CONTRASTIVE_MODES)}, got {self.contrastive_mode!r}")
+        if self.embed_filter is not None:
+            tau = self.embed_filter
+            if not isinstance(tau, int) or isinstance(tau, bool) or tau < 1:
+                raise ConfigError(f"embed_filter should be an int TAU >= 1 (keep hidden/TAU dimensions; 1 = keep all) "
+                                  f"or None (off), got {tau!r}")  # fmt: skip
+            if tau == 1:
+                set_(self, "embed_filter", None)  # the authors' filter keeping every dimension is the identity
+        if self.embed_filter_band not in EMBED_FILTER_BANDS:
+            bands = list(EMBED_FILTER_BANDS)
+            raise ConfigError(f"embed_filter_band should be one of {bands}, got {self.embed_filter_band!r}")
         if self.combine not in COMBINES:
             raise ConfigError(f"combine should be one of {list(COMBINES)}, got {self.combine!r}")
         if self.pooling == "echo" and not self.template.echo:

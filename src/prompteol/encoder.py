@@ -112,6 +112,14 @@ class Encoder:
                 for t in (c.template, *c.prompts)
             ]  # fmt: skip
             return  # each member applies the other methods itself
+        if c.embed_filter is not None:
+            from .embed_filter import EmbedFilter
+
+            if self.layer_index != self.num_layers:
+                raise ConfigError(f"embed_filter projects the final hidden state (after the final norm) onto the LM "
+                                  f"head's singular vectors; it is defined for the last layer only (layer=-1 or "
+                                  f"{self.num_layers}), got layer={c.layer}")  # fmt: skip
+            self.runner.readout = EmbedFilter(model, self.source, c.embed_filter, c.embed_filter_band, c.revision)
         if c.token_prepending is not None:
             start, stop = c.token_prepending
             self.runner.interventions.append(
@@ -200,7 +208,8 @@ class Encoder:
             embedding_cache=self.embedding_cache, source=self.source,
         )  # fmt: skip
         derived.runner.padding_side = self.runner.padding_side
-        if derived.layer_index == self.layer_index and derived.config.pooling == self.config.pooling:
+        same = ("pooling", "embed_filter", "embed_filter_band", "prompts", "combine")
+        if derived.layer_index == self.layer_index and not self.config.differences(derived.config, same):
             derived._dim = self._dim
         return derived
 

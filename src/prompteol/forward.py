@@ -9,7 +9,8 @@ model runs to its end (the final norm applied), which is ``hidden_states[-1]``.
 
 Seams for methods that act inside the forward (Token Prepending, Contrastive Prompting):
 ``interventions``, each a callable ``(runner, batch) -> list of hook handles`` installed
-for one model call and removed after it.
+for one model call and removed after it; and ``readout``, a map applied to every pooled vector
+(EmbedFilter's projection).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class ModelRunner:
         #: side on which batches are padded; vectors do not depend on it
         self.padding_side = "right"
         self.interventions: list[Intervention] = []
+        #: applied to the pooled vectors (B, H) -> (B, D), e.g. EmbedFilter's projection; None: as pooled
+        self.readout: Callable[[Any], Any] | None = None
         #: ``"bfloat16"``: run every forward under torch.autocast (the ``bf16-mixed`` precision)
         self.autocast = autocast
         self.blocks = find_decoder_layers(model, num_layers)[2] if layer_index < num_layers else None
@@ -148,7 +151,11 @@ class ModelRunner:
         hidden = self.hidden(ids, mask, positions, rows=list(range(len(seqs))) if rows is None else rows)
         if not pooled:
             return hidden
-        return get_pooler(self.pooling)(hidden, mask, self._ctx(mask, None, 0, starts))
+        return self._pool(hidden, mask, self._ctx(mask, None, 0, starts))
+
+    def _pool(self, hidden, mask, ctx: PoolContext | None):
+        pooled = get_pooler(self.pooling)(hidden, mask, ctx)
+        return pooled if self.readout is None else self.readout(pooled)
 
     def _ctx(self, mask, prefix: Prefix | None, p: int, starts) -> PoolContext | None:
         """The pooling context: the cached prefix, and per-row span starts (indices into the prompt)."""
@@ -195,7 +202,7 @@ class ModelRunner:
         hidden = self.hidden(ids, full_mask, positions, kv=cache, prefix_len=p, rows=rows)  # (B, T, H)
         if not pooled:
             return hidden
-        return get_pooler(self.pooling)(hidden, mask, self._ctx(mask, prefix, p, starts))
+        return self._pool(hidden, mask, self._ctx(mask, prefix, p, starts))
 
     # ------------------------------------------------------------------ packed rows
     def can_pack(self, seqs: Sequence[Sequence[int]], prefix_len: int) -> bool:
@@ -254,7 +261,7 @@ class ModelRunner:
         mask = (torch.arange(longest, device=hidden.device).unsqueeze(0)
                 < torch.tensor([n for _, _, n in where], device=hidden.device).unsqueeze(1)).long()  # fmt: skip
         ctx = PoolContext(prefix_sum=prefix.hidden_sum, prefix_len=p) if prefix is not None else None
-        return get_pooler(self.pooling)(unpacked, mask, ctx)
+        return self._pool(unpacked, mask, ctx)
 
     def vectors(
         self, seqs: Sequence[Sequence[int]], prefix: Prefix | None = None, packed: bool = False,

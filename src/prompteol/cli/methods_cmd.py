@@ -30,7 +30,8 @@ def register(sub) -> None:
         description="Every combination of the --grid axes is scored (Spearman x100 of cosine similarities) on the "
         "selection split with Encoder.derive(**setting) on one loaded model; results are appended to --results as "
         "they come and a rerun resumes. Searchable: options that need no other model load (layer, pooling, "
-        "template, token_prepending, contrastive_layer, contrastive_alpha, contrastive_mode, prompts, ...).",
+        "template, token_prepending, contrastive_layer, contrastive_alpha, contrastive_mode, prompts, embed_filter, "
+        "embed_filter_band, ...).",
     )
     s.add_argument("--grid", action="append", required=True, metavar="NAME=V1,V2,...",
                    help="one axis of the grid, e.g. layer=-1,-2,-3 or token_prepending=none,1:4 (repeat for more axes)")  # fmt: skip
