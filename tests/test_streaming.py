@@ -321,11 +321,33 @@ def test_bad_input_fails_before_the_model_with_the_line(tmp_path, capsys, no_mod
     assert [p.name for p in tmp_path.iterdir()] == [file]
 
 
-def test_parquet_output_refuses_an_embedding_column(tmp_path, capsys, no_model):
+def _colliding_input(path: Path, field: str) -> None:
+    if path.suffix == ".parquet":
+        pq.write_table(pa.table({"text": ["a", "b"], field: [1, 2]}), path)
+    else:
+        path.write_text('{"text": "a"}\n' + json.dumps({"text": "b", field: 1}) + "\n")
+
+
+@pytest.mark.parametrize(("field", "out"), [("embedding", "out.parquet"), ("embedding", "out.jsonl"),
+                                            ("index", "out.jsonl")])  # fmt: skip
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_an_input_field_the_output_writes_is_refused_the_same_way_in_every_format(tmp_path, capsys, no_model,
+                                                                                  suffix, field, out):  # fmt: skip
+    """An input field named like an output field (.jsonl writes index and embedding, .parquet embedding)
+    is refused before the model, with the same message whatever the input format (issue 24, case 5)."""
+    src = tmp_path / f"in{suffix}"
+    _colliding_input(src, field)
+    code, err = run(capsys, src, "-o", tmp_path / out)
+    assert code == 2 and f"has a field '{field}', which the output writes itself" in err, err
+    assert "rename or drop it in the input first" in err
+    assert [p.name for p in tmp_path.iterdir()] == [src.name]
+
+
+def test_npy_output_keeps_no_fields_so_nothing_collides(tmp_path, capsys, enc):
     src = tmp_path / "in.jsonl"
-    src.write_text('{"text": "a"}\n{"text": "b", "embedding": [1]}\n')
-    code, err = run(capsys, src, "-o", tmp_path / "out.parquet")
-    assert code == 2 and "has a column 'embedding'" in err
+    _colliding_input(src, "embedding")
+    code, err = run(capsys, src, "-o", tmp_path / "out.npy")
+    assert code == 0, err
 
 
 def test_stdin_surrogate_late_names_the_line(tmp_path, capsys, no_model, monkeypatch):
@@ -399,7 +421,7 @@ def test_open_source_errors_name_the_input(tmp_path):
 def test_a_second_run_on_the_same_output_is_refused(tmp_path, capsys, enc):
     src = write_text(tmp_path)
     out = tmp_path / "out.npy"
-    with streaming._Lock(out):  # another run holds it
+    with streaming.output_lock(out):  # another run holds it
         code, err = run(capsys, src, "-o", out, "--chunk-size", 10)
     assert code == 2 and "another `prompteol encode` is writing out.npy" in err
     assert not streaming.partial_paths(out)[0].exists()  # it wrote nothing

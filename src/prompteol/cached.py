@@ -3,7 +3,7 @@
 :func:`encode_cached` deduplicates the sentences, reads the known ones from an
 :class:`~prompteol.cache.EmbeddingCache`, computes the rest in batches (each batch written to
 the cache as soon as it is done, so an interrupted run keeps its progress), shows a progress
-bar on long runs, and returns the vectors in input order.
+bar on long runs (a line every 30 s when stderr is a log, :mod:`prompteol.progress`), and returns the vectors in input order.
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ def encode_cached(
     found = cache.get_many(fingerprint, unique) if cache is not None else {}
     todo = [s for s in unique if s not in found]
     if todo:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
         show = want_progress(show_progress, len(todo))
-        with tqdm(total=len(todo), unit="sent", disable=not show, file=sys.stderr, desc=desc) as bar:
+        # a bar on a terminal, a line every 30 s in a log (never carriage returns)
+        with progress_bar(len(todo), desc, "sent", enabled=show) as bar:
             for batch, vecs in compute(todo):
                 batch_sents = [todo[i] for i in batch]
                 vecs = np.asarray(vecs, dtype=np.float32)

@@ -114,15 +114,20 @@ class EncoderConfig:
         help="Contrastive Prompting (Cheng et al. 2025): at block L the last token's attention output is steered "
         "away from the auxiliary prompt's (none: off)",
     )  # fmt: skip
-    contrastive_alpha: float = option(0.5, parse=float, help="Contrastive Prompting strength: A -> alpha * (A - B)")
-    contrastive_mode: str = option(
-        "scaled", choices=CONTRASTIVE_MODES, help="scaled: alpha * (A - B); norm: (A - B) * |A| / |A - B|"
+    contrastive_alpha: float = option(
+        0.5, parse=float, requires="contrastive_layer", help="Contrastive Prompting strength: A -> alpha * (A - B)"
     )
+    contrastive_mode: str = option(
+        "scaled", choices=CONTRASTIVE_MODES, requires="contrastive_layer",
+        help="scaled: alpha * (A - B); norm: (A - B) * |A| / |A - B|",
+    )  # fmt: skip
     prompts: tuple[Template, ...] = option(
         (), flag="--prompt", repeat=True, parse=get_template, metavar="TEMPLATE",
         help="an ensemble (MetaEOL): more prompt templates, each encoded and combined with the template's vector",
     )  # fmt: skip
-    combine: str = option("mean", choices=COMBINES, help="how an ensemble's vectors are combined: mean or concat")
+    combine: str = option(
+        "mean", choices=COMBINES, requires="prompts", help="how an ensemble's vectors are combined: mean or concat"
+    )
     embed_filter: int | None = option(
         None, parse=optional_int, metavar="TAU",
         help="EmbedFilter (2026): the final hidden state's coordinates in a band of hidden/TAU right singular vectors "
@@ -130,7 +135,7 @@ class EncoderConfig:
         "only (none: off; 1: keep all, the same as off)",
     )  # fmt: skip
     embed_filter_band: str = option(
-        "middle", choices=EMBED_FILTER_BANDS,
+        "middle", choices=EMBED_FILTER_BANDS, requires="embed_filter",
         help="the singular vectors EmbedFilter keeps, by descending singular value: middle (the authors' default), "
         "top, bottom, or ends (the first and last half of them)",
     )  # fmt: skip

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .config import EncoderConfig
 from .errors import ConfigError, InputError, PrompteolError, require
+from .fileio import FileLock, write_text_atomic
 from .tables import OUTPUT_DTYPES, RESERVED_PREFIX, InputFile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -374,41 +375,15 @@ def _prepare_output(out_dir: Path, manifest: dict[str, Any]) -> None:
     if out_dir.is_dir() and any(out_dir.glob("part-*.parquet")):
         raise InputError(f"output folder {out_dir} holds part-*.parquet files but no {MANIFEST}; "
                          "give a new output folder")  # fmt: skip
-    from .cli.common import atomic_write
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    path.chmod(0o644)
+    write_text_atomic(path, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
 
 
-class _OutputLock:
+def output_lock(out_dir: Path) -> FileLock:
     """An exclusive lock on the output folder (``.prompteol.lock``): a second run on the same folder
     fails at once instead of removing the first one's temporary files (POSIX ``flock``; a no-op elsewhere)."""
-
-    def __init__(self, out_dir: Path):
-        self.path = out_dir / ".prompteol.lock"
-        self._file: Any = None
-
-    def __enter__(self) -> _OutputLock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            return self
-        self._file = open(self.path, "a")
-        try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._file.close()
-            self._file = None
-            raise InputError(f"another run is writing to {self.path.parent}; wait for it or give another "
-                             "output folder") from None  # fmt: skip
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            self._file.close()  # releases the lock
-            self._file = None
+    return FileLock(out_dir / ".prompteol.lock", f"another run is writing to {out_dir}; wait for it or give "
+                    "another output folder")  # fmt: skip
 
 
 def _complete(path: Path, rows: int) -> bool:
@@ -598,7 +573,7 @@ def encode_files(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output {out_dir} is a file; the Ray engine writes a folder of Parquet files")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _OutputLock(out_dir):
+    with output_lock(out_dir):
         _prepare_output(out_dir, manifest)
         return _encode_shards(shards, infos, out_dir, config, t0, text_column=text_column, num_actors=num_actors,
                               cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, batch_rows=batch_rows,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
@@ -31,6 +32,15 @@ __all__ = [
     "values_from_env",
     "parse_bool",
     "KINDS",
+    "OptionValueError",
+    "at_least",
+    "positive_int",
+    "non_negative_int",
+    "positive_float",
+    "non_negative_float",
+    "argparse_type",
+    "unmet_requirements",
+    "SHARED_RANGES",
 ]
 
 #: ``load``: changing it needs another model load (weights, dtype, device);
@@ -55,6 +65,72 @@ def _optional_int(text: str) -> int | None:
     return None if str(text).strip().lower() in ("", "none") else int(text)
 
 
+class OptionValueError(argparse.ArgumentTypeError, ValueError):
+    """A value outside an option's declared range: argparse shows this message as it is (a plain
+    ``ValueError`` would become "invalid <type> value"), and ``except ValueError`` still catches it."""
+
+
+def at_least(low: float, kind: type = int, *, above: bool = False) -> Callable[[str], Any]:
+    """A parser (an argparse ``type``) of text into ``kind`` that refuses values below ``low`` (and
+    ``low`` itself with ``above``), NaN and infinities, with :class:`OptionValueError` saying so.
+    Its bounds are kept on it (``.low``, ``.above``, ``.kind``) for the tests that generate bad values."""
+    number = "a whole number" if kind is int else "a number"
+    bound = "" if low == -math.inf else f" > {low:g}" if above else f" >= {low:g}"
+
+    def parse(text: Any) -> Any:
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise OptionValueError(f"should be {number}{bound}, got {text!r}") from None
+        if (kind is float and not math.isfinite(value)) or value < low or (above and value == low):
+            raise OptionValueError(f"should be {number}{bound}, got {text!r}")
+        return value
+
+    parse.__name__ = f"{number}{bound}"
+    parse.low, parse.above, parse.kind = low, above, kind  # type: ignore[attr-defined]
+    return parse
+
+
+#: the ranges of the option values that are counts or sizes
+positive_int = at_least(1)
+non_negative_int = at_least(0)
+positive_float = at_least(0.0, float, above=True)
+non_negative_float = at_least(0.0, float)
+
+#: options that several commands share, by argparse ``dest``: their flag and range. The CLI's one
+#: validation step (:mod:`prompteol.cli.checks`) applies it to every command that has them, so a
+#: command whose flag was declared as a plain ``int`` still refuses ``-b 0`` before any work.
+SHARED_RANGES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "threads": ("--threads", positive_int),
+    "batch_size": ("--batch-size", positive_int),
+    "max_batch_tokens": ("--max-batch-tokens", positive_int),
+    "chunk_size": ("--chunk-size", positive_int),
+    "seeds": ("--seeds", positive_int),
+    "micro_batch_size": ("--micro-batch-size", positive_int),
+    "eval_batch_size": ("--eval-batch-size", positive_int),
+}
+
+
+def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` as an argparse ``type`` whose errors keep their own message (argparse would print
+    "invalid parse_demonstration value" for a ``ValueError``); ``int`` and ``float`` say what they want."""
+    if isinstance(parse, type) and parse in (int, float):
+        return at_least(-math.inf, parse)
+    if getattr(parse, "low", None) is not None:  # at_least's parsers already speak argparse
+        return parse
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise OptionValueError(str(exc)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
 @dataclass(frozen=True)
 class Option:
     """How one configuration field is presented to users.
@@ -72,6 +148,9 @@ class Option:
         repeat: a list value: the flag is repeated on the command line, the environment
             variable holds a JSON list.
         metavar: the placeholder shown in ``--help``.
+        requires: another option that must be on (not ``None``, not empty) for this one to have
+            any effect, e.g. ``contrastive_alpha`` requires ``contrastive_layer``; the CLI refuses
+            the flag without it (:func:`unmet_requirements`).
     """
 
     help: str
@@ -83,6 +162,7 @@ class Option:
     parse: Callable[[str], Any] | None = None
     repeat: bool = False
     metavar: str | None = None
+    requires: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -164,7 +244,7 @@ def add_arguments(
             kwargs["action"] = "store_false" if on else "store_true"
             kwargs["help"] = f"do not {help_text[0].lower()}{help_text[1:]}" if on else help_text
         else:
-            kwargs["type"] = _parser_for(opt, default)
+            kwargs["type"] = argparse_type(_parser_for(opt, default))
             if opt.repeat:
                 kwargs["action"] = "append"
                 kwargs["help"] = help_text + " (repeat the flag for several)"
@@ -213,6 +293,19 @@ def values_from_env(
         if opt.choices and not opt.repeat and out[name] not in opt.choices:
             valid = [c for c in opt.choices if c is not None]
             raise ConfigError(f"{var} ({flag_of(name, opt, default)}) should be one of {valid}, got {raw!r}")
+    return out
+
+
+def unmet_requirements(
+    values: Mapping[str, Any], given: Iterable[str], options: Iterable[tuple[str, Option, Any]]
+) -> list[tuple[str, str]]:
+    """``(option, the option it requires)`` for each option in ``given`` (what the user set) whose
+    :attr:`Option.requires` is off in ``values`` (the final settings, presets applied)."""
+    given = set(given)
+    out = []
+    for name, opt, _ in options:
+        if name in given and opt.requires and values.get(opt.requires) in (None, (), [], ""):
+            out.append((name, opt.requires))
     return out
 
 

@@ -65,6 +65,12 @@ __all__ = [
     "validate_inputs",
     "jsonl_row_offsets",
     "check_columns",
+    "output_fields",
+    "parse_jsonl_line",
+    "decode_line",
+    "without_bom",
+    "record_surrogate",
+    "BOM",
     "check_parquet_text",
     "jsonl_schema",
     "jsonl_table",
@@ -82,6 +88,8 @@ log = logging.getLogger(__name__)
 
 #: file suffix -> format
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+#: the UTF-8 byte-order mark, removed from the start of a text or JSONL file (:func:`without_bom`)
+BOM = b"\xef\xbb\xbf"
 #: JSONL rows parsed and type-checked up front per file (the rest is checked while reading)
 HEAD_ROWS = 100
 #: columns starting with this are internal (row bookkeeping of the Ray engine); inputs may not have them
@@ -162,9 +170,12 @@ def _is_string_type(t) -> bool:
 
 def _check_columns(path: str, columns: Iterable[str], reserved: Sequence[str]) -> None:
     for name in columns:
-        if name in reserved or name.startswith(RESERVED_PREFIX):
-            raise InputError(f"{path}: has a column {name!r}, which the output would overwrite; "
-                             "rename or drop it first")  # fmt: skip
+        if name in reserved:
+            raise InputError(f"{path}: has a field {name!r}, which the output writes itself "
+                             f"({', '.join(map(repr, reserved))}); rename or drop it in the input first")  # fmt: skip
+        if name.startswith(RESERVED_PREFIX):
+            raise InputError(f"{path}: has a field {name!r}; names starting with {RESERVED_PREFIX!r} are prompteol's "
+                             "own (row bookkeeping); rename or drop it in the input first")  # fmt: skip
 
 
 def _validate_parquet(path: str, text_column: str, reserved: Sequence[str]) -> tuple[int, tuple[str, ...]]:
@@ -193,28 +204,72 @@ def _validate_parquet(path: str, text_column: str, reserved: Sequence[str]) -> t
     return md.num_rows, tuple(schema.names)
 
 
-def _parse_jsonl_line(path: str, line_no: int, line: bytes, text_column: str) -> dict:
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", dict: "an object",
+             list: "an array", str: "a string"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+def without_bom(raw: bytes, line_no: int) -> bytes:
+    """A file's first line without its UTF-8 byte-order mark (Excel and Notepad write one): the mark
+    says how the file is encoded, it is not text. Only at the start of a file (line 1)."""
+    return raw[len(BOM):] if line_no == 1 and raw.startswith(BOM) else raw
+
+
+def decode_line(path: str, line_no: int, raw: bytes, errors: str = "strict") -> str:
+    """A line of a text or JSONL file as text (UTF-8, a first line's BOM removed); :class:`InputError`
+    names the line when it is not UTF-8."""
+    raw = without_bom(raw, line_no)
     try:
-        rec = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} line {line_no}: not valid JSON ({exc})") from None
+        return raw.decode("utf-8", errors)
+    except UnicodeDecodeError as exc:
+        hint = ""
+        if line_no == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            hint = "; the file starts with a UTF-16 byte-order mark: save it as UTF-8"
+        raise InputError(f"cannot read input {path!r}: line {line_no} is not UTF-8 ({exc}){hint}") from None
+
+
+def parse_jsonl_line(path: str, line_no: int, line: str | bytes, text_column: str = "text") -> dict:
+    """One JSONL record, checked as every reader of JSONL checks it (the local engine of ``prompteol
+    encode`` and the Ray engine): a JSON object whose ``text_column`` is a string, and no lone
+    surrogate in any key or value (the text could not be tokenized, any other field could not be
+    written back). :class:`InputError` names the file and the line."""
+    text = decode_line(path, line_no, line) if isinstance(line, bytes) else line
+    if line_no == 1:
+        text = text.removeprefix("\ufeff")
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        why = exc.msg
+        if text.lstrip().startswith("\ufeff"):
+            why = "it starts with a byte-order mark (U+FEFF), which only the start of a file may have (were two files joined?)"
+        raise InputError(f"{path} line {line_no}: not valid JSON ({why})") from None
+    want = f"expected an object with a string {text_column!r} field"
     if not isinstance(rec, dict):
-        raise InputError(f"{path} line {line_no}: expected a JSON object, got {type(rec).__name__}")
+        raise InputError(f"{path} line {line_no}: {want}, got {_json_type(rec)}")
     if text_column not in rec:
-        raise InputError(f"{path} line {line_no}: no field {text_column!r} (fields: {list(rec)[:10]}); "
+        raise InputError(f"{path} line {line_no}: {want}: no field {text_column!r} (fields: {list(rec)[:10]}); "
                          "choose one with --text-column")  # fmt: skip
     if not isinstance(rec[text_column], str):
-        raise InputError(f"{path} line {line_no}: field {text_column!r} is {type(rec[text_column]).__name__}, "
-                         "expected a string")  # fmt: skip
-    if b"\\u" in line:  # only a \u escape can give a lone surrogate
-        for key, value in rec.items():
-            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            try:
-                key.encode("utf-8"), text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InputError(f"{path} line {line_no}: field {key!r} holds a lone surrogate (a \\ud800-\\udfff "
-                                 "escape), which is not text that can be tokenized or written") from None  # fmt: skip
+        raise InputError(f"{path} line {line_no}: {want}: field {text_column!r} is {_json_type(rec[text_column])}")
+    problem = record_surrogate(rec, text_column) if "\\u" in text else None  # only a \u escape can make one
+    if problem is not None:
+        raise InputError(f"{path} line {line_no}: {problem}")
     return rec
+
+
+def record_surrogate(rec: Mapping[str, Any], text_column: str = "text") -> str | None:
+    """What is wrong if a key or value of a JSONL record holds a lone surrogate, else ``None``."""
+    from .prompts import surrogate_problem
+
+    for key in sorted(rec, key=lambda k: k != text_column):  # the text first
+        value = rec[key]
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        for what, text in ((f"the key {key!r}", key), (f"the field {key!r}", shown)):
+            problem = surrogate_problem(text)
+            if problem is not None:
+                return f"{what} {problem}"
+    return None
 
 
 def _validate_jsonl(path: str, text_column: str, reserved: Sequence[str]) -> tuple[int, tuple[str, ...]]:
@@ -223,10 +278,10 @@ def _validate_jsonl(path: str, text_column: str, reserved: Sequence[str]) -> tup
     try:
         with open(path, "rb") as f:
             for line_no, line in enumerate(f, start=1):
-                if not line.strip():
+                if not without_bom(line, line_no).strip():
                     continue
                 if rows < HEAD_ROWS:
-                    rec = _parse_jsonl_line(path, line_no, line, text_column)
+                    rec = parse_jsonl_line(path, line_no, line, text_column)
                     seen.update(dict.fromkeys(rec))
                 rows += 1
     except OSError as exc:
@@ -252,6 +307,15 @@ def validate_inputs(
         rows, columns = check(path, text_column, reserved)
         out.append(InputFile(path, fmt, rows, st.st_size, st.st_mtime_ns, columns))
     return out
+
+
+#: the fields each output format writes beside the input's (an input field of the same name is refused)
+OUTPUT_FIELDS = {"npy": (), "jsonl": ("index", "embedding"), "parquet": ("embedding",)}
+
+
+def output_fields(output_format: str) -> tuple[str, ...]:
+    """The fields an output format (``npy``, ``jsonl``, ``parquet``) writes beside the input's own."""
+    return OUTPUT_FIELDS[output_format]
 
 
 def check_columns(path: str, columns: Iterable[str], reserved: Sequence[str] = ("embedding",)) -> None:
@@ -307,7 +371,7 @@ def jsonl_row_offsets(path: str | os.PathLike, every: int) -> list[tuple[int, in
     row, pos = 0, 0
     with open(path, "rb") as f:
         for line_no, line in enumerate(f, start=1):
-            if line.strip():
+            if without_bom(line, line_no).strip():
                 if row % every == 0:
                     out.append((pos, line_no))
                 row += 1
@@ -370,12 +434,12 @@ def _record_chunks(
             pos, first_line = offset or (0, 1)
             f.seek(pos)
             for line_no, line in enumerate(f, start=first_line):
-                if not line.strip():
+                if not without_bom(line, line_no).strip():
                     continue
                 if stop is not None and row >= stop:
                     break
                 if row >= start:
-                    chunk.append(_parse_jsonl_line(path, line_no, line, text_column))
+                    chunk.append(parse_jsonl_line(path, line_no, line, text_column))
                     if len(chunk) >= batch_rows:
                         yield chunk
                         chunk = []

@@ -6,14 +6,11 @@ Nothing here imports torch: the encoder is built only when a command runs.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-__all__ = ["add_encoder_args", "encoder_values", "encoder_config_from_args", "build_encoder", "atomic_write", "console"]
+__all__ = ["add_encoder_args", "encoder_values", "encoder_config_from_args", "build_encoder", "console"]
 
 
 def add_encoder_args(
@@ -29,6 +26,7 @@ def add_encoder_args(
     from ..options import add_arguments
 
     add_arguments(p.add_argument_group(title), encoder_options(exclude), defaults=defaults)
+    p.set_defaults(encoder_exclude=tuple(exclude))  # tells the validation step (checks.py) to check them
 
 
 def encoder_values(args: argparse.Namespace, exclude: Sequence[str] = ()) -> dict[str, Any]:
@@ -53,20 +51,6 @@ def build_encoder(args: argparse.Namespace, use_embedding_cache: bool = True, **
     return Encoder.from_config(config, embedding_cache=use_embedding_cache, progress=True)
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` to a temporary file, then rename: never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def console(stderr: bool = False):
     from rich.console import Console
 
@@ -74,5 +58,9 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, soft_wrap=True, width=None if stream.isatty() else 160)
 
 
-def progress_wanted(flag: bool | None) -> bool:
-    return sys.stderr.isatty() if flag is None else flag
+def progress_wanted(flag: bool | None, logs: bool = False) -> bool:
+    """``--progress`` / ``--no-progress``, else: on a terminal; with ``logs``, also when stderr is a log
+    (the command's progress then prints a line every 30 s instead of a bar, :mod:`prompteol.progress`)."""
+    if flag is not None:
+        return flag
+    return True if logs else sys.stderr.isatty()

@@ -14,7 +14,7 @@ import sys
 from ..errors import InputError
 from .common import encoder_config_from_args, progress_wanted
 
-__all__ = ["run", "check_local_args", "RAY_ONLY_FLAGS"]
+__all__ = ["run", "check_args", "check_local_args", "RAY_ONLY_FLAGS"]
 
 #: argparse dest -> flag, of the flags that only the Ray engine reads
 RAY_ONLY_FLAGS = {
@@ -35,14 +35,19 @@ def _value(args: argparse.Namespace, name: str, default):
     return default if value is None else value
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..distributed import DEFAULT_BATCH_ROWS, encode_files
-
+def check_args(args: argparse.Namespace) -> None:
+    """What the Ray engine refuses, checked with the other options (before any work)."""
     if args.input == "-":
         raise InputError("--engine ray reads files (Parquet, JSONL, a folder or a glob), not stdin")
     if args.output.endswith((".npy", ".jsonl")):
         raise InputError(f"--engine ray writes a folder of Parquet files; {args.output!r} looks like a file name")
-    config = encoder_config_from_args(args)  # an invalid option fails here, before any file is read
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..distributed import DEFAULT_BATCH_ROWS, encode_files
+
+    check_args(args)
+    config = encoder_config_from_args(args)  # (validated with every other option before any file was read)
     quiet = logging.getLogger().getEffectiveLevel() > logging.INFO
     summary = encode_files(
         args.input, args.output, config,

@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_encoder_args, atomic_write, build_encoder, console, progress_wanted
+from ..fileio import write_atomic, write_text_atomic
+from ..options import positive_int
+from .common import add_encoder_args, build_encoder, console, progress_wanted
 from .output import check_output
 
 _BASELINE_NAMES = ("all-minilm-l6-v2", "all-mpnet-base-v2")  # = evaluation.baselines.BASELINES (checked by a test)
@@ -32,7 +34,7 @@ def register(sub) -> None:
                    help="transfer classifier: lbfgs = scikit-learn L-BFGS logistic regression to convergence; "
                    "senteval = SentEval's PyTorch classifier (Adam/RMSprop, early stopping) with the --mode's "
                    "settings (default: %(default)s)")  # fmt: skip
-    p.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
                    help="run the transfer classifiers with N seeds (1111, 1112, ...), encoding once; the score is "
                    "the mean, the results also hold each seed's score and the sample std (default: %(default)s)")  # fmt: skip
     p.add_argument("--data-dir", default=None,
@@ -41,17 +43,19 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help="print the results JSON to stdout instead of the table (one document; logs and "
                    "progress stay on stderr)")  # fmt: skip
-    p.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
+    p.add_argument("--batch-size", "-b", type=positive_int, default=32, metavar="N",
+                   help="sentences per batch (default: %(default)s)")
     p.add_argument("--no-cache", dest="use_embedding_cache", action="store_false",
                    help="neither read nor write the embedding cache")  # fmt: skip
     p.add_argument("--baseline", action="append", default=[], choices=_BASELINE_NAMES, metavar="NAME",
                    help=f"also (or, without --model, only) evaluate a sentence-transformers baseline; repeatable; "
                    f"one of {', '.join(_BASELINE_NAMES)}")  # fmt: skip
     prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None)
-    prog.add_argument("--no-progress", dest="progress", action="store_false")
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="show progress (default: a bar on a terminal, a line every 30 s in a log)")
+    prog.add_argument("--no-progress", dest="progress", action="store_false", help="show no progress")
     add_encoder_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check=check)
     esub = p.add_subparsers(dest="eval_command", metavar="[plot]", required=False,
                             description="without an action, `prompteol eval` evaluates (the options above)")  # fmt: skip
     pl = esub.add_parser("plot", help="bar chart of results JSON files (one group per task, runs side by side)",
@@ -65,26 +69,40 @@ def register(sub) -> None:
     pl.set_defaults(func=run_plot)
 
 
+def check(args: argparse.Namespace) -> None:
+    """Part of the CLI's one validation step: the task list and the output, before any data or model."""
+    if getattr(args, "eval_command", None) == "plot":
+        return
+    from ..evaluation import resolve_tasks
+
+    resolve_tasks(args.tasks)
+    if args.output:
+        check_output(args.output)  # an unwritable -o fails now, not after the whole evaluation
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import EncoderConfig
     from ..evaluation import evaluate, resolve_data_dir, resolve_tasks, verify_data
 
-    if args.output:
-        check_output(args.output)  # an unwritable -o fails now, not after the whole evaluation
     tasks = resolve_tasks(args.tasks)
     root = resolve_data_dir(args.data_dir)
     verify_data(root, tasks)  # a missing or changed file fails here, before any model is loaded
     # without --model, a run with --baseline evaluates only the baselines; otherwise the default model
     model = args.model or (None if args.baseline else EncoderConfig.model)
     jobs = ([("model", model)] if model else []) + [("baseline", b) for b in dict.fromkeys(args.baseline)]
-    progress = progress_wanted(args.progress)
+    progress = progress_wanted(args.progress, logs=True)
     out = console(stderr=True)
     runs = []
     for kind, name in jobs:
         out.print(f"[bold]evaluating {name}[/bold] on {', '.join(t.name for t in tasks)} ({args.mode} mode)")
         encoder = _load(kind, name, args)
-        res = evaluate(encoder, tasks, data_dir=root, mode=args.mode, batch_size=args.batch_size, progress=progress,
-                       classifier=args.classifier, seeds=args.seeds)  # fmt: skip
+        try:
+            res = evaluate(encoder, tasks, data_dir=root, mode=args.mode, batch_size=args.batch_size,
+                           progress=progress, classifier=args.classifier, seeds=args.seeds,
+                           on_task=_task_line(out, name, len(tasks), getattr(args, "quiet", False)))  # fmt: skip
+        except KeyboardInterrupt:
+            print(_interrupted(encoder, kind, args), file=sys.stderr)
+            raise
         res["label"] = name
         runs.append(res)
         out.print(f"{name}: done in {res['elapsed_s']:.1f} s")
@@ -97,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         console().print(results_table(runs, verbose=getattr(args, "verbose", 0) > 0))
     if args.output:
         path = Path(args.output)
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n"))
+        write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -112,9 +130,34 @@ def run_plot(args: argparse.Namespace) -> int:
         raise InputError(f"-o {args.plot_output!r} should end in .png, .svg or .pdf")
     runs = load_runs(args.results)  # a bad file fails before matplotlib is imported or anything written
     check_output(out)
-    atomic_write(out, lambda tmp: plot_results(runs, tmp, title=args.title))  # tmp has out's suffix
+    write_atomic(out, lambda tmp: plot_results(runs, tmp, title=args.title))  # tmp has out's suffix
     print(f"wrote {out} ({len(runs)} run{'s' if len(runs) != 1 else ''})", file=sys.stderr)
     return 0
+
+
+def _task_line(out, name: str, total: int, quiet: bool):
+    """``on_task``: one line per finished task (a log of a long run shows it moving)."""
+    done: list[str] = []
+
+    def line(task: str, res: dict) -> None:
+        done.append(task)
+        if not quiet:
+            took = res.get("elapsed_s", {}).get("total", 0.0)
+            out.print(f"{name}: {task} {res['main_score']} = {res['score']:.2f} ({took:.0f} s; {len(done)} of "
+                      f"{total} tasks done)", highlight=False)  # fmt: skip
+
+    return line
+
+
+def _interrupted(encoder, kind: str, args: argparse.Namespace) -> str:
+    """What an interrupted evaluation keeps, and how to continue."""
+    cache = getattr(encoder, "embedding_cache", None)
+    if not args.use_embedding_cache or cache is None:
+        return "evaluation interrupted; nothing is kept (--no-cache): a rerun starts from the beginning"
+    where = getattr(cache, "path", None)
+    return (f"evaluation interrupted; every finished batch of vectors is kept in the embedding cache "
+            f"({where or 'the cache folder'}): run the same command again to continue (cached sentences "
+            "are not encoded again)")  # fmt: skip
 
 
 def _load(kind: str, name: str, args: argparse.Namespace):
@@ -171,9 +214,3 @@ def _sub_cell(res: dict | None, subset: str) -> str:
         return ""
     return f"{res['subsets'][subset]['spearman']:.2f}"
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"should be >= 1, got {value}")
-    return value

@@ -12,7 +12,7 @@ __all__ = ["check_output"]
 
 
 def check_output(path: str | Path, option: str = "-o") -> Path:
-    """``path`` if a file can be written there (atomically, as :func:`~prompteol.cli.common.atomic_write`
+    """``path`` if a file can be written there (atomically, as :func:`~prompteol.fileio.write_atomic`
     does), else :class:`~prompteol.errors.ConfigError` saying why.
 
     Missing parent folders are created; a directory is refused; the folder must accept a new

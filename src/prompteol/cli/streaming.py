@@ -30,6 +30,7 @@ its N-th recorded chunk (and :func:`_chunk_committed` is the hook tests monkeypa
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as _dt
 import decimal
 import hashlib
@@ -46,7 +47,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..fileio import FileLock, write_atomic, write_text_atomic
 from ..prompts import ContextLengthError, surrogate_problem
+from ..tables import check_columns, output_fields, parse_jsonl_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -59,6 +62,7 @@ __all__ = [
     "open_source",
     "encode_to_file",
     "partial_paths",
+    "output_lock",
     "input_format",
 ]
 
@@ -89,35 +93,14 @@ def partial_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(out.name + ".partial"), out.with_name(out.name + ".partial.json")
 
 
-class _Lock:
-    """``OUT.partial.lock``, held (``flock``) while a run writes ``OUT.partial``: a second run of the same
-    output fails at once instead of interleaving its chunks. The kernel drops the lock when the process
-    dies, so a killed run never blocks the next one; the file is removed when the run ends."""
-
-    def __init__(self, out: Path):
-        self.path = out.with_name(out.name + ".partial.lock")
-        self.fd: int | None = None
-
-    def __enter__(self) -> _Lock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no lock
-            return self
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.fd)
-            self.fd = None
-            raise InputError(f"another `prompteol encode` is writing {self.path.name.removesuffix('.partial.lock')} "
-                             f"now (it holds {self.path.name}); wait for it or stop it") from None  # fmt: skip
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.fd is not None:
-            self.path.unlink(missing_ok=True)  # while still held (a killed run leaves it: harmless, reused)
-            os.close(self.fd)
-            self.fd = None
+def output_lock(out: Path) -> FileLock:
+    """``OUT.partial.lock``, held (``flock``) while a run writes ``OUT`` (``prompteol encode`` takes it
+    before reading the input or loading a model): a second run of the same output fails at once
+    instead of interleaving its chunks. The kernel drops the lock when the process dies, so a killed
+    run never blocks the next one; the file is removed when the run ends."""
+    lock = out.with_name(out.name + ".partial.lock")
+    return FileLock(lock, f"another `prompteol encode` is writing {out.name} now (it holds {lock.name}); wait "
+                    "for it or stop it")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- input
@@ -162,11 +145,11 @@ class Source:
         return open(self.path, "rb")
 
     def decode(self, raw: bytes, line_no: int) -> str:
-        """One line as text: files are strict UTF-8; spooled stdin keeps the surrogates its decoding made."""
-        try:
-            return raw.decode("utf-8", "surrogatepass" if self._spool is not None else "strict")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"cannot read input {self.shown!r}: line {line_no} is not UTF-8 ({exc})") from None
+        """One line as text (a file's first line without its BOM): files are strict UTF-8; spooled
+        stdin keeps the surrogates its decoding made (refused with the line number when checked)."""
+        from ..tables import decode_line
+
+        return decode_line(self.shown, line_no, raw, "surrogatepass" if self._spool is not None else "strict")
 
     def chunks(self, chunk_size: int, start: int = 0, offset: int = 0, line: int = 1) -> Iterator[Chunk]:
         """Chunks of rows ``start, start+1, ...``; text / JSONL seek to ``offset`` (the byte offset of
@@ -192,7 +175,7 @@ class Source:
                     if jsonl:
                         if not text.strip():
                             continue
-                        rec = _parse_record(self.shown, line_no, text, self.text_column)
+                        rec = parse_jsonl_line(self.shown, line_no, text, self.text_column)
                         records.append(rec)
                         texts.append(rec[self.text_column])
                     else:
@@ -254,32 +237,6 @@ class Source:
 def _strip_newline(text: str) -> str:
     """A line without its ``\\n`` and one ``\\r`` before it (as ``str.split('\\n')`` then ``removesuffix('\\r')``)."""
     return text.removesuffix("\n").removesuffix("\r")
-
-
-def _parse_record(shown: str, n: int, line: str, text_column: str) -> dict:
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{shown} line {n}: not valid JSON ({exc.msg})") from None
-    if not isinstance(rec, dict) or not isinstance(rec.get(text_column), str):
-        raise InputError(f"{shown} line {n}: expected an object with a string {text_column!r} field")
-    problem = _record_surrogate(rec, text_column) if "\\u" in line else None  # only a \u escape can make one
-    if problem is not None:
-        raise InputError(f"{shown} line {n}: {problem}")
-    return rec
-
-
-def _record_surrogate(rec: dict, text_column: str = "text") -> str | None:
-    """What is wrong if a key or value of a JSONL record holds a lone surrogate (the text field
-    could not be tokenized, any other could not be written back to a .jsonl output)."""
-    for key in sorted(rec, key=lambda k: k != text_column):  # the text first
-        value = rec[key]
-        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        for what, text in ((f"the key {key!r}", key), (f"the field {key!r}", shown)):
-            problem = surrogate_problem(text)
-            if problem is not None:
-                return f"{what} {problem}"
-    return None
 
 
 def _spool_stdin() -> tuple[IO[bytes], dict[str, Any]]:
@@ -363,13 +320,14 @@ def _validate_lines(src: Source, output_format: str, chunk_size: int) -> None:
                             raise InputError(f"{src.where(chunk, k)}: the text {problem}")
 
     if src.format == "jsonl" and output_format == "parquet":
-        from ..tables import check_columns, jsonl_schema
+        from ..tables import jsonl_schema
 
         src.schema, src.as_json = jsonl_schema(record_chunks(), src.shown, src.text_column)
-        check_columns(src.shown, fields, ("embedding",))
     else:
         for _ in record_chunks():
             pass
+    if src.format == "jsonl":  # the same refusal as Parquet input and the Ray engine: nothing overwritten
+        check_columns(src.shown, fields, output_fields(output_format))
     src.fields = list(fields)
 
 
@@ -377,8 +335,7 @@ def _validate_parquet(src: Source, output_format: str, chunk_size: int) -> None:
     from ..tables import check_parquet_text, validate_inputs
 
     assert src.path is not None
-    reserved = ("embedding",) if output_format == "parquet" else ()
-    (info,) = validate_inputs([src.path], src.text_column, reserved=reserved)
+    (info,) = validate_inputs([src.path], src.text_column, reserved=output_fields(output_format))
     check_parquet_text(src.path, src.text_column, batch_rows=chunk_size)  # nulls, UTF-8: every row, one column
     src.rows = info.num_rows
     src.fields = list(info.columns)
@@ -408,8 +365,8 @@ def _jsonl_lines(src: Source, chunk: Chunk, vectors: np.ndarray) -> bytes:
         records = [{"text": t} for t in chunk.texts]
     out = io.StringIO()
     for k, (rec, vec) in enumerate(zip(records, vectors.tolist())):
-        rec = dict(rec)
-        rec.setdefault("index", chunk.start + k)
+        rec = dict(rec)  # (an input field named index or embedding was refused when the input was checked)
+        rec["index"] = chunk.start + k
         rec["embedding"] = vec
         out.write(json.dumps(rec, ensure_ascii=False, default=_json_default))
         out.write("\n")
@@ -562,13 +519,9 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_record(path: Path, payload: dict[str, Any]) -> None:
+    """The progress record, atomically (ASCII JSON: a path that is not valid UTF-8 stays writable)."""
+    write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -665,9 +618,11 @@ def encode_to_file(
     progress: bool = False,
     resume: bool = True,
     say: Say = _stderr,
+    lock: bool = True,
 ) -> dict[str, Any]:
     """Encode ``src`` into ``out`` (``.npy`` / ``.jsonl`` / ``.parquet``) chunk by chunk; see the module
-    docstring. Returns a summary (rows, dim, chunks, rows resumed)."""
+    docstring. Returns a summary (rows, dim, chunks, rows resumed). ``lock=False``: the caller holds
+    :func:`output_lock` already (``prompteol encode`` takes it before the model loads)."""
     fmt = OUTPUT_FORMATS[out.suffix]
     options = dict(batch_size=batch_size, normalize=normalize, max_batch_tokens=max_batch_tokens,
                    show_progress=False, use_embedding_cache=use_embedding_cache)  # fmt: skip
@@ -675,6 +630,13 @@ def encode_to_file(
     metadata = {"prompteol": {"config": encoder.config.to_dict(), "fingerprint": encoder.fingerprint,
                               "normalize": bool(normalize), "output_dtype": output_dtype,
                               "text_column": src.text_column, "source": src.identity}}  # fmt: skip
+    with output_lock(out) if lock else contextlib.nullcontext():
+        return _encode(encoder, src, out, fmt, dim, output_dtype, metadata, options, chunk_size, normalize,
+                       progress, resume, say)  # fmt: skip
+
+
+def _encode(encoder, src: Source, out: Path, fmt: str, dim: int, output_dtype: str, metadata: dict, options: dict,
+            chunk_size: int, normalize: bool, progress: bool, resume: bool, say: Say) -> dict[str, Any]:  # fmt: skip
     _, record = partial_paths(out)
     if src.rows <= chunk_size:  # one step, as before streaming: nothing to resume
         if any(p.exists() for p in partial_paths(out)):
@@ -686,8 +648,7 @@ def encode_to_file(
     key = {"input": src.identity, "output": str(out.resolve()), "format": fmt, "dtype": output_dtype,
            "normalize": bool(normalize), "text_column": src.text_column, "fingerprint": encoder.fingerprint,
            "dim": dim}  # fmt: skip
-    with _Lock(out):
-        return _encode_chunks(encoder, src, out, fmt, key, dim, metadata, options, chunk_size, progress, resume, say)
+    return _encode_chunks(encoder, src, out, fmt, key, dim, metadata, options, chunk_size, progress, resume, say)
 
 
 def _encode_chunks(encoder, src: Source, out: Path, fmt: str, key: dict, dim: int, metadata: dict, options: dict,
@@ -704,10 +665,10 @@ def _encode_chunks(encoder, src: Source, out: Path, fmt: str, key: dict, dim: in
     chunks_done = int(state["chunks_done"]) if state else 0
     resumed = rows_done
     if state is None:
-        _write_json_atomic(record, _progress(key, 0, 0, 0, 1, sink.state()))
-    from tqdm.auto import tqdm
+        _write_record(record, _progress(key, 0, 0, 0, 1, sink.state()))
+    from ..progress import progress_bar
 
-    bar = tqdm(total=src.rows, initial=rows_done, unit="sent", disable=not progress, file=sys.stderr, desc="encode")
+    bar = progress_bar(src.rows, "encode", "sent", enabled=progress, initial=rows_done)
     try:
         start = (rows_done, int(state["input_offset"]), int(state["input_line"])) if state else (0, 0, 1)
         for chunk in src.chunks(chunk_size, *start):
@@ -715,8 +676,8 @@ def _encode_chunks(encoder, src: Source, out: Path, fmt: str, key: dict, dim: in
             written = sink.write(chunk, vectors)
             rows_done += len(chunk)
             chunks_done += 1
-            _write_json_atomic(record, _progress(key, rows_done, chunks_done, chunk.next_offset, chunk.next_line,
-                                                 written))  # fmt: skip
+            _write_record(record, _progress(key, rows_done, chunks_done, chunk.next_offset, chunk.next_line,
+                                            written))  # fmt: skip
             bar.update(len(chunk))
             _chunk_committed(chunks_done)
         if rows_done != src.rows:
@@ -747,8 +708,6 @@ def _write_whole(encoder, src: Source, out: Path, fmt: str, dim: int, dtype: str
     """An input of at most one chunk: encoded, then written atomically in one step."""
     import numpy as np
 
-    from .common import atomic_write
-
     chunk = next(iter(src.chunks(max(src.rows, 1))), None)
     if chunk is None:
         chunk, vectors = Chunk(0, [], [], [] if src.format == "jsonl" else None), np.zeros((0, dim), np.float32)
@@ -773,4 +732,4 @@ def _write_whole(encoder, src: Source, out: Path, fmt: str, dim: int, dtype: str
             with open(tmp, "wb") as f:
                 f.write(_jsonl_lines(src, chunk, vectors.astype(dtype, copy=False)))
 
-    atomic_write(out, write)
+    write_atomic(out, write)
