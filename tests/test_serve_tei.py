@@ -151,6 +151,8 @@ TEI_ERRORS = [
     ("bad direction", "/embed", {"inputs": "a", "truncation_direction": "up"}, 422, "Validation", "left"),
     ("missing inputs", "/embed", {"normalize": True}, 422, "Validation", "inputs"),
     ("not JSON", "/embed", b'{"inputs": ', 400, "Validation", "JSON"),
+    ("empty body", "/embed", b"", 400, "Validation", "the request body is empty"),
+    ("not UTF-8", "/tokenize", b'{"inputs": "\xff"}', 400, "Validation", "not UTF-8"),
     ("body too large", "/embed", b"{" + b" " * (65 * 1024) + b"}", 413, "Validation", "max-request-bytes"),
     ("tokenize empty", "/tokenize", {"inputs": []}, 400, "Empty", "cannot be empty"),
     ("tokenize too many", "/tokenize", {"inputs": ["a"] * 9}, 413, "Validation", "batch size 9"),

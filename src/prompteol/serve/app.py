@@ -47,6 +47,8 @@ T = TypeVar("T")
 OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 #: paths with their own metrics label (anything else is "other")
 LABELLED = frozenset(ROUTES) | TEI_PATHS
+#: POST routes whose body is JSON, checked (content type, empty, UTF-8) before FastAPI parses it
+JSON_PATHS = frozenset({"/v1/embeddings"}) | (TEI_PATHS - {"/info"})
 #: response header of /v1/embeddings when token ids were sent: what was done with them
 TOKEN_IDS_HEADER = "x-prompteol-token-ids"
 
@@ -201,6 +203,9 @@ class _Gatekeeper:
 
         try:
             rejection = self._check(scope, path)
+            app_receive = receive_bounded
+            if rejection is None and scope.get("method") == "POST" and path in JSON_PATHS:
+                rejection, app_receive = await self._json_body(scope, receive)
             if rejection is not None:
                 if path in TEI_PATHS:  # TEI's error shape on TEI's routes
                     tei = from_api_error(rejection)
@@ -209,11 +214,51 @@ class _Gatekeeper:
                     response = rejection.response()
                 await response(scope, receive, send_and_note)
             else:
-                await self.app(scope, receive_bounded, send_and_note)
+                await self.app(scope, app_receive, send_and_note)
         finally:
             m = self.state.metrics
             m.requests.labels(label, str(status)).inc()
             m.latency.labels(label).observe(time.perf_counter() - start)
+
+    async def _json_body(self, scope, receive):
+        """Read the body of a JSON route and say exactly what is wrong with it, if anything, before
+        FastAPI parses it: ``(rejection or None, the receive the app reads the body from)``.
+
+        A Content-Type other than JSON, or none (a body FastAPI would not parse: "should be a JSON object"), an
+        empty body (FastAPI: "missing required parameter 'None'") and a body that is not UTF-8 (a
+        generic parse error) each get their own message; a leading UTF-8 byte-order mark is removed,
+        as from an input file (JSON parsers may ignore one, RFC 8259)."""
+        headers = dict(scope.get("headers") or ())
+        kind = headers.get(b"content-type", b"").decode("latin-1").partition(";")[0].strip().lower()
+        if not (kind == "application/json" or kind.endswith("+json")):
+            given = f"is {kind!r}" if kind else "is missing"
+            return APIError(415, f"the request's Content-Type {given}; send the JSON body with 'Content-Type: "
+                            "application/json'", code="unsupported_content_type"), receive  # fmt: skip
+        limit, parts, size = self.state.settings.max_request_bytes, [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left while sending
+                return None, _replay([message], receive)
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            if size > limit:
+                return too_large(limit), receive
+            if not message.get("more_body", False):
+                break
+        body = b"".join(parts)
+        if body.startswith(b"\xef\xbb\xbf"):
+            body = body[3:]
+        if not body.strip():
+            return APIError(400, "the request body is empty; send a JSON object, e.g. "
+                            f"{{\"model\": \"{self.state.settings.model_name}\", \"input\": \"some text\"}} "
+                            "(text-embeddings-inference routes: {\"inputs\": \"some text\"})",
+                            code="empty_body"), receive  # fmt: skip
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return APIError(400, f"the request body is not UTF-8 (byte 0x{body[exc.start]:02x} at offset "
+                            f"{exc.start}); send JSON text encoded as UTF-8", code="invalid_encoding"), receive  # fmt: skip
+        return None, _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
 
     def _check(self, scope, path: str) -> APIError | None:
         headers = dict(scope.get("headers") or ())
@@ -237,6 +282,16 @@ class _Gatekeeper:
             if int(length) > limit:
                 return too_large(limit, int(length))
         return None
+
+
+def _replay(messages: list, receive):
+    """A receive that gives ``messages`` first, then what the client sends next (a disconnect)."""
+    queue = list(messages)
+
+    async def replayed():
+        return queue.pop(0) if queue else await receive()
+
+    return replayed
 
 
 async def _until_disconnect(request: Request) -> None:
@@ -348,11 +403,8 @@ def create_app(settings: ServeSettings | None = None, encoder: EmbeddingModel | 
                 raise APIError(400, str(exc), param="input", code="invalid_value") from None
         else:
             texts = body.texts()
-        empty = [i for i, t in enumerate(texts) if not t]
-        if empty:
-            what = "decodes to an empty string" if ids is not None else "is an empty string"
-            raise APIError(400, f"{names[empty[0]]} {what}; every input needs some text",
-                           param="input", code="empty_input")  # fmt: skip
+        # an empty string is embedded like any text (the template is still there), as by the library,
+        # `prompteol encode` (a blank line) and the TEI routes: one rule on every path
         try:
             prompts = await state.tokenize(texts)
         except InputError as exc:  # a lone surrogate, a prompt over the model's positions, ...
