@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -22,6 +23,7 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     p.add_argument("--max-batch-tokens", type=int, nargs="*", default=[], help="also try these token budgets (batch 256)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("-o", "--output", default=None, help="write the JSON record here")
     args = p.parse_args()
 
     import torch
@@ -42,7 +44,13 @@ def main() -> None:
         rows.append({"batch_size": bs, "max_batch_tokens": mbt, "sentences_per_s": round(rate, 2)})
         print(f"batch_size {bs:4d}  max_batch_tokens {mbt or '-':>5}  {rate:7.1f} sentences/s", flush=True)
     best = max(rows, key=lambda r: r["sentences_per_s"])
-    print(json.dumps({"model": args.model, "n": len(sentences), "threads": args.threads, "rows": rows, "best": best}))
+    from prompteol.records import provenance
+
+    record = {"model": args.model, "n": len(sentences), "threads": args.threads, "rows": rows, "best": best,
+              "provenance": provenance(threads=args.threads)}  # fmt: skip
+    print(json.dumps(record))
+    if args.output:
+        Path(args.output).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import sys
 import time
 from datetime import UTC, datetime
@@ -66,17 +65,6 @@ def _load_encoder(model: str, cache_dir: str | None):
     return Encoder.from_pretrained(model, cache_dir=cache_dir, **{key: True})
 
 
-def _machine() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version()}  # fmt: skip
-
-
 def _summary(res: dict) -> dict:
     """Mean, sample sd (None with one seed) and per-seed accuracies (and F1) of one task's result."""
     per_seed = res.get("per_seed") or {m: [res[m]] for m in ("acc", "f1") if m in res}
@@ -115,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from prompteol.evaluation import evaluate, resolve_data_dir, resolve_tasks, verify_data
-    from prompteol.evaluation.runner import package_versions
+    from prompteol.records import provenance
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "benchmarks/classifier_spread.py", *(sys.argv[1:] if argv is None else argv)]),
         "model": args.model, "mode": args.mode, "seeds": [1111 + i for i in range(args.seeds)],
         "classifiers": classifiers, "std": "sample standard deviation over the seeds (ddof=1)",
-        "machine": _machine(), "torch_threads": torch.get_num_threads(), "versions": package_versions(),
+        "torch_threads": torch.get_num_threads(), "provenance": provenance(),
         "encoder": None, "protocol": {}, "tasks": {},
     }  # fmt: skip
     for task in tasks:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                    "peak_rss_mib": round(peak / 2**20, 1)}  # fmt: skip
             print(json.dumps(run), flush=True)
             runs.append(run)
-    from prompteol.records import cpu_model
+    from prompteol.records import provenance
 
     record = {
         "schema": "prompteol.bench-encode-stream/1",
@@ -98,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", *sys.argv]),
         "model": args.model, "format": args.format, "output_dtype": args.output_dtype,
         "chunk_size": args.chunk_size, "threads": args.threads,
-        "machine": {"host": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count()},
-        "versions": _versions(),
+        "provenance": provenance(threads=args.threads, packages=("pyarrow",)),
         "runs": runs,
         "peak_rss_ratio_largest_to_smallest": round(runs[-1]["peak_rss_mib"] / runs[0]["peak_rss_mib"], 3),
         "note": "peak RSS of the `prompteol encode` process (ru_maxrss), model and interpreter included",
@@ -132,18 +130,6 @@ def _child(spec: str) -> int:
     finally:
         Path(job["peak_file"]).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
 
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("prompteol", "torch", "transformers", "numpy", "pyarrow"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 if __name__ == "__main__":

@@ -71,13 +71,9 @@ def main() -> int:
         print("error: no CUDA GPU visible to torch", file=sys.stderr)
         return 2
     t_start = time.time()
-    gpu = torch.cuda.get_device_name(0) if cuda else "none (dry run)"
-    report: dict = {"gpu": gpu, "torch": torch.__version__, "args": vars(args)}
-    for name in ("transformers", "peft", "bitsandbytes"):
-        try:
-            report[name] = __import__(name).__version__
-        except ImportError:
-            report[name] = None
+    from prompteol.records import provenance
+
+    report: dict = {"args": vars(args), "provenance": provenance(device=args.device, packages=("peft", "bitsandbytes"))}
     print(json.dumps(report), flush=True)
 
     out = Path(args.out)

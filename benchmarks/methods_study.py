@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -68,15 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from prompteol import Encoder
     from prompteol.demos.search import load_selection_split, parse_grid, search_options
-    from prompteol.evaluation import evaluate, package_versions
+    from prompteol.evaluation import evaluate
     from prompteol.presets import get_preset, save_preset
-    from prompteol.records import cpu_model
+    from prompteol.records import provenance
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     data = args.data_dir or os.environ.get("PROMPTEOL_DATA")
     command = " ".join(["python", *sys.argv])
-    machine = {"host": platform.node(), "cpu": cpu_model(), "threads": args.threads}
     base = Encoder.from_pretrained(args.model, embedding_cache=True, progress=False)
     split = load_selection_split(args.split, (), data, args.max_pairs, 0)
 
@@ -117,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         res.update(setting={"name": name, "options": options,
                             "selection_score": best.get(name.removeprefix("best-"), {}).get("score"),
                             "selected_on": split.name if name.startswith("best-") else "published setting"},
-                   command=command, machine=machine, wall_s=round(time.perf_counter() - t, 1))  # fmt: skip
+                   command=command, wall_s=round(time.perf_counter() - t, 1))  # fmt: skip
         _write(path, res)
         records[name] = res
         avg = res["averages"].get("sts")
@@ -136,13 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     plain = speed.get("plain") or next(iter(speed.values()))
     throughput = {"sentences": len(sentences), "sentences_per_s": speed,
                   "relative_to_plain": {k: v / plain for k, v in speed.items()}, "command": command,
-                  "machine": machine, "versions": package_versions()}  # fmt: skip
+                  "provenance": provenance(command, threads=args.threads)}  # fmt: skip
     _write(out / "throughput.json", throughput)
 
     # 4. summary, table, preset
     summary = {"model": args.model, "eval_tasks": eval_tasks, "split": split.name, "split_description": split.description,
-               "n_pairs": len(split), "settings": {}, "command": command, "machine": machine,
-               "versions": package_versions()}  # fmt: skip
+               "n_pairs": len(split), "settings": {}, "command": command,
+               "provenance": provenance(command, threads=args.threads)}  # fmt: skip
     print("\n| setting | options | selection score | STS-B dev | STS avg (7) | speed vs plain |\n|---|---|---|---|---|---|")
     for name, rec in records.items():
         row = {"options": rec["setting"]["options"], "selection_score": rec["setting"]["selection_score"],

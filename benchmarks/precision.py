@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from prompteol import Encoder
-    from prompteol.evaluation import evaluate, load_sts_pairs, package_versions
-    from prompteol.records import cpu_model
+    from prompteol.evaluation import evaluate, load_sts_pairs
+    from prompteol.records import provenance
 
     root = args.data_dir or os.environ.get("PROMPTEOL_DATA") or "../shared/data/senteval"
     pairs = load_sts_pairs("STSBenchmark-dev", root)
@@ -47,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         dtypes.insert(0, "float32")
     record: dict = {
         "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-        "machine": {"host": platform.node(), "cpu": cpu_model(), "threads": args.threads},
-        "versions": package_versions(), "models": {},
+        "provenance": provenance(threads=args.threads), "models": {},
     }  # fmt: skip
     for model in args.models.split(","):
         rows = {}

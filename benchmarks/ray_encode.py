@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -118,41 +117,14 @@ def _read_ray_vectors(folder: Path):
     return out
 
 
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("prompteol", "torch", "transformers", "ray", "pyarrow", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _machine() -> dict:
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30), 1)
-    except (ValueError, OSError):
-        pass
-    return {"platform": platform.platform(), "cpu": model or platform.processor(), "cpus": os.cpu_count(),
-            "memory_gib": mem, "load_average_at_start": list(os.getloadavg())}  # fmt: skip
-
-
 def run_benchmark(args) -> dict:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from prompteol.records import provenance
+
+    load_at_start = list(os.getloadavg())
     sentences = load_sentences(args.data_dir, args.n)
     results: dict[str, dict] = {}
     diffs: dict[str, float] = {}
@@ -200,7 +172,8 @@ def run_benchmark(args) -> dict:
         "threads": args.threads, "batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens,
         "ray_batch_rows": args.ray_batch_rows, "embedding_cache": False,
         "command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]),
-        "machine": _machine(), "versions": _versions(), "results": results,
+        "load_average_at_start": load_at_start, "provenance": provenance(threads=args.threads, packages=("ray", "pyarrow")),
+        "results": results,
         "max_abs_diff_vs_local": diffs, "max_abs_local_value": scale, "min_cosine_vs_local": cosines,
         "overhead_vs_local": overhead, "target_overhead": TARGET_OVERHEAD,
         "within_target": {cfg: o <= TARGET_OVERHEAD for cfg, o in overhead.items()},

@@ -720,26 +720,9 @@ def _threads(args) -> int:
     return int(getattr(args, "threads", None) or 2)
 
 
-def machine_info(threads: int, device: str = "cpu") -> dict:
-    """CPU model and the flags that decide low-precision speed, thread count, torch's CPU capability."""
-    from .records import machine_info as _machine
-
-    info = _machine(threads, device)
-    info.pop("hostname", None)
-    return info
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {}
-    for pkg in ("prompteol", "torch", "transformers", "sentence-transformers", "numpy", "llama-cpp-python",
-                "onnxruntime", "onnx", "openvino", "optimum", "optimum-onnx", "optimum-intel"):  # fmt: skip
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
+#: the peers' libraries, recorded with every run (None: not installed)
+PEER_PACKAGES = ("sentence-transformers", "llama-cpp-python", "onnxruntime", "onnx", "openvino", "optimum",
+                 "optimum-onnx", "optimum-intel")  # fmt: skip
 
 
 def expand_configs(configs: Sequence[str]) -> list[str]:
@@ -886,13 +869,18 @@ def run_benchmark(args) -> dict:
             if vec_path.exists():
                 vectors[cfg] = np.load(vec_path)
     ratios = compute(args, results, vectors)
+    from .records import provenance
+
+    argv = getattr(args, "argv", None)  # set by the CLI; else this process's command line
+    command = ["prompteol", *argv] if argv is not None else None
+    prov = provenance(command, threads=threads, device=args.device, packages=PEER_PACKAGES)
     return {
         "model": args.model, "n_sentences": args.n, "threads": threads, "batch_size": args.batch_size,
         "device": args.device, "dtype": args.dtype, "max_batch_tokens": args.max_batch_tokens,
         "accuracy_subset": {"split": STS_SPLIT, "pairs": args.sts_pairs, "which": f"the first {args.sts_pairs} "
                             f"pairs of {STS_SPLIT} in file order"} if args.sts_pairs else None,
-        "tolerances": TOLERANCES, "machine": machine_info(threads, args.device), "versions": _versions(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results, "ratios": ratios,
+        "tolerances": TOLERANCES, "machine": prov["machine"], "versions": prov["versions"],
+        "date": prov["date"], "results": results, "ratios": ratios, "provenance": prov,
     }  # fmt: skip
 
 

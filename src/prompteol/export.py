@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import ConfigError, InputError
+from .records import provenance
 
 if TYPE_CHECKING:  # pragma: no cover
     from .encoder import Encoder
@@ -126,6 +127,7 @@ def export_sentence_transformers(
             "layer_index": encoder.layer_index,
             "prompteol_version": __version__,
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "provenance": provenance(device=str(config.device)),
         }
         _write_json(tmp / CONFIG_FILE, record)
         _write_json(tmp / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": MODULE_TYPE}])

@@ -91,6 +91,7 @@ def run_search(args: argparse.Namespace) -> int:
     con.print(table)
     if args.save_preset:
         from ..presets import save_preset
+        from ..records import provenance
 
         if "leakfree" in args.save_preset and not split.leak_free:
             con.print(f"refusing to save {args.save_preset!r}: {split.name} is not leak-free")
@@ -102,6 +103,7 @@ def run_search(args: argparse.Namespace) -> int:
             "options": {**base_options, **best["options"]}, "score": best["score"], "split": split.name,
             "split_description": split.description, "n_pairs": len(split), "leak_free": split.leak_free,
             "n_scored": len(rows), "grid": args.grid, "command": " ".join(["prompteol", *args.argv]),
+            "provenance": provenance(["prompteol", *args.argv], device=str(base.config.device)),
         }  # fmt: skip
         path = save_preset(base.config.model, args.save_preset, record, args.preset_file)
         con.print(f"saved method preset {args.save_preset!r} for {base.config.model} in {path}")

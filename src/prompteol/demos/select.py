@@ -86,6 +86,8 @@ def select_demonstration(
 def preset_record(sel: Selection, *, candidates: Sequence[str], command: str, max_pairs: int | None, rescore: int,
                   seed: int, screened_on: str | None = None) -> dict:  # fmt: skip
     """The preset record of a selection (what ``--save-preset`` stores), with its provenance."""
+    from ..records import provenance
+
     best = sel.best
     record = {
         "demonstrations": best["demonstrations"], "score": best["score"], "no_demo_score": sel.no_demo_score,
@@ -93,6 +95,7 @@ def preset_record(sel: Selection, *, candidates: Sequence[str], command: str, ma
         "leak_free": sel.split.leak_free, "candidates": [str(c) for c in candidates],
         "n_candidates": sel.n_candidates, "n_scored": sel.n_screened, "k": best["k"], "command": command,
         "screening": {"max_pairs": max_pairs, "seed": seed, "rescored": rescore} if rescore else None,
+        "provenance": provenance(command),
     }  # fmt: skip
     if screened_on:
         record["screening"] = {**(record["screening"] or {}), "model": screened_on,

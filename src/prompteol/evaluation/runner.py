@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 
 #: version tag of the results dictionary (see docs/evaluation.md for the fields)
 RESULTS_SCHEMA = "prompteol.eval/1"
-_VERSIONED = ("prompteol", "torch", "transformers", "numpy", "scikit-learn", "scipy", "sentence-transformers", "mteb")
 
 
 class SentenceEncoder(Protocol):
@@ -136,6 +134,7 @@ def evaluate(
         "data": {"root": str(root.resolve()), "sha256": checksums},
         "versions": package_versions(),
         "elapsed_s": round(time.perf_counter() - t_start, 3),
+        "provenance": _provenance(encoder),
     }
 
 
@@ -325,17 +324,19 @@ def _protocol(mode: str, tasks: list[Task], classifier: str = "lbfgs", seeds: li
     return out
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of Python and of the packages that can change a score."""
-    from importlib.metadata import PackageNotFoundError, version
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and of the packages that can change a score (:func:`prompteol.records.package_versions`)."""
+    from ..records import package_versions as versions
 
-    out = {"python": platform.python_version()}
-    for dist in _VERSIONED:
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            continue
-    return out
+    return versions()
+
+
+def _provenance(encoder) -> dict[str, Any]:
+    """The record's provenance block (:func:`prompteol.records.provenance`), on the encoder's device."""
+    from ..records import provenance
+
+    config = getattr(encoder, "config", None)
+    return provenance(device=str(getattr(config, "device", None) or "cpu"))
 
 
 def _jsonable(value):

@@ -473,6 +473,9 @@ class _Sweep:
             block["traceback"] = tb
         data = dict(results) if results else {}
         data["cell"] = block
+        from ..records import provenance
+
+        data["provenance"] = provenance(self.opts.command, device=self.device)
         write_json_atomic(cell.path(self.opts.output), data)
         if status == "ok":
             self.result.ok.append(cell.id)

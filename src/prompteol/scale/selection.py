@@ -120,6 +120,7 @@ def choose_setting(
     """Run the families, combinations, demonstration settings and the finalists' rescoring; return
     (and write to ``out_dir/selection.json``) the selection record. Resumable file by file."""
     from ..demos.search import search_options
+    from ..records import provenance
 
     n = base.num_layers
     usable = set(base.config.to_dict())
@@ -179,6 +180,7 @@ def choose_setting(
         "plain_by_layer": {str(k): v for k, v in sorted(plain_layers.items(), reverse=True)},
         "best_plain_layer": best_plain_layer, "demonstrations": demonstrations,
         "base_fingerprint": base.fingerprint, "dtype": base.config.dtype,
+        "provenance": provenance(device=str(base.config.device)),
     }  # fmt: skip
     write_json_atomic(out_dir / "selection.json", record)
     return record

@@ -133,22 +133,18 @@ def _base_model_ref(model: str) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+def _provenance(cfg: TrainConfig) -> dict[str, Any]:
+    """The run's provenance block (:func:`prompteol.records.provenance`): commit, machine, versions, command."""
+    from ..records import provenance
 
-    out = {}
-    for name in ("prompteol", "torch", "transformers", "peft"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return provenance(device=str(cfg.encoder.device), packages=("peft", "bitsandbytes"))
 
 
 def _run_info(
     cfg: TrainConfig, encoder, data: dict[str, Any], world_size: int, step: int, score=None
 ) -> dict[str, Any]:
     enc = cfg.encoder.replace(model=_base_model_ref(cfg.model)).to_dict()
+    prov = _provenance(cfg)
     return {
         "format": 1,
         "base_model": _base_model_ref(cfg.model),
@@ -158,7 +154,8 @@ def _run_info(
         "world_size": world_size,
         "step": step,
         "eval": None if score is None else {"task": TASK, "score": score, "step": step},
-        "versions": _versions(),
+        "versions": prov["versions"],
+        "provenance": prov,
     }
 
 
@@ -479,7 +476,8 @@ class _Trainer:
         if self.rank == 0:
             self.save_adapter("final", step, r.after)
             summary = {"task": TASK, "steps": step, "before": r.before, "after": r.after, "best": r.best,
-                       "best_step": r.best_step, "last_loss": r.last_loss, "history": r.history}  # fmt: skip
+                       "best_step": r.best_step, "last_loss": r.last_loss, "history": r.history,
+                       "provenance": _provenance(self.cfg)}  # fmt: skip
             ckpt.write_json(self.out / "summary.json", summary)
             if r.history:
                 log.info("done after %d steps: %s before %s, after %s, best %s (step %s); adapters in %s", step,
