@@ -4,12 +4,16 @@
   and embeddings from the user's; real packaged models are read from the user's cache
   (``PROMPTEOL_CACHE`` or ``~/.cache/prompteol``) so they are pulled only once.
 - ``PROMPTEOL_DATA`` (default ``../shared/data/senteval``) is the SentEval data root.
+- ``CI=true``: a missing data root, or a missing optional dependency of the ``dev`` extra
+  (:func:`require`), fails the run instead of skipping tests.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -18,6 +22,21 @@ USER_CACHE = os.environ.get("PROMPTEOL_CACHE")  # where real models are pulled (
 TEST_CACHE = Path(os.environ.get("PROMPTEOL_TEST_CACHE", ROOT / ".cache" / "test"))
 DATA_DIR = Path(os.environ.get("PROMPTEOL_DATA", ROOT.parent / "shared" / "data" / "senteval"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(module: str, extra: str = "dev") -> ModuleType:
+    """``pytest.importorskip`` for the optional dependencies of the ``dev`` extra (``pip install -e '.[dev]'``):
+    skip where the package is missing, except under ``CI=true``, where the test command must run every test,
+    so a missing package fails the run (a whole module can no longer vanish from CI). Use it at module level
+    (``ray = require("ray")``) or inside a test."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        message = f"{module} is not installed ({exc}); it comes with pip install -e '.[{extra}]'"
+        if IN_CI:
+            pytest.fail(message + "; CI=true requires it", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+        raise  # pragma: no cover (skip raises)
 
 
 def pytest_collection_modifyitems(config, items):

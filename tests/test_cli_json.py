@@ -7,7 +7,7 @@ import json
 import sys
 
 import numpy as np
-import pytest
+from conftest import require
 
 from prompteol.cli.main import main
 
@@ -75,7 +75,7 @@ def _write(tmp_path):
 
 
 def test_eval_plot_writes_a_png(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     single, multi = _write(tmp_path)
     out = tmp_path / "plots" / "sts.png"
     assert main(["eval", "plot", str(single), str(multi), "-o", str(out), "--title", "STS"]) == 0

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
-ray = pytest.importorskip("ray")
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
+ray = require("ray")
+pa = require("pyarrow")
+pq = require("pyarrow.parquet")
 
 from prompteol.cli.main import main  # noqa: E402
 from prompteol.config import EncoderConfig  # noqa: E402

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import require
 
 from prompteol import Encoder
 from prompteol.errors import ConfigError, InputError
@@ -31,7 +32,7 @@ def demo_encoder(test_cache_dir):
 
 # ---------------------------------------------------------------------------------------- precision
 def test_quantize_matches_sentence_transformers():
-    st_quant = pytest.importorskip("sentence_transformers.util.quantization")
+    st_quant = require("sentence_transformers.util.quantization")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(150, 37)).astype(np.float32)  # 37: binary packing pads the last byte
     calib = rng.normal(scale=2.0, size=(400, 37))
@@ -56,7 +57,7 @@ def test_quantize_matches_sentence_transformers():
 
 
 def test_encode_precision_truncate_normalize(tiny_encoder):
-    st_quant = pytest.importorskip("sentence_transformers.util.quantization")
+    st_quant = require("sentence_transformers.util.quantization")
     full = tiny_encoder.encode(TEXTS)
     cut = tiny_encoder.encode(TEXTS, truncate_dim=8)
     np.testing.assert_array_equal(cut, full[:, :8])
@@ -156,7 +157,7 @@ def test_prompt_vectors_are_keyed_by_the_derived_fingerprint(test_cache_dir, tmp
 
 # ---------------------------------------------------------------------------------------- export
 def _st(folder):
-    st = pytest.importorskip("sentence_transformers")
+    st = require("sentence_transformers")
     return st.SentenceTransformer(str(folder), trust_remote_code=True, local_files_only=True, device="cpu")
 
 
@@ -194,7 +195,7 @@ def test_export_loads_in_sentence_transformers_with_the_same_vectors(demo_encode
 
 
 def test_export_needs_trust_remote_code_in_sentence_transformers_6(demo_encoder, tmp_path):
-    st = pytest.importorskip("sentence_transformers")
+    st = require("sentence_transformers")
     from prompteol.export import export_sentence_transformers
 
     if int(st.__version__.split(".")[0]) < 6:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require
 
-mteb = pytest.importorskip("mteb")
+mteb = require("mteb")
 
 
 @pytest.fixture(scope="module")

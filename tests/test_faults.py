@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 # ================================================================================================
 # embedding cache (prompteol.cache.EmbeddingCache, `prompteol cache info|clear`)
@@ -449,7 +450,7 @@ def fault_cli(capsys, monkeypatch, test_cache_dir):
 def fault_server(tiny_encoder):
     """A live server on the tiny encoder; its --max-input-tokens (4096) is above the model's 2048
     positions, so the model's own limit is what refuses long texts."""
-    pytest.importorskip("fastapi")
+    require("fastapi")
     from types import SimpleNamespace
 
     from prompteol.serve import ServeSettings, create_app, serve_in_thread

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import require
 
 from prompteol import EmbeddingCache, Encoder, EncoderConfig
 from prompteol.identity import fingerprint
@@ -99,7 +100,7 @@ def test_hub_commit_is_part_of_the_identity(test_cache_dir, monkeypatch):
 
 
 def test_adapter_config_changes_the_fingerprint_and_the_vectors(tmp_path, test_cache_dir):
-    pytest.importorskip("peft")
+    require("peft")
     from peft import LoraConfig, get_peft_model
 
     base = Encoder.from_pretrained("tiny-random-llama", cache_dir=test_cache_dir)

@@ -13,10 +13,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import require
 
-pytest.importorskip("fastapi")
-openai = pytest.importorskip("openai")
-httpx = pytest.importorskip("httpx")
+require("fastapi")
+openai = require("openai")
+httpx = require("httpx")
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 

@@ -7,8 +7,9 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import require
 
-pytest.importorskip("fastapi")
+require("fastapi")
 
 from prompteol.serve.batcher import MicroBatcher, chunk_bounds  # noqa: E402
 

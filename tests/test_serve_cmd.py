@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 
 import pytest
+from conftest import require
 
-pytest.importorskip("fastapi")
+require("fastapi")
 
 from prompteol.cli.main import build_parser, main  # noqa: E402
 from prompteol.cli.serve_cmd import settings_from_args  # noqa: E402

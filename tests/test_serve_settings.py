@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import require
 
-pytest.importorskip("fastapi")
+require("fastapi")
 
 from prompteol.errors import ConfigError  # noqa: E402
 from prompteol.serve.settings import ServeSettings, env_name  # noqa: E402

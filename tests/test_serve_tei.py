@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import require
 
-pytest.importorskip("fastapi")
-httpx = pytest.importorskip("httpx")
+require("fastapi")
+httpx = require("httpx")
 
 from prompteol.serve import ServeSettings, create_app, serve_in_thread  # noqa: E402
 
@@ -231,7 +232,7 @@ def test_v1_bad_token_ids_are_400s(server, body, words):
 
 
 def test_openai_client_with_token_ids(server, tiny_encoder):
-    openai = pytest.importorskip("openai")
+    openai = require("openai")
     ids = tiny_encoder.tokenizer(TEXTS[1], add_special_tokens=False)["input_ids"]
     got = openai.OpenAI(base_url=server + "/v1", api_key="x", max_retries=0).embeddings.create(model=MODEL, input=[ids])
     text = tiny_encoder.tokenizer.decode(ids, skip_special_tokens=True)

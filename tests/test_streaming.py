@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from prompteol.cli import streaming
 from prompteol.cli.main import main
 from prompteol.errors import InputError
 
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
+pa = require("pyarrow")
+pq = require("pyarrow.parquet")
 
 MODEL = "tiny-random-llama"
 TEXTS = [f"sentence number {i} about topic {i % 7}" + " more" * (i % 5) for i in range(23)] + ["", "Ünïcödé ✓"]
