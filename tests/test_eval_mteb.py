@@ -38,14 +38,57 @@ def test_encode_applies_our_template(adapter, tiny_encoder):
     np.testing.assert_allclose(got, tiny_encoder.encode(texts), rtol=1e-5, atol=1e-6)
 
 
-def test_runs_mteb_mock_tasks_offline(adapter):
+class _RuleEncoder:
+    """Vectors built from the mock tasks' texts so that every mock task has a known score: e1 when exactly one
+    of "another" and "positive" is in the text, else e2 (``flip`` swaps them for the documents' side)."""
+
+    def __init__(self, flip: bool = False):
+        self.flip = flip
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), 2), dtype=np.float32)
+        for i, t in enumerate(texts):
+            side = ("another" in t) != ("positive" in t)
+            if self.flip and ("dette" in t or "denne" in t):  # the STS pairs' second sentences, swapped
+                side = not side
+            out[i, 0 if side else 1] = 1.0
+        return out
+
+
+def test_mteb_mock_tasks_give_their_known_scores():
+    """MockSTSTask: the score-1 pair has cosine 1 and the score-0 pair cosine 0, so Spearman is 1 (-1 with the
+    second sentences swapped); MockClassificationTask: the labels are linearly separable, accuracy 1;
+    MockRetrievalTask: each query equals its relevant document, nDCG@10 1. A mis-wired adapter (vectors out
+    of order, queries and documents mixed up) changes these."""
     from mteb.mocks import MockClassificationTask, MockRetrievalTask, MockSTSTask
 
-    results = mteb.evaluate(adapter, [MockSTSTask(), MockClassificationTask(), MockRetrievalTask()], cache=None,
-                            show_progress_bar=False)  # fmt: skip
+    from prompteol.evaluation.mteb_adapter import PromptEOLMTEB
+
+    tasks = [MockSTSTask(), MockClassificationTask(), MockRetrievalTask()]
+    results = mteb.evaluate(PromptEOLMTEB(_RuleEncoder(), name="test/rules"), tasks, cache=None, show_progress_bar=False)
     scores = {r.task_name: r.get_score() for r in results.task_results}
-    assert set(scores) == {"MockSTSTask", "MockClassificationTask", "MockRetrievalTask"}
-    assert all(np.isfinite(s) for s in scores.values())
+    assert scores == {"MockSTSTask": pytest.approx(1.0), "MockClassificationTask": pytest.approx(1.0),
+                      "MockRetrievalTask": pytest.approx(1.0)}  # fmt: skip
+    flipped = mteb.evaluate(PromptEOLMTEB(_RuleEncoder(flip=True), name="test/rules-flipped"), [MockSTSTask()],
+                            cache=None, show_progress_bar=False)  # fmt: skip
+    assert flipped.task_results[0].get_score() == pytest.approx(-1.0)
+
+
+def test_mteb_mock_sts_equals_our_own_spearman(adapter, tiny_encoder):
+    """The real encoder through MTEB's STS evaluator: MTEB's Spearman equals the one computed here from
+    ``tiny_encoder``'s own cosines of the mock pairs."""
+    from mteb.mocks import MockSTSTask
+    from scipy.stats import spearmanr
+
+    task = MockSTSTask()
+    task.load_data()
+    data = task.dataset["test"]
+    a = tiny_encoder.encode(list(data["sentence1"])).astype(np.float64)
+    b = tiny_encoder.encode(list(data["sentence2"])).astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    want = spearmanr(cos, data["score"]).correlation
+    results = mteb.evaluate(adapter, [MockSTSTask()], cache=None, show_progress_bar=False)
+    assert results.task_results[0].scores["test"][0]["cosine_spearman"] == pytest.approx(want, abs=1e-9)
 
 
 # ---------------------------------------------------------------------------------------- prompts

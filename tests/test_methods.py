@@ -35,11 +35,13 @@ def test_method_templates_have_their_exact_strings_and_sources(name):
     from pathlib import Path
 
     assert name in TEMPLATE_SOURCES
-    doc = (Path(__file__).resolve().parents[2] / "shared" / "docs" / "beyond.md")
-    if not doc.is_file() or name == "echo":
-        return
+    # a copy of shared/docs/beyond.md, committed so the check runs on a fresh clone (tests/data/shared/README.md)
+    doc = Path(__file__).resolve().parent / "data" / "shared" / "beyond.md"
     text = doc.read_text()
-    if name.startswith("metaeol-"):
+    if name == "echo":  # the zero-shot form, with the document's {text} slot and its written "\\n"
+        want = re.search(r"a plain zero-shot form is `(.+?)`", text).group(1)
+        want = want.replace("{text}", "{sentence}").replace("\\n", "\n")
+    elif name.startswith("metaeol-"):
         want = re.findall(r"^\d\. `(.+)`$", text, re.M)[int(name.split("-")[1]) - 1]
     else:
         label = {"cot": "Pretended CoT template", "ke": "Knowledge Enhancement template", "cp-irrelevant": "Auxiliary prompt"}
@@ -115,11 +117,43 @@ def test_token_prepending_is_exact_with_the_shared_prefix_and_demonstrations(bas
 
 
 # ---------------------------------------------------------------------------------------------- contrastive prompting
-def test_contrastive_prompting_with_alpha_1_and_no_auxiliary_effect_is_plain(base, monkeypatch):
-    cp = base.derive(contrastive_layer=1, contrastive_alpha=1.0)
-    method = cp._cp[0]
-    monkeypatch.setattr(method, "capture", lambda runner, seqs, prefix: torch.zeros(len(seqs), 32))
-    np.testing.assert_allclose(_enc(cp), _enc(base), atol=1e-6)
+def test_contrastive_prompting_replaces_the_last_position_by_alpha_times_a_minus_b(base, monkeypatch):
+    """With a captured state B that is not zero and alpha 0.5, the input of block 1's attention output projection
+    becomes exactly 0.5 * (A - B) at the last token and stays A elsewhere; the vector equals the plain encoder's
+    with that replacement done by hand."""
+    from prompteol.methods import attention_output
+
+    text = ["A man is playing a guitar."]
+    cp = base.derive(contrastive_layer=1, contrastive_alpha=0.5, prefix_cache=False)
+    b = torch.randn(1, 32, generator=torch.Generator().manual_seed(3))  # (N, D): the auxiliary state, not zero
+    monkeypatch.setattr(cp._cp[0], "capture", lambda runner, seqs, prefix: b)
+    target = attention_output(cp.runner.all_blocks()[1])
+    seen: dict[str, torch.Tensor] = {}
+    pre = target.register_forward_pre_hook(lambda m, args: seen.__setitem__("A", args[0].clone()))  # before steering
+    post = target.register_forward_hook(lambda m, args, out: seen.__setitem__("steered", args[0].clone()))
+    try:
+        got = cp.encode(text, use_embedding_cache=False)
+    finally:
+        pre.remove()
+        post.remove()
+    a, steered = seen["A"][0], seen["steered"][0]  # (T, D)
+    assert b.abs().min() > 0 and not torch.equal(a[-1], steered[-1])
+    torch.testing.assert_close(steered[-1], 0.5 * (a[-1] - b[0]), rtol=0, atol=0)
+    torch.testing.assert_close(steered[:-1], a[:-1], rtol=0, atol=0)
+
+    def by_hand(module, args):
+        x = args[0].clone()
+        x[0, -1] = 0.5 * (x[0, -1] - b[0])
+        return (x, *args[1:])
+
+    plain = base.derive(prefix_cache=False)
+    h = attention_output(plain.runner.all_blocks()[1]).register_forward_pre_hook(by_hand)
+    try:
+        want = plain.encode(text, use_embedding_cache=False)
+    finally:
+        h.remove()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert np.abs(got - plain.encode(text, use_embedding_cache=False)).max() > 1e-3  # the steering did change it
 
 
 def test_contrastive_prompting_steers_only_the_last_position_at_its_layer(base):
