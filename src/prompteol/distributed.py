@@ -37,6 +37,7 @@ import resource
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -185,6 +186,7 @@ def embed_dataset(
     origin_column: str | None = None,
     with_actor_stats: bool = False,
     block_batches: bool = False,
+    max_restarts: int | None = None,
 ) -> ray.data.Dataset:
     """``ds`` with an ``embedding_column`` of PromptEOL vectors of ``text_column`` (lazy, like any Dataset).
 
@@ -202,6 +204,9 @@ def embed_dataset(
     - ``block_batches``: each input block is one actor call, never merged with the next (the files
       engine: its read pieces hold at most ``batch_rows`` rows of one file, so a call never mixes two
       files' schemas); otherwise calls of ``batch_rows`` rows, which may span blocks.
+    - ``max_restarts``: how often Ray restarts an actor that died (``None``: Ray Data's default,
+      without limit). With restarts on, Ray logs an ``E ... core_worker.cc`` line at the start of
+      every run (the actors' constructor arguments live in the object store; docs/distributed.md).
 
     The vectors equal ``Encoder.from_config(config).encode(texts)`` row for row (up to float
     rounding of different batch shapes). Every other column is kept.
@@ -246,11 +251,15 @@ def embed_dataset(
         "cache_dir": None if cache_dir is None else str(cache_dir), "origin_column": origin_column,
         "with_actor_stats": with_actor_stats,
     }  # fmt: skip
-    return ds.map_batches(
-        _EmbedActor, fn_constructor_kwargs=kwargs, batch_size=None if block_batches else batch_rows,
-        batch_format="pyarrow",
-        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, compute=compute,
-    )  # fmt: skip
+    remote_args = {} if max_restarts is None else {"max_restarts": max_restarts}
+    with warnings.catch_warnings():
+        # Ray 2.60 has no named parameter for max_restarts yet, and warns about the generic ones
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(
+            _EmbedActor, fn_constructor_kwargs=kwargs, batch_size=None if block_batches else batch_rows,
+            batch_format="pyarrow",
+            num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, compute=compute, **remote_args,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- shards
@@ -629,6 +638,10 @@ def _encode_shards(
             cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, batch_rows=batch_rows,
             batch_size=batch_size, max_batch_tokens=max_batch_tokens, normalize=normalize,
             output_dtype=output_dtype, cache_dir=cache_dir, progress=progress, quiet=quiet,
+            # one machine: an actor that dies (out of memory, most likely) fails the run at once and a
+            # rerun resumes from the finished shards, rather than being restarted into the same death;
+            # this also keeps Ray's "E ... core_worker.cc" line about restarts out of a successful run
+            max_restarts=0 if local else None,
         )  # fmt: skip
     finally:
         if started:
@@ -662,6 +675,7 @@ def _run_pipeline(
     ray, pending: list[Shard], out_dir: Path, config: EncoderConfig, *, text_column: str, num_actors: int,
     cpus_per_actor: float, gpus_per_actor: float, batch_rows: int, batch_size: int, max_batch_tokens: int | None,
     normalize: bool, output_dtype: str, cache_dir: str | os.PathLike | None, progress: bool, quiet: bool,
+    max_restarts: int | None = None,
 ) -> _Assembler:  # fmt: skip
     """Read, embed and write the pending shards; returns the assembler (what was written, per-actor stats)."""
     ctx = ray.data.DataContext.get_current()
@@ -687,7 +701,7 @@ def _run_pipeline(
         ds, config, text_column=text_column, num_actors=num_actors, cpus_per_actor=cpus_per_actor,
         gpus_per_actor=gpus_per_actor, batch_rows=batch_rows, batch_size=batch_size,
         max_batch_tokens=max_batch_tokens, normalize=normalize, output_dtype=output_dtype, cache_dir=cache_dir,
-        origin_column=SOURCE_COLUMN, with_actor_stats=True, block_batches=True,
+        origin_column=SOURCE_COLUMN, with_actor_stats=True, block_batches=True, max_restarts=max_restarts,
     )  # fmt: skip
     metadata = {"version": __version__, "config": config.to_dict(), "normalize": bool(normalize),
                 "output_dtype": output_dtype, "text_column": text_column}  # fmt: skip

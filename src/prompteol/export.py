@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import ConfigError, InputError
+from .fileio import give_umask_modes
+from .identity import record_files
 from .records import provenance
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,6 +103,8 @@ def export_sentence_transformers(
         fields: dict[str, Any] = {}
         if copy_weights:
             shutil.copytree(_model_folder(encoder), tmp / "model", ignore=shutil.ignore_patterns(".git"))
+            if "files" not in encoder.identity:  # the source's files matched its marker (or it has none):
+                record_files(tmp / "model")  # the copy's marker records them, so the copy keeps the identity
             fields["model"], paths["model"] = "model", "model"
             adapter = _adapter_folder(encoder)
             if adapter is not None:
@@ -108,6 +112,7 @@ def export_sentence_transformers(
                 fields["adapter"], paths["adapter"] = "adapter", "adapter"
             else:
                 fields["adapter"] = None
+            give_umask_modes(tmp)  # copies keep the source's modes (0600 weights): an export is for sharing
         else:
             for name in _PATH_FIELDS:
                 value = getattr(config, name)

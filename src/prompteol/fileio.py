@@ -24,7 +24,10 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["write_atomic", "write_json_atomic", "write_text_atomic", "FileLock", "umask_mode", "give_umask_mode"]
+__all__ = [
+    "write_atomic", "write_json_atomic", "write_text_atomic", "FileLock", "umask_mode", "give_umask_mode",
+    "give_umask_modes",
+]  # fmt: skip
 
 
 def _umask() -> int:
@@ -51,6 +54,15 @@ def give_umask_mode(path: str | Path) -> None:
     if os.path.isdir(path):
         mode |= (mode & 0o444) >> 2  # a folder is searchable where it is readable (0755 under umask 022)
     os.chmod(path, mode)
+
+
+def give_umask_modes(folder: str | Path) -> None:
+    """:func:`give_umask_mode` to ``folder`` and everything in it (what a library saved 0600, such as
+    the safetensors files of ``save_pretrained``)."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            give_umask_mode(os.path.join(root, name))
+    give_umask_mode(folder)
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:

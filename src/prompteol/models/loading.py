@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import ConfigError, ModelNotFoundError
+from ..identity import files_sha256, folder_identity  # noqa: F401 - re-exported (the identity of a folder)
 from ..paths import cache_root, models_dir
 from .pull import MARKER, convert_gguf, is_pulled, packaged_path, pull, sha256_file
 from .registry import PACKAGED_MODELS
@@ -34,7 +34,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
 @dataclass
@@ -84,78 +83,13 @@ def _hub_cached(ref: str) -> bool:
         return False
 
 
-#: files of a model folder that never change a vector (documentation, VCS, our own marker)
-_IGNORED = ("README", "LICENSE", "NOTICE", ".git")
-
-
-def _hashed_files(folder: Path) -> list[Path]:
-    """Every top-level file that can change a vector: weights, config, tokenizer files, ..."""
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(_IGNORED) and p.suffix != ".md" and p.name != MARKER
-    )  # fmt: skip
-
-
-def files_sha256(files: list[Path], cache_dir=None) -> dict[str, str]:
-    """``{file name: sha256}``, memoised by (path, size, mtime) in ``<cache root>/fingerprints.json``."""
-    memo_path = cache_root(cache_dir) / "fingerprints.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    out, changed = {}, False
-    for p in files:
-        st = p.stat()
-        key = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        if key not in memo:
-            memo[key] = sha256_file(p)
-            changed = True
-        out[p.name] = memo[key]
-    if changed:
-        try:
-            memo_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(memo, indent=1))
-            os.replace(tmp, memo_path)
-        except OSError:
-            log.warning("could not write %s; file hashes will be recomputed next time", memo_path)
-    return out
-
-
-def _converted_identity(info: dict) -> dict:
-    """Identity of a folder this package converted from a GGUF file (read from its marker)."""
-    return {
-        "weights": f"gguf-sha256:{info['gguf_sha256']}",
-        # the tokenizer and weights of a conversion depend on the libraries that did it
-        "conversion": info.get("conversion") or "unrecorded (converted before prompteol recorded versions)",
-    }
-
-
-def folder_identity(folder: Path, cache_dir=None) -> dict:
-    """The identity of a transformers folder: every weight, tokenizer and config file's sha256."""
-    marker = folder / MARKER
-    if marker.is_file():
-        info = json.loads(marker.read_text())
-        if info.get("gguf_sha256"):
-            return _converted_identity(info)
-        if info.get("weights_id"):
-            return {"weights": str(info["weights_id"])}
-    files = _hashed_files(folder)
-    if not any(p.suffix in _WEIGHT_SUFFIXES for p in files):
-        raise ModelNotFoundError(f"{folder} holds no weight files ({', '.join(_WEIGHT_SUFFIXES)})")
-    hashes = files_sha256(files, cache_dir)
-    digest = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
-    return {"weights": f"files-sha256:{digest}", "files": hashes}
-
-
 def _resolve_gguf(file: Path, cache_dir=None, progress: bool = True) -> ResolvedModel:
     digest = sha256_file(file)
     target = cache_root(cache_dir) / "gguf" / digest[:16]
     if not (target / MARKER).is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         convert_gguf(file, target, {"gguf_sha256": digest, "gguf_file": str(file)}, progress)
-    info = json.loads((target / MARKER).read_text())
-    return ResolvedModel(str(file), "gguf", str(target), _converted_identity(info))
+    return ResolvedModel(str(file), "gguf", str(target), folder_identity(target, cache_dir))
 
 
 def _adapter_base(folder: Path) -> str:
@@ -290,7 +224,7 @@ def load_base_model(
         if not torch.cuda.is_available():
             raise ConfigError(
                 f"quantization={quantization!r} uses bitsandbytes kernels that need a CUDA GPU, and none is "
-                f"available here; use quantization='int8-dynamic' on CPU or run on a GPU machine"
+                f"available here; on CPU use dtype='auto' (bfloat16 where the CPU has it natively) or run on a GPU machine"
             )
         from ..errors import require
 

@@ -34,8 +34,11 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ..errors import ChecksumError, ModelDownloadError, ModelNotFoundError
+from ..fileio import give_umask_modes
+from ..identity import MARKER  # the marker of a folder prompteol made (its identity reads it)
 from ..paths import downloads_dir, models_dir
 from .registry import PACKAGED_MODELS, PackagedModel
 
@@ -55,7 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MARKER = "prompteol_model.json"
 _CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for steady progress
 
 
@@ -338,8 +340,10 @@ def convert_gguf(gguf: Path, out_dir: Path, source: dict, progress: bool = True)
     t0 = time.perf_counter()
     try:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            with _conversion_bars(progress):
+                tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+                model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                             dtype=torch.float32)  # fmt: skip
         except (ImportError, MemoryError):
             raise  # a missing package (its own message) or the machine, not the file
         except Exception as exc:  # noqa: BLE001 - transformers' GGUF loader fails in many ways on a file it cannot use
@@ -353,9 +357,13 @@ def convert_gguf(gguf: Path, out_dir: Path, source: dict, progress: bool = True)
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         del model
+        from ..identity import folder_record
+
+        # the files the conversion wrote, so an edit to any of them later changes the fingerprint
         info = dict(source, converted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    conversion=conversion_versions())  # fmt: skip
+                    conversion=conversion_versions(), **folder_record(tmp))  # fmt: skip
         (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
+        give_umask_modes(tmp)  # save_pretrained leaves the weights 0600; a shared cache must be readable
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -364,6 +372,37 @@ def convert_gguf(gguf: Path, out_dir: Path, source: dict, progress: bool = True)
         raise
     _say(f"converted in {time.perf_counter() - t0:.0f} s -> {out_dir}", progress)
     return out_dir
+
+
+@contextlib.contextmanager
+def _conversion_bars(progress: bool) -> Iterator[None]:
+    """transformers draws progress bars while it converts (tqdm's, and its own while loading): shown
+    on a terminal when ``progress``, off otherwise, since in a log (nohup, CI) every update is another
+    carriage-return line; the "converting ..." and "converted in ..." lines stay."""
+    if progress and sys.stderr.isatty():
+        yield
+        return
+    import functools
+
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    gguf_utils: Any = None
+    try:  # the GGUF reader imports tqdm itself: its bar is turned off where it is looked up
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+        original = gguf_utils.tqdm
+        gguf_utils.tqdm = functools.partial(original, disable=True)
+    except (ImportError, AttributeError):  # another transformers layout: at worst the bar shows
+        gguf_utils = None
+    try:
+        yield
+    finally:
+        if gguf_utils is not None:
+            gguf_utils.tqdm = original
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _first_line(exc: BaseException) -> str:

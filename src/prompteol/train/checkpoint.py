@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..fileio import give_umask_modes
 
 __all__ = [
     "RUN_FILE",
@@ -55,6 +56,7 @@ def save_adapter(peft_model, folder: Path, run_info: dict[str, Any]) -> None:
     """The LoRA weights (peft format, loadable onto ``AutoModel``) and ``prompteol_train.json``."""
     peft_model.save_pretrained(str(folder))
     write_json(folder / RUN_FILE, run_info)
+    give_umask_modes(folder)  # save_pretrained leaves the weights 0600: readable by the team, as any output
 
 
 def rng_state() -> dict[str, Any]:
