@@ -69,7 +69,7 @@ def check_encoder_flags(args: argparse.Namespace) -> None:
             check_encoder_config(given, given, also_on=grid)
         return
     try:
-        config = encoder_config_from_args(args)
+        config = encoder_config_from_args(args, **getattr(args, "encoder_defaults", {}))
     except ConfigError as exc:
         raise ConfigError(flag_message(str(exc))) from None
     check_encoder_config(config, given, also_on=grid)

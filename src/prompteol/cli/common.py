@@ -26,7 +26,8 @@ def add_encoder_args(
     from ..options import add_arguments
 
     add_arguments(p.add_argument_group(title), encoder_options(exclude), defaults=defaults)
-    p.set_defaults(encoder_exclude=tuple(exclude))  # tells the validation step (checks.py) to check them
+    # tells the one validation step (checks.py) to check them, with the command's own defaults
+    p.set_defaults(encoder_exclude=tuple(exclude), encoder_defaults=dict(defaults or {}))
 
 
 def encoder_values(args: argparse.Namespace, exclude: Sequence[str] = ()) -> dict[str, Any]:

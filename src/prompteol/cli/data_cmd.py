@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from ..options import positive_float
 from .common import console, progress_wanted
 
 
@@ -31,7 +32,7 @@ def register(sub) -> None:
     d.add_argument("--dest", default=None,
                    help="data root to create (default: $PROMPTEOL_DATA, else <cache root>/senteval)")  # fmt: skip
     d.add_argument("--url", default=None, help="archive URL (default: the SimCSE senteval.tar)")
-    d.add_argument("--timeout", type=float, default=None, help="connect/read timeout in seconds (default: 10)")
+    d.add_argument("--timeout", type=positive_float, default=None, help="connect/read timeout in seconds (default: 10)")
     prog = d.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")

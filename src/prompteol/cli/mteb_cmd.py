@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..options import positive_int
 from .common import add_encoder_args, build_encoder, console, progress_wanted
 
 
@@ -27,7 +28,7 @@ def register(sub) -> None:
                    "(default: the encoder's template)")  # fmt: skip
     p.add_argument("--prompt-document", default=None, metavar="TEMPLATE",
                    help="template of MTEB's documents (default: the encoder's template)")
-    p.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
+    p.add_argument("--batch-size", "-b", type=positive_int, default=32, help="sentences per batch (default: %(default)s)")
     p.add_argument("--no-cache", dest="use_embedding_cache", action="store_false",
                    help="neither read nor write the embedding cache")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",

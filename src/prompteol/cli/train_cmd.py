@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from ..options import non_negative_float, non_negative_int, positive_float, positive_int
 from .common import add_encoder_args, encoder_values
 
 _DEFAULTS = "(default: %(default)s)"
@@ -35,9 +36,9 @@ def register(sub) -> None:
     add_encoder_args(p, exclude=_NOT_TRAINED, defaults={"device": "auto"}, title="encoder trained for (--model is required)")
 
     g = p.add_argument_group("LoRA")
-    g.add_argument("--lora-r", type=int, default=64, help=_DEFAULTS)
-    g.add_argument("--lora-alpha", type=int, default=16, help=_DEFAULTS)
-    g.add_argument("--lora-dropout", type=float, default=0.05, help=_DEFAULTS)
+    g.add_argument("--lora-r", type=positive_int, default=64, help=_DEFAULTS)
+    g.add_argument("--lora-alpha", type=positive_int, default=16, help=_DEFAULTS)
+    g.add_argument("--lora-dropout", type=non_negative_float, default=0.05, help=_DEFAULTS)
     g.add_argument(
         "--load-in-4bit", action="store_true", help="QLoRA: base model in bitsandbytes NF4 + double quantisation (CUDA)"
     )
@@ -45,20 +46,20 @@ def register(sub) -> None:
                    help="keep activations instead of recomputing them (faster, more memory)")  # fmt: skip
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--batch-size", type=int, default=256, help=f"global batch in triplets, all processes {_DEFAULTS}")
-    g.add_argument("--micro-batch-size", type=int, default=None,
+    g.add_argument("--batch-size", type=positive_int, default=256, help=f"global batch in triplets, all processes {_DEFAULTS}")
+    g.add_argument("--micro-batch-size", type=positive_int, default=None,
                    help="triplets per forward pass; smaller than the per-process batch turns on gradient caching "
                    "(default: the whole per-process batch in one pass)")  # fmt: skip
-    g.add_argument("--lr", type=float, default=5e-4, help=_DEFAULTS)
-    g.add_argument("--warmup-steps", type=int, default=100, help=_DEFAULTS)
-    g.add_argument("--weight-decay", type=float, default=0.0, help=_DEFAULTS)
-    g.add_argument("--max-grad-norm", type=float, default=1.0, help=f"gradient clipping; 0 = off {_DEFAULTS}")
-    g.add_argument("--epochs", type=int, default=1, help=_DEFAULTS)
-    g.add_argument("--max-steps", type=int, default=None, help="number of steps (overrides --epochs; cycles the data)")
-    g.add_argument("--temperature", type=float, default=0.05, help=_DEFAULTS)
+    g.add_argument("--lr", type=positive_float, default=5e-4, help=_DEFAULTS)
+    g.add_argument("--warmup-steps", type=non_negative_int, default=100, help=_DEFAULTS)
+    g.add_argument("--weight-decay", type=non_negative_float, default=0.0, help=_DEFAULTS)
+    g.add_argument("--max-grad-norm", type=non_negative_float, default=1.0, help=f"gradient clipping; 0 = off {_DEFAULTS}")
+    g.add_argument("--epochs", type=positive_int, default=1, help=_DEFAULTS)
+    g.add_argument("--max-steps", type=positive_int, default=None, help="number of steps (overrides --epochs; cycles the data)")
+    g.add_argument("--temperature", type=positive_float, default=0.05, help=_DEFAULTS)
     g.add_argument(
         "--cutoff-len",
-        type=int,
+        type=non_negative_int,
         default=32,
         help=f"tokens per sentence, cut before templating; 0 = never cut {_DEFAULTS}",
     )
@@ -67,7 +68,7 @@ def register(sub) -> None:
     g = p.add_argument_group("evaluation and checkpoints")
     g.add_argument(
         "--eval-every",
-        type=int,
+        type=non_negative_int,
         default=50,
         help=f"score STS-B dev every N steps (and before/after); 0 = never {_DEFAULTS}",
     )
@@ -76,17 +77,17 @@ def register(sub) -> None:
         default=None,
         help="SentEval data root with downstream/STS/STSBenchmark (default: $PROMPTEOL_DATA)",
     )
-    g.add_argument("--eval-batch-size", type=int, default=64, help=_DEFAULTS)
+    g.add_argument("--eval-batch-size", type=positive_int, default=64, help=_DEFAULTS)
     g.add_argument(
-        "--save-every", type=int, default=50, help=f"resumable checkpoint every N steps; 0 = none {_DEFAULTS}"
+        "--save-every", type=non_negative_int, default=50, help=f"resumable checkpoint every N steps; 0 = none {_DEFAULTS}"
     )
-    g.add_argument("--keep-checkpoints", type=int, default=1, help=f"resumable checkpoints kept {_DEFAULTS}")
+    g.add_argument("--keep-checkpoints", type=non_negative_int, default=1, help=f"resumable checkpoints kept {_DEFAULTS}")
     g.add_argument("--resume", action="store_true", help="continue the latest checkpoint in --output exactly")
-    g.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+    g.add_argument("--stop-after", type=positive_int, default=None, metavar="STEP",
                    help="stop after this step with a checkpoint (continue later with --resume)")  # fmt: skip
-    g.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+    g.add_argument("--time-limit", type=positive_float, default=None, metavar="MINUTES",
                    help="stop with a checkpoint once this much wall time has passed (continue later with --resume)")  # fmt: skip
-    g.add_argument("--log-every", type=int, default=10, help=f"log a line every N steps {_DEFAULTS}")
+    g.add_argument("--log-every", type=positive_int, default=10, help=f"log a line every N steps {_DEFAULTS}")
     prog = g.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")
