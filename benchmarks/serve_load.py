@@ -24,8 +24,9 @@ Soak mode (``--soak SECONDS``), a reliability run rather than a speed comparison
     python benchmarks/serve_load.py --model smollm2-135m --soak 600 --clients 32 --threads 2 -o soak.json
 
 N closed-loop clients send a mix of valid requests (1-8 sentences, float or base64, some with a
-valid ``dimensions``) and invalid ones (empty input, too many inputs, an over-long text, lone
-surrogates, bad ``dimensions``, a wrong model, bad JSON, a body over the size limit), and some
+valid ``dimensions``) and invalid ones (an empty input list, too many inputs, an over-long text, lone
+surrogates, bad ``dimensions``, a wrong model, bad JSON, a body over the size limit, JSON sent with
+another Content-Type or none, an empty body), and some
 clients are killed mid-request (the socket closed in the headers, in the body, or before the
 answer). It records the statuses per kind (2xx/4xx/5xx), p50/p99 latency of the valid requests,
 the server's RSS (``/proc/<pid>/status`` VmRSS) after the warm-up, during and at the end, and
@@ -34,6 +35,9 @@ in this process (after the load, so it does not compete with the server). Target
 checked and recorded: no 5xx, every kind answered its expected status, no wrong vector (max abs
 difference <= ``--tolerance``), end RSS <= RSS after the warm-up + ``--rss-bound-mb``, and the
 server still healthy. Exit code 0 only when all hold.
+
+Both modes write (``-o``) a JSON record with its ``provenance`` (prompteol.records: date, git
+commit, machine, thread counts, library versions, the exact command).
 """
 
 from __future__ import annotations
@@ -56,7 +60,11 @@ from pathlib import Path
 
 import numpy as np
 
+from prompteol.records import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
+#: the server's own libraries, recorded with the others (records.LIBRARIES)
+_SERVER_PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -306,6 +314,8 @@ def main(argv=None) -> int:
     library = lib_sent / lib_time if lib_time else float("nan")
     n_batches = batches.get("prompteol_batch_sentences_count", 0)
     report = {
+        "provenance": provenance(["python", "benchmarks/serve_load.py", *(sys.argv[1:] if argv is None else argv)],
+                                 threads=args.threads, packages=_SERVER_PACKAGES),
         "model": args.model, "clients": args.clients, "threads": args.threads, "requests": done,
         "server_packing": bool(getattr(args, "packing", True)),
         "errors": len(errors), "wall_s": round(server_wall, 2), "requests_per_s": round(done / server_wall, 2),
@@ -351,7 +361,10 @@ def main(argv=None) -> int:
 INVALID = {
     "empty_input": 400, "too_many_inputs": 400, "over_long_text": 400, "lone_surrogate": 400,
     "bad_dimensions": 400, "wrong_model": 404, "bad_json": 400, "huge_body": 413,
+    "wrong_content_type": 415, "empty_body": 400,
 }  # fmt: skip
+#: the Content-Type each kind is sent with (application/json when not listed)
+CONTENT_TYPES = {"wrong_content_type": ("text/plain", "application/x-www-form-urlencoded", None)}
 KILL_MODES = ("in-headers", "in-body", "before-answer")
 
 
@@ -412,8 +425,8 @@ class SoakState:
 
 def invalid_body(kind: str, args, rng: random.Random, dim: int, huge: bytes) -> bytes:
     model = args.model
-    if kind == "empty_input":
-        return json.dumps({"model": model, "input": rng.choice([[], [""], "", ["ok", ""]])}).encode()
+    if kind == "empty_input":  # (an empty string is a sentence, embedded as by the library)
+        return json.dumps({"model": model, "input": []}).encode()
     if kind == "too_many_inputs":
         return json.dumps({"model": model, "input": ["a"] * (args.max_inputs + 1)}).encode()
     if kind == "over_long_text":
@@ -431,6 +444,10 @@ def invalid_body(kind: str, args, rng: random.Random, dim: int, huge: bytes) -> 
         )
     if kind == "huge_body":
         return huge
+    if kind == "wrong_content_type":
+        return json.dumps({"model": model, "input": "a"}).encode()  # valid JSON, sent as something else
+    if kind == "empty_body":
+        return rng.choice([b"", b" ", b"\n"])
     raise ValueError(kind)
 
 
@@ -499,9 +516,11 @@ async def soak_load(url: str, args, pool: list[str], dim: int, stop_at: float, w
             else:
                 body, texts, dims = valid_request(pool, rng, args.model, dim)
                 content = json.dumps(body).encode()
+            kind_of_content = rng.choice(CONTENT_TYPES[kind]) if kind in CONTENT_TYPES else "application/json"
+            headers = {"Content-Type": kind_of_content} if kind_of_content else {}
             t0 = time.perf_counter()
             try:
-                r = await client.post("/v1/embeddings", content=content, headers={"Content-Type": "application/json"})
+                r = await client.post("/v1/embeddings", content=content, headers=headers)
             except httpx.HTTPError as exc:
                 outcome = "closed" if kind == "huge_body" else "transport-error"
                 state.note(kind, outcome)
@@ -660,6 +679,8 @@ def soak_main(args, argv) -> int:
         "schema": "prompteol.serve-soak/1",
         "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "server_command": " ".join(proc.command),  # type: ignore[attr-defined]
+        "provenance": provenance(["python", "benchmarks/serve_load.py", *(sys.argv[1:] if argv is None else argv)],
+                                 threads=args.threads, packages=_SERVER_PACKAGES),
         "machine": _machine(), "versions": _versions(),
         "threads": {"server": args.threads, "torch_library": torch.get_num_threads()},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"},

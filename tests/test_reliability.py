@@ -454,19 +454,27 @@ def test_14_an_old_marker_in_prompteols_cache_is_completed_once(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- Ray
-def test_a_successful_ray_run_prints_no_core_worker_error(tmp_path, test_cache_dir):
+def test_a_successful_ray_run_prints_no_core_worker_error_and_reads_files_as_encode_does(tmp_path, tiny_encoder,
+                                                                                         test_cache_dir):  # fmt: skip
     """Ray logged `E ... core_worker.cc: ... max_restarts > 0` on every successful run: on one machine
-    the actors are not restarted (a rerun resumes instead), so the line is gone."""
+    the actors are not restarted (a rerun resumes instead), so the line is gone. And the Ray engine
+    reads a JSONL file as the local engine does (its leading BOM removed, control characters kept)."""
     pytest.importorskip("ray")
-    pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    pq.write_table(pa.table({"text": [f"s {i}" for i in range(8)]}), tmp_path / "in.parquet")
+    texts = ["a\x00b", "tab\there", "\u202eRTL", "cr\r", "", "e\u0301"]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(BOM + "".join(json.dumps({"text": t}) + "\r\n" for t in texts).encode())
     exe = shutil.which("prompteol") or str(Path(sys.executable).with_name("prompteol"))
     env = {**os.environ, "PROMPTEOL_CACHE": str(test_cache_dir)}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([exe, "--threads", "1", "encode", "--engine", "ray", "-m", MODEL, str(tmp_path / "in.parquet"),
+    proc = subprocess.run([exe, "--threads", "1", "encode", "--engine", "ray", "-m", MODEL, str(src),
                            "-o", str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True,
                           timeout=300, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "core_worker" not in proc.stderr and " E " not in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "DeprecationWarning" not in proc.stderr
+    table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    assert table.column("text").to_pylist() == texts
+    col = table.column("embedding").combine_chunks()
+    got = col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1)
+    np.testing.assert_allclose(got, tiny_encoder.encode(texts, use_embedding_cache=False), atol=1e-5)
