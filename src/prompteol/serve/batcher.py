@@ -4,7 +4,8 @@ Each request's texts become one or more *jobs* (a request over the token budget 
 budget-sized chunks, so a huge request cannot hold the model for minutes while small ones
 wait behind it). Jobs wait in one FIFO queue. A single collector task takes the oldest job,
 then adds queued jobs while the merged group stays within ``max_batch_tokens`` prompt tokens
-(counted with ``Encoder.token_counts``). Right after a run, the next group waits a short grace
+(the lengths of the token ids the server computed for the request, ``Encoder.prompts.build``, once,
+in its tokenizer thread). Right after a run, the next group waits a short grace
 (``GRACE_FRACTION`` of that run, at least ``max_wait``) for the clients the run answered to
 send their next request, and stops waiting as soon as that many have: closed-loop clients then
 merge into full groups instead of settling into a large and a small group that alternate.
@@ -43,12 +44,12 @@ __all__ = ["MicroBatcher", "ShuttingDown", "chunk_bounds"]
 log = logging.getLogger(__name__)
 
 #: after a run, a group that is not full waits up to this fraction of that run for the clients
-#: just answered to send their next request (it stops as soon as they all have). Measured with
-#: smollm2-135m on 2 CPU cores: 32 answered clients take 40-100 ms to come back after a 0.7 s
-#: run (a loopback round trip costs ~2 ms of CPU, client and server), so 5% was too short and
-#: left the groups alternating between ~30 and ~3 requests; a group of 16 instead of 32 costs
-#: ~14% throughput (39 vs 46 sentences/s). The wait costs nothing when the queue fills a group
-#: (a full group never waits), and at most 10% idle model time when nobody comes back.
+#: just answered to send their next request (it stops as soon as they all have). Answered
+#: closed-loop clients take a noticeable part of a run to come back (their HTTP work shares the
+#: cores); with 5% the groups kept alternating between almost all and a few of 32 requests, and a
+#: half-size batch computes fewer sentences per second on a CPU (not recorded; the load test's
+#: mean group size is in its records, docs/serving.md). The wait costs nothing when the queue fills
+#: a group (a full group never waits), and at most 10% idle model time when nobody comes back.
 GRACE_FRACTION = 0.1
 
 

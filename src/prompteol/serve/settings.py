@@ -69,7 +69,7 @@ class ServeSettings(BaseModel):
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 
     # --- batching
-    #: prompt tokens merged into one group of concurrent requests (counted with ``token_counts``);
+    #: prompt tokens merged into one group of concurrent requests (the prompts' token ids, ``prompts.build``);
     #: ~100 STS-length sentences, about three model batches, i.e. a second or two of a 135M model
     #: on two CPU cores: enough to sort by length under load, short enough to keep latency sane
     max_batch_tokens: int = Field(2048, ge=1)
