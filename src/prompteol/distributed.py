@@ -251,7 +251,7 @@ def embed_dataset(
         "cache_dir": None if cache_dir is None else str(cache_dir), "origin_column": origin_column,
         "with_actor_stats": with_actor_stats,
     }  # fmt: skip
-    remote_args = {} if max_restarts is None else {"max_restarts": max_restarts}
+    remote_args: dict[str, Any] = {} if max_restarts is None else {"max_restarts": max_restarts}
     with warnings.catch_warnings():
         # Ray 2.60 has no named parameter for max_restarts yet, and warns about the generic ones
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
