@@ -137,6 +137,9 @@ def main() -> None:
             c.close()
         for key, values in times.items():
             out[key.replace("_us", "_us_per_vec") + "_best"] = round(min(values), 2)
+            if key.endswith("_us"):
+                out[key.replace("_us", "_vectors_per_s") + "_best"] = round(1e6 / min(values), -2)
+        out["vector_bytes"] = 4 * args.dim
         check, copy = verify_only(min(args.rows, 20_000), args.dim, args.repeat)
         out["verify_only_us_per_row"] = round(check * 1e6, 2)
         out["old_copy_only_us_per_row"] = round(copy * 1e6, 2)

@@ -207,7 +207,8 @@ def read_provenance(record: Mapping[str, Any]) -> dict[str, Any]:
     block = record.get("provenance")
     if isinstance(block, Mapping):
         return dict(block)
-    cell = record.get("cell") if isinstance(record.get("cell"), Mapping) else {}
+    found = record.get("cell")
+    cell: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     machine = record.get("machine") or cell.get("host")
     return {
         "schema": None,
