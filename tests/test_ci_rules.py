@@ -33,3 +33,43 @@ def test_a_missing_dev_dependency_fails_the_run_under_ci(tmp_path):
     run = _run(tmp_path, ci=True)
     assert run.returncode not in (0, 5), run.stdout  # an error, not "nothing ran"
     assert "CI=true requires it" in run.stdout + run.stderr
+
+
+def _dev_distributions() -> set[str]:
+    """The distributions the ``dev`` extra installs (its own and those of the extras it names)."""
+    import re
+    import tomllib
+
+    extras = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def names(extra: str) -> set[str]:
+        out: set[str] = set()
+        for req in extras[extra]:
+            m = re.fullmatch(r"prompteol\[([\w,]+)\]", req.replace(" ", ""))
+            if m:
+                for sub in m.group(1).split(","):
+                    out |= names(sub)
+            else:
+                out.add(re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0].lower().replace("_", "-"))
+        return out
+
+    return names("dev")
+
+
+def test_no_test_skips_a_dependency_of_the_dev_extra_with_importorskip():
+    """Every optional dependency of the dev extra goes through conftest.require (a failure under CI=true)."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    dev = _dev_distributions()
+    owners = packages_distributions()
+    found = []
+    for path in sorted(HERE.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "importorskip"
+                    and node.args and isinstance(node.args[0], ast.Constant)):  # fmt: skip
+                top = str(node.args[0].value).split(".")[0]
+                dists = {d.lower().replace("_", "-") for d in owners.get(top, [top.replace("_", "-")])}
+                if dists & dev:
+                    found.append(f"{path.name}:{node.lineno}: importorskip({node.args[0].value!r})")
+    assert not found, "use conftest.require for the dev extra's packages:\n" + "\n".join(found)

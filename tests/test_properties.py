@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
-hypothesis = pytest.importorskip("hypothesis")
+hypothesis = require("hypothesis")
 from hypothesis import HealthCheck, assume, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -117,8 +118,8 @@ def _write(folder: Path, fmt: str, items: list[str]) -> Path | None:
     elif fmt == "jsonl":
         path.write_text("".join(json.dumps({"text": t}) + "\n" for t in items), encoding="ascii")
     else:
-        pa = pytest.importorskip("pyarrow")
-        pq = pytest.importorskip("pyarrow.parquet")
+        pa = require("pyarrow")
+        pq = require("pyarrow.parquet")
         try:
             table = pa.table({"text": pa.array(items, pa.string())})
         except (pa.ArrowException, UnicodeError):
@@ -177,7 +178,7 @@ def test_a_file_bom_is_the_only_difference_from_the_library(capsys, cli_encoder,
 # ---------------------------------------------------------------------------------------------- the server
 @pytest.fixture(scope="module")
 def server(tiny_encoder):
-    pytest.importorskip("fastapi")
+    require("fastapi")
     from types import SimpleNamespace
 
     from prompteol.serve import ServeSettings, create_app, serve_in_thread
@@ -190,7 +191,7 @@ def server(tiny_encoder):
 @settings(SEEDED, max_examples=40)
 @given(items=st.lists(text | st.sampled_from(["a\nb", "\n"]), min_size=1, max_size=5), single=st.booleans())
 def test_the_server_gives_the_librarys_vectors_or_a_4xx(server, encoder, items, single):
-    httpx = pytest.importorskip("httpx")
+    httpx = require("httpx")
     payload = items[0] if single else items
     body = json.dumps({"model": MODEL, "input": payload}).encode("ascii")  # \u escapes, surrogates included
     r = httpx.post(server.url + "/v1/embeddings", content=body, headers={"Content-Type": "application/json"},

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from prompteol.cli.main import main
 
@@ -170,7 +171,7 @@ def test_3_eval_results_and_plots_get_the_umask_mode(tmp_path, capsys, monkeypat
     code, err = _cli(capsys, "eval", "--tasks", "STS12", "-o", out, "--no-progress")
     assert code == 0, err
     assert out.stat().st_mode & 0o777 == umask_027
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     png = tmp_path / "plot.png"
     code, err = _cli(capsys, "eval", "plot", out, "-o", png)
     assert code == 0, err
@@ -183,7 +184,7 @@ def test_3_adapters_and_atomic_writes_get_the_umask_mode(tmp_path, umask_027, ti
     assert write_json_atomic(tmp_path / "r.json", {"a": 1}).stat().st_mode & 0o777 == umask_027
     np_out = write_atomic(tmp_path / "v.npy", lambda tmp: np.save(tmp, np.zeros(3)))
     assert np_out.stat().st_mode & 0o777 == umask_027
-    peft = pytest.importorskip("peft")
+    peft = require("peft")
     from prompteol.train.checkpoint import save_adapter
 
     model = peft.get_peft_model(tiny_encoder.model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
@@ -292,7 +293,7 @@ def test_8_the_needed_option_from_a_flag_a_preset_or_a_grid_is_enough(tmp_path, 
 
 
 def test_8_serve_checks_its_environment_too(capsys, no_model, monkeypatch):
-    pytest.importorskip("fastapi")
+    require("fastapi")
     monkeypatch.setenv("PROMPTEOL_CONTRASTIVE_ALPHA", "0.3")
     _one_line(*_cli(capsys, "serve"), "--contrastive-alpha has no effect without --contrastive-layer")
 
@@ -459,8 +460,8 @@ def test_a_successful_ray_run_prints_no_core_worker_error_and_reads_files_as_enc
     """Ray logged `E ... core_worker.cc: ... max_restarts > 0` on every successful run: on one machine
     the actors are not restarted (a rerun resumes instead), so the line is gone. And the Ray engine
     reads a JSONL file as the local engine does (its leading BOM removed, control characters kept)."""
-    pytest.importorskip("ray")
-    pq = pytest.importorskip("pyarrow.parquet")
+    require("ray")
+    pq = require("pyarrow.parquet")
     texts = ["a\x00b", "tab\there", "\u202eRTL", "cr\r", "", "e\u0301"]
     src = tmp_path / "in.jsonl"
     src.write_bytes(BOM + "".join(json.dumps({"text": t}) + "\r\n" for t in texts).encode())
