@@ -27,6 +27,14 @@ def _env(monkeypatch, test_cache_dir):
     """Each test's PROMPTEOL_CACHE (main() sets it from --cache-dir) is restored; the hub is never tried."""
     monkeypatch.setenv("PROMPTEOL_CACHE", str(test_cache_dir))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _cpu_without_bf16(monkeypatch)
+
+
+def _cpu_without_bf16(mp) -> None:
+    """``--dtype auto`` picks float32 whatever the test machine's CPU (its rule is tested in test_fused.py)."""
+    import prompteol.precision as precision
+
+    mp.setattr(precision, "native_bf16", lambda: False)
 
 
 def _sweep_argv(cache, data_dir, out, models=MODELS, demos="none,paper", *extra):
@@ -41,6 +49,7 @@ def sweep(tmp_path_factory, data_dir, test_cache_dir):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PROMPTEOL_CACHE", str(test_cache_dir))
         mp.setenv("HF_HUB_OFFLINE", "1")
+        _cpu_without_bf16(mp)
         code = main(_sweep_argv(test_cache_dir, data_dir, out))
     return out, code
 
@@ -221,6 +230,11 @@ def test_memory_rule_float32_bfloat16_or_refuse(monkeypatch):
     # choose_dtype reads the free memory through available_memory when not given
     monkeypatch.setattr(memory, "available_memory", _free(3 * GIB))
     assert choose_dtype(size, "auto", **kw).dtype == "bfloat16"
+    # on a CPU with native bfloat16, auto starts from bfloat16 (the fast precision) even when float32 fits
+    import prompteol.precision as precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    assert choose_dtype(size, "auto", available=_free(8 * GIB), **kw).dtype == "bfloat16"
 
 
 def test_memory_sources(tmp_path, monkeypatch):

@@ -66,6 +66,8 @@ from typing import Any
 
 import numpy as np
 
+from .records import native_bf16
+
 DEMO = ("A man is smoking.", "Smoking")
 STS_SPLIT = "STSBenchmark-dev"
 #: bump when the ONNX export below changes what it writes (part of the export cache key)
@@ -115,8 +117,15 @@ CONFIGS: dict[str, BenchConfig] = {
                     "encoder", ref="prompteol", peak="gemm-bf16", options={"dtype": "bf16-mixed"}),
         BenchConfig("prompteol-bf16-packed", "dtype bfloat16 + packing", "lowp", "encoder", ref="prompteol",
                     peak="gemm-bf16", options={"dtype": "bfloat16", "packing": True}),
-        BenchConfig("prompteol-int8", "torch dynamic int8 Linear layers", "lowp", "encoder", ref="prompteol",
-                    options={"quantization": "int8-dynamic"}),
+        BenchConfig("prompteol-int8", "torch dynamic int8 Linear layers (refused outside benchmarks: lossy)", "lowp",
+                    "encoder", ref="prompteol", options={"quantization": "int8-dynamic"}),
+        BenchConfig("prompteol-fused", "fused=True: torch.compile'd blocks, float32", "exact", "encoder",
+                    ref="prompteol", peak="gemm", options={"fused": True}),
+        BenchConfig("prompteol-bf16-fused", "dtype bfloat16, fused=True", "lowp", "encoder", ref="prompteol",
+                    peak="gemm-bf16", options={"dtype": "bfloat16", "fused": True}),
+        BenchConfig("prompteol-auto", "dtype auto + fused (the eval/scale/search defaults)", "lowp", "encoder",
+                    ref="prompteol", peak="gemm-bf16" if native_bf16() else "gemm",
+                    options={"dtype": "auto", "fused": True}),
         BenchConfig("reference", "the paper's code path (AutoModelForCausalLM, hidden states, batch 16)", "exact",
                     "reference", ref="prompteol", peak="gemm"),
         BenchConfig("reference-demo", "the paper's code path with the demonstration", "exact", "reference",
@@ -156,6 +165,12 @@ RATIOS = [
     ("prompteol-bf16-mixed", "prompteol", "bf16-mixed speed-up"),
     ("prompteol-bf16-packed", "prompteol", "bf16 + packing speed-up"),
     ("prompteol-int8", "prompteol", "int8 speed-up"),
+    ("prompteol-fused", "prompteol", "fused float32 speed-up"),
+    ("prompteol-fused", "onnx-ort", "fused float32 / ONNX Runtime"),
+    ("prompteol-fused", "llamacpp", "fused float32 / llama.cpp"),
+    ("prompteol-bf16-fused", "prompteol-bf16", "fused bf16 / eager bf16"),
+    ("prompteol-bf16-fused", "prompteol", "fused bf16 / eager float32"),
+    ("prompteol-auto", "prompteol", "auto (eval/scale default) / eager float32"),
     ("onnx-openvino-bf16", "prompteol", "OpenVINO bf16 / prompteol float32"),
     ("prompteol-bf16", "llamacpp", "prompteol-bf16 / llama.cpp"),
     ("prompteol-bf16-mixed", "llamacpp", "prompteol-bf16-mixed / llama.cpp"),
@@ -290,8 +305,13 @@ class _EncoderRunner(_Runner):
         return prompt_tokens, prompt_tokens - cached
 
     def embed(self, sentences: list[str]) -> np.ndarray:
-        return self.enc.encode(sentences, batch_size=self.args.batch_size, max_batch_tokens=self.args.max_batch_tokens,
-                               use_embedding_cache=False, show_progress=False)  # fmt: skip
+        out = self.enc.encode(sentences, batch_size=self.args.batch_size, max_batch_tokens=self.args.max_batch_tokens,
+                              use_embedding_cache=False, show_progress=False)  # fmt: skip
+        desc = self.enc.describe()
+        self.extra["precision"] = desc["precision"]
+        if desc.get("fused"):
+            self.extra["fused"] = desc["fused"]  # compile time, calls, the first-call check, any fallback
+        return out
 
 
 class _ReferenceRunner(_Runner):
@@ -643,6 +663,8 @@ def measure(cfg: BenchConfig, args) -> tuple[dict, np.ndarray | None]:
     """Load, warm up, time the encoding of the timed sentences, then (untimed) score the STS-B subset."""
     if cfg.worker == "gemm":
         return _gemm(args.threads, args.device, cfg.options.get("dtype") or args.dtype), None
+    if cfg.options.get("quantization") == "int8-dynamic":  # measured to show what it does; refused elsewhere
+        os.environ["PROMPTEOL_ALLOW_LOSSY_INT8"] = "1"
     try:
         runner = RUNNERS[cfg.worker](cfg, args)
     except Exception as exc:  # a peer that does not load is a result, not a crash
@@ -652,7 +674,9 @@ def measure(cfg: BenchConfig, args) -> tuple[dict, np.ndarray | None]:
     if isinstance(runner, _LlamaCppRunner):
         out["token_check"] = runner.check_tokens(sentences)
     prompt_tokens, computed = runner.token_counts(sentences)
-    runner.embed(sentences[:16])  # warm-up
+    t = time.perf_counter()
+    runner.embed(sentences[:16])  # warm-up (and, for fused configurations, the compilation)
+    out["warmup_s"] = time.perf_counter() - t
     t = time.perf_counter()
     vecs = np.asarray(runner.embed(sentences), dtype=np.float32)
     dt = time.perf_counter() - t

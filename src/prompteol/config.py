@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -44,7 +45,7 @@ __all__ = ["EncoderConfig", "POOLINGS", "DTYPES", "QUANTIZATIONS", "DEMO_PRESET"
 POOLINGS = tuple(POOLERS)
 #: ``bf16-mixed``: bfloat16 matmuls (Linear weights in bfloat16, under autocast) with the residual
 #: stream, norms and read-out in float32
-DTYPES = ("float32", "bfloat16", "float16", "bf16-mixed")
+DTYPES = ("float32", "auto", "bfloat16", "float16", "bf16-mixed")
 #: ``int8-dynamic`` is torch's dynamic int8 quantisation of Linear layers (CPU);
 #: ``4bit``/``8bit`` use bitsandbytes on CUDA.
 QUANTIZATIONS = (None, "int8-dynamic", "4bit", "8bit")
@@ -54,6 +55,10 @@ QUANTIZATIONS = (None, "int8-dynamic", "4bit", "8bit")
 #: (docs/performance.md, "Server"): arrival-order micro-batches pad much more than the library's
 #: length-sorted batches, and packed rows compute no padding (vectors equal to float rounding)
 SERVER_ENCODER_DEFAULTS: dict[str, Any] = {"packing": True}
+#: encoder options whose default differs on the commands where speed matters most (eval, scale, the
+#: demonstration and settings searches): the fastest accurate precision of the machine and fused
+#: forwards (docs/performance.md, "Defaults chosen"); ``--dtype float32 --no-fused`` reproduces float32 exactly
+SPEED_ENCODER_DEFAULTS: dict[str, Any] = {"dtype": "auto", "fused": True}
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,9 @@ class EncoderConfig:
     pooling: str = option("last", choices=POOLINGS, help="last (last real token) or mean (masked mean)")
     dtype: str = option(
         "float32", kind="load", choices=DTYPES,
-        help="compute precision: float32, bfloat16 (everything), bf16-mixed (bfloat16 matmuls, float32 residual "
-        "stream, norms and read-out), float16",
+        help="compute precision: float32, auto (bfloat16 on CUDA and on CPUs with native bfloat16: AVX512-BF16 or "
+        "AMX; else float32), bfloat16 (everything), bf16-mixed (bfloat16 matmuls, float32 residual stream, norms "
+        "and read-out), float16",
     )  # fmt: skip
     device: str = option("cpu", kind="load", vector=False, help="cpu, cuda, cuda:1 or auto (CUDA when available)")
     normalize_text: bool = option(True, help="apply the reference's evaluation-time sentence normalisation")
@@ -98,8 +104,10 @@ class EncoderConfig:
         None, kind="load", vector=False, metavar="DIR", help="LoRA adapter folder made by `prompteol train`"
     )
     quantization: str | None = option(
-        None, kind="load", choices=QUANTIZATIONS, help="int8-dynamic (CPU, torch) or 4bit/8bit (CUDA, bitsandbytes)"
-    )
+        None, kind="load", choices=QUANTIZATIONS,
+        help="4bit/8bit (CUDA, bitsandbytes); int8-dynamic (CPU, torch, per-tensor activation scales) ruins the "
+        "vectors and is refused unless PROMPTEOL_ALLOW_LOSSY_INT8=1",
+    )  # fmt: skip
     prefix_cache: bool = option(
         True, kind="runtime", vector=False,
         help="compute the shared prompt prefix (demonstrations + template start) once and reuse its key/value cache",
@@ -144,6 +152,12 @@ class EncoderConfig:
         help="pack the sentences of a batch into rows with attention confined to each sentence, so no padding "
         "token is computed (vectors equal the padded path's to float rounding)",
     )  # fmt: skip
+    fused: bool = option(
+        False, kind="runtime", vector=False,
+        help="compile each decoder block's forward with torch.compile (element-wise work fused; compiled once per "
+        "loaded model, checked against eager on the first batch, eager on any failure; vectors equal eager's to "
+        "float rounding); methods that hook inside the forward run eagerly",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the values once, here
@@ -163,6 +177,12 @@ class EncoderConfig:
             raise ConfigError(f"dtype should be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.quantization not in QUANTIZATIONS:
             raise ConfigError(f"quantization should be one of {list(QUANTIZATIONS)}, got {self.quantization!r}")
+        if self.quantization == "int8-dynamic" and os.environ.get("PROMPTEOL_ALLOW_LOSSY_INT8") != "1":
+            raise ConfigError(
+                "quantization='int8-dynamic' (torch's per-tensor dynamic int8) ruins the vectors: STS-B dev 67.04 -> "
+                "29.09 on smollm2-135m (docs/results/smollm2-135m_int8_stsb-dev.json). For speed use dtype='auto' "
+                "(bfloat16 where the CPU has it) and fused=True; set PROMPTEOL_ALLOW_LOSSY_INT8=1 to run it anyway"
+            )
         if self.max_length is not None and (
             not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 1
         ):
@@ -203,7 +223,7 @@ class EncoderConfig:
         if self.pooling == "echo" and not self.template.echo:
             raise ConfigError("pooling='echo' averages the second copy of the sentence: use an echo template "
                               "(e.g. template='echo'), which writes the sentence twice")  # fmt: skip
-        for name in ("normalize_text", "prefix_cache", "packing"):
+        for name in ("normalize_text", "prefix_cache", "packing", "fused"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} should be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.device, str) or not self.device:

@@ -46,6 +46,7 @@ from .errors import ConfigError
 from .forward import ModelRunner
 from .identity import FINGERPRINT_VERSION, fingerprint
 from .methods import method_prompts
+from .precision import DtypeChoice
 from .prefix import SharedPrefix
 from .prompts import Tokenized
 
@@ -75,6 +76,7 @@ class Encoder:
         adapter_identity: dict | None = None,
         embedding_cache: EmbeddingCache | None = None,
         source: dict | None = None,
+        precision: DtypeChoice | None = None,
     ):
         from .models.loading import resolve_layer
 
@@ -89,6 +91,13 @@ class Encoder:
         self.prompts = method_prompts(tokenizer, config, self.max_positions)
         autocast = "bfloat16" if config.dtype == "bf16-mixed" else None
         self.runner = ModelRunner(model, tokenizer, num_layers, self.layer_index, config.pooling, autocast)
+        #: the dtype decision (``dtype="auto"`` resolved when loading; :mod:`prompteol.precision`)
+        self.precision = precision or DtypeChoice(config.dtype, config.dtype, "given")
+        if config.fused:
+            from .fused import fused_blocks
+            from .models.loading import find_decoder_layers
+
+            self.runner.fused = fused_blocks(model, find_decoder_layers(model, num_layers)[2])
         self.prefix = SharedPrefix(self.prompts.prefix_ids, self._weights_state)
         self._members: list[Encoder] = []  # an ensemble's prompts, one encoder each (same model)
         self._cp: tuple | None = None  # Contrastive Prompting: (method, auxiliary prompts, runner, prefix)
@@ -163,7 +172,10 @@ class Encoder:
         cls, config: EncoderConfig, *, embedding_cache=None, cache_dir=None, progress: bool = True
     ) -> Encoder:
         from .models.loading import load_base_model, load_tokenizer, num_layers, resolve_model
+        from .precision import resolve_dtype
 
+        precision = resolve_dtype(config.dtype, config.device)
+        config = config.replace(dtype=precision.dtype)
         resolved = resolve_model(config.model, cache_dir=cache_dir, progress=progress, revision=config.revision)
         adapter = config.adapter or resolved.adapter
         offline = resolved.kind != "hub"
@@ -188,6 +200,7 @@ class Encoder:
         return cls(
             model, tokenizer, config, identity=identity, num_layers=num_layers(model),
             adapter_identity=adapter_identity, embedding_cache=embedding_cache or None, source=source,
+            precision=precision,
         )  # fmt: skip
 
     def derive(self, **changes: Any) -> Encoder:
@@ -205,7 +218,7 @@ class Encoder:
         derived = Encoder(
             self.model, self.tokenizer, self.config.replace(**changes), identity=self.identity,
             num_layers=self.num_layers, adapter_identity=self.adapter_identity,
-            embedding_cache=self.embedding_cache, source=self.source,
+            embedding_cache=self.embedding_cache, source=self.source, precision=self.precision,
         )  # fmt: skip
         derived.runner.padding_side = self.runner.padding_side
         same = ("pooling", "embed_filter", "embed_filter_band", "prompts", "combine")
@@ -266,7 +279,21 @@ class Encoder:
             "fingerprint": self.fingerprint,
             "fingerprint_version": FINGERPRINT_VERSION,
             "source": self.source,
+            "precision": self.precision.to_dict(),
+            "fused": self._fused_state(),
         }
+
+    def _fused_state(self) -> dict[str, Any] | None:
+        """Whether the forwards are compiled, and why not where they were asked for but are not."""
+        if not self.config.fused:
+            return None
+        fused = self.runner.fused
+        eager = None
+        if self._cp is not None or self.runner.interventions:
+            eager = "a method hooks into the forward (Token Prepending / Contrastive Prompting): eager"
+        state = fused.describe() if fused is not None else {}
+        return {"requested": True, "active": eager is None and not state.get("fallback"), "eager_because": eager,
+                **state}  # fmt: skip
 
     def __repr__(self) -> str:
         c = self.config

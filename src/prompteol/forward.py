@@ -75,6 +75,8 @@ class ModelRunner:
         self.readout: Callable[[Any], Any] | None = None
         #: ``"bfloat16"``: run every forward under torch.autocast (the ``bf16-mixed`` precision)
         self.autocast = autocast
+        #: the model's compiled block forwards (``fused=True``, :mod:`prompteol.fused`); None: eager
+        self.fused: Any = None
         self.blocks = find_decoder_layers(model, num_layers)[2] if layer_index < num_layers else None
         self._all_blocks = None
         self._all_model = None
@@ -125,9 +127,15 @@ class ModelRunner:
                 handles.extend(intervene(self, batch))
         if self.blocks is not None:
             handles.append(self.blocks[self.layer_index].register_forward_pre_hook(_stop_here, with_kwargs=True))
+        fused = self.fused if self.fused is not None and not self.interventions else None
         try:
             with self._precision():
-                return self.model(**kwargs).last_hidden_state.float()
+                if fused is None:
+                    return self.model(**kwargs).last_hidden_state.float()
+                from .fused import truncate_cache
+
+                reset = (lambda: truncate_cache(kv, prefix_len)) if kv is not None else None
+                return fused.run(lambda: self.model(**kwargs), reset).last_hidden_state.float()
         except _Stop as stop:
             return stop.hidden.float()
         finally:

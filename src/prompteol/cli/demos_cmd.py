@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..config import SPEED_ENCODER_DEFAULTS
 from .common import add_encoder_args, console, progress_wanted
 
 
@@ -57,7 +58,7 @@ def register(sub) -> None:
     prog = s.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")
-    add_encoder_args(s)
+    add_encoder_args(s, defaults=SPEED_ENCODER_DEFAULTS)
     s.set_defaults(func=run_search)
 
 
@@ -123,7 +124,7 @@ def run_search(args: argparse.Namespace) -> int:
     for f in args.candidates:
         cands.extend(read_candidates(f)[0])
     split = load_selection_split(args.split, cands, args.data_dir, args.max_pairs, args.seed)
-    base = build_encoder(args)
+    base = build_encoder(args, **SPEED_ENCODER_DEFAULTS)
     if base.config.demonstrations:
         print("error: do not combine --demo/--demo-preset with a search", file=sys.stderr)
         return 2

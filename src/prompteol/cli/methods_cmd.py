@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..config import SPEED_ENCODER_DEFAULTS
 from .common import add_encoder_args, build_encoder, console, progress_wanted
 
 
@@ -49,7 +50,7 @@ def register(sub) -> None:
     prog = s.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")
-    add_encoder_args(s, title="base encoder (the grid's settings apply on top)")
+    add_encoder_args(s, defaults=SPEED_ENCODER_DEFAULTS, title="base encoder (the grid's settings apply on top)")
     s.set_defaults(func=run_search)
 
 
@@ -74,7 +75,7 @@ def run_search(args: argparse.Namespace) -> int:
     grid = parse_grid(args.grid)  # bad axes fail here, before any model is loaded
     check_split(args.split)
     split = load_selection_split(args.split, (), args.data_dir, args.max_pairs, args.seed)
-    base = build_encoder(args)
+    base = build_encoder(args, **SPEED_ENCODER_DEFAULTS)
     results = Path(args.results or f"outputs/methods/{Path(base.config.model).name}_{args.split}.jsonl")
     con = console()
     con.print(f"scoring {len(grid)} settings on {split.name}: {split.description}, {len(split)} pairs; "

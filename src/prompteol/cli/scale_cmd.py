@@ -11,6 +11,7 @@ import re
 import shlex
 import sys
 
+from ..config import SPEED_ENCODER_DEFAULTS
 from .common import add_encoder_args, console, encoder_values, progress_wanted
 
 #: options the sweep sets per cell (and dtype, which scale takes as auto | float32 | bfloat16 | float16)
@@ -89,7 +90,8 @@ def register(sub) -> None:
                    help="transfer classifier (see `prompteol eval --help`; default: %(default)s)")  # fmt: skip
     g.add_argument("--seeds", type=int, default=1, metavar="N", help="transfer classifier seeds (default: 1)")
     g.add_argument("--dtype", choices=_DTYPES, default="auto",
-                   help="auto (default): float32 if it fits in memory, else bfloat16, else the cell is refused; an "
+                   help="auto (default): the device's fastest accurate precision (bfloat16 on CUDA and on CPUs with "
+                   "native bfloat16, else float32) if it fits in memory, else bfloat16, else the cell is refused; an "
                    "explicit dtype is used as given (and refused if it cannot fit)")  # fmt: skip
     g.add_argument("--dry-run", action="store_true", help="print the cells, dtypes and estimates, then stop")
     g.add_argument("--no-probe", dest="probe", action="store_false",
@@ -99,7 +101,7 @@ def register(sub) -> None:
     prog = g.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")
-    add_encoder_args(p, exclude=EXCLUDED, title="encoder options (for every cell)")
+    add_encoder_args(p, exclude=EXCLUDED, defaults=SPEED_ENCODER_DEFAULTS, title="encoder options (for every cell)")
     p.set_defaults(func=run)
 
 
@@ -122,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         models=models, demos=parse_demo_settings(args.demos or ["none"]), layers=parse_layers(args.layers),
         output=Path(args.output), tasks=args.tasks, mode=args.mode, data_dir=args.data_dir,
         batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, classifier=args.classifier,
-        seeds=args.seeds, dtype=args.dtype, encoder_options=encoder_values(args, exclude=EXCLUDED),
+        seeds=args.seeds, dtype=args.dtype,
+        encoder_options={"fused": SPEED_ENCODER_DEFAULTS["fused"], **encoder_values(args, exclude=EXCLUDED)},
         use_embedding_cache=args.use_embedding_cache, dry_run=args.dry_run, probe=args.probe,
         progress=progress_wanted(args.progress),
         command="prompteol " + shlex.join(getattr(args, "argv", None) or sys.argv[1:]),

@@ -434,16 +434,24 @@ def choose_dtype(
     quantization: str | None = None, max_batch_tokens: int | None = None,
     available: Callable[..., dict[str, tuple[int | None, str]]] | None = None,
 ) -> DtypeDecision:  # fmt: skip
-    """Apply the rule: ``auto`` = float32 if it fits, else bfloat16, else refuse; an explicit dtype
-    is used as given unless it cannot fit. ``available`` (default :func:`available_memory`) is
-    called once, right now."""
+    """Apply the rule: ``auto`` = the fastest accurate precision of the device (:func:`prompteol.precision.
+    resolve_dtype`: bfloat16 on CUDA and on CPUs with native bfloat16, else float32) if it fits, else
+    bfloat16, else refuse; an explicit dtype is used as given unless it cannot fit. ``available``
+    (default :func:`available_memory`) is called once, right now."""
     if requested != AUTO and requested not in BYTES_PER_PARAMETER:
         from ..errors import ConfigError
 
         raise ConfigError(f"dtype should be auto or one of {list(BYTES_PER_PARAMETER)}, got {requested!r}")
     places = (available or available_memory)(device, quantization)
     free = {place: value for place, (value, _) in places.items()}
-    candidates = list(_ORDER) if requested == AUTO else [requested]
+    if requested == AUTO:
+        from ..precision import resolve_dtype
+
+        fast = resolve_dtype(AUTO, device).dtype
+        candidates = list(dict.fromkeys([fast, *_ORDER]))
+        candidates = candidates[candidates.index(fast):] if fast in _ORDER else candidates
+    else:
+        candidates = [requested]
     estimates = {d: estimate_need(size, d, batch_size, prompt_tokens, quantization=quantization,
                                   max_batch_tokens=max_batch_tokens) for d in candidates}  # fmt: skip
     first = candidates[0]

@@ -23,9 +23,10 @@ scored candidate or setting: a stop loses at most the task or setting in progres
 logged in ``<root>/docs/scaling/queue.json`` with its message and the queue goes on (its dependants wait).
 A lock (``<root>/docs/scaling/.queue.lock``) refuses a second queue on the same root.
 
-Precision: smollm2-135m's cells use the memory rule's float32 (as its existing cells); the other models
-run in bfloat16 where the CPU has it natively (AVX512-BF16 / AMX), else float32; a cell already started
-continues in the dtype it started with, and a finished cell in either dtype counts as done.
+Precision: smollm2-135m's cells are float32 (as its first cells); the other models run in bfloat16 where
+the CPU has it natively (AVX512-BF16 / AMX), else float32; a cell already started continues in the dtype
+it started with, and a finished cell in either dtype counts as done. (A float32 cell's file name carries no
+dtype tag, the default's; a bfloat16 one has the ``__o<hash>`` of ``dtype=bfloat16``.)
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ log = logging.getLogger(__name__)
 
 QUEUE_SCHEMA = "prompteol.queue/1"
 STUDY_MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
-#: models that keep the memory rule's dtype (their existing cells were computed so)
-AUTO_DTYPE_MODELS = ("smollm2-135m",)
+#: models whose cells stay float32 (their first cells were computed so, on a CPU without native bfloat16)
+FLOAT32_MODELS = ("smollm2-135m",)
 #: the screen of qwen2.5-coder-1.5b's demonstration search runs on this model (same family and tokenizer)
 SCREEN_ON = {"qwen2.5-coder-1.5b": "qwen2.5-coder-0.5b"}
 CANDIDATES = ("src/prompteol/data/candidates/wordnet-200.jsonl",
@@ -113,7 +114,7 @@ def build_plan(models: tuple[str, ...] = STUDY_MODELS, stages: str = "abcdf") ->
     """Every step of the study, in priority order."""
     small = [m for m in models if m != "qwen2.5-coder-1.5b"]
     big = [m for m in models if m == "qwen2.5-coder-1.5b"]
-    new = [m for m in models if m not in AUTO_DTYPE_MODELS]
+    new = [m for m in models if m not in FLOAT32_MODELS]
     steps: list[Step] = []
 
     def cell(stage: str, model: str, demo: str, needs: tuple[str, ...] = (), **params: Any) -> None:
@@ -162,8 +163,8 @@ def build_plan(models: tuple[str, ...] = STUDY_MODELS, stages: str = "abcdf") ->
 # ------------------------------------------------------------------------------------------ helpers
 def fast_dtype(model: str) -> str:
     """The study's dtype for a new cell of ``model`` on this machine."""
-    if model in AUTO_DTYPE_MODELS:
-        return "auto"
+    if model in FLOAT32_MODELS:
+        return "float32"
     from ..records import native_bf16
 
     return "bfloat16" if native_bf16() else "float32"
@@ -182,6 +183,7 @@ def _fmt_s(seconds: float | None) -> str:
 
 
 def _tag(options: dict[str, Any], dtype: str) -> str | None:
+    """The options hash of a cell's file name (float32, the default dtype, adds nothing)."""
     return options_tag({**options, **({"dtype": dtype} if dtype != "auto" else {})})
 
 
@@ -248,7 +250,7 @@ class _Study:
         """Per cell of the step: its file in every dtype the study may have used."""
         specs, tasks, mode = self.cell_spec(step)
         folder = folder or self.opts.cells_dir
-        dtypes = ["auto"] if step.model in AUTO_DTYPE_MODELS else ["bfloat16", "float32"]
+        dtypes = ["float32"] if step.model in FLOAT32_MODELS else ["bfloat16", "float32"]
         return [[Cell(step.model, demo, layer, tasks, mode, _tag(options, dt)).path(folder) for dt in dtypes]
                 for demo, layer, options, _ in specs]  # fmt: skip
 
@@ -439,7 +441,7 @@ class _Study:
                                 data_dir=self.opts.data_dir, batch_size=self.opts.batch_size, dtype=dtype,
                                 encoder_options=dict(options), probe=False, command=self.opts.command,
                                 demo_overrides={demo: override} if override else {})  # fmt: skip
-            result = run_sweep(opts, console=Console(soft_wrap=True, force_terminal=False))
+            result = run_sweep(opts, console=Console(soft_wrap=True, force_terminal=False, width=160))
             if result.failed:
                 raise RuntimeError("; ".join(f"{k}: {v}" for k, v in result.failed.items()))
 

@@ -1,0 +1,169 @@
+"""Fused forwards (``fused=True``): each decoder block's ``forward`` compiled by ``torch.compile``.
+
+Inductor's CPU code generation fuses the element-wise work around the matrix products (RMSNorm's
+pow/mean/mul, rotary embeddings, SiLU, residual adds, dtype copies) into a few vectorised loops; the
+matrix products stay in the same BLAS/oneDNN kernels. Shapes are dynamic (``dynamic=True``), so a run
+compiles once per block and per path (with and without the shared prefix), not once per batch shape.
+
+What stays outside the compiled code: module hooks (the read-out hook that ends the forward at the
+requested layer runs before a block's ``forward``), the embeddings, the final norm and pooling.
+
+Safety:
+
+- **verified**: the first fused call of a loaded model is computed eagerly too and compared
+  (float32: max abs difference <= 1e-4 x max(1, max |h|); 16-bit: 3e-2); beyond it, fused is
+  switched off for that model with one warning and the eager result is used;
+- **fallback**: any exception while compiling or running falls back to eager with one warning (the
+  prefix cache is cropped back first, so the retry sees the same inputs);
+- methods that hook inside a forward (Token Prepending, Contrastive Prompting) run eagerly; the
+  encoder's ``describe()`` says so.
+
+The compiled forwards belong to the loaded model, so every encoder derived from it shares them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+__all__ = ["FusedBlocks", "fused_blocks", "truncate_cache"]
+
+log = logging.getLogger(__name__)
+
+#: tolerance of the first-call check, relative to max(1, max |hidden|): float32 / 16-bit dtypes
+TOLERANCE = {"float32": 1e-4, "other": 3e-2}
+
+
+class FusedBlocks:
+    """The compiled forwards of one loaded model's decoder blocks."""
+
+    def __init__(self, blocks):
+        self.blocks = list(blocks)
+        self.compiled: list[Any] | None = None
+        self.failed: str | None = None
+        self.verified: float | None = None  # max abs difference of the first call (relative), once checked
+        self.compile_s = 0.0  # time spent by dynamo/inductor compiling, summed over the model's life
+        self.calls = 0
+
+    # ------------------------------------------------------------------ state
+    def describe(self) -> dict[str, Any]:
+        return {"compiled_blocks": len(self.blocks), "calls": self.calls, "compile_s": round(self.compile_s, 1),
+                "verified_max_diff": self.verified, "fallback": self.failed}  # fmt: skip
+
+    def _compile(self) -> None:
+        import torch
+        import torch._dynamo
+
+        cfg = torch._dynamo.config
+        # each block is its own guarded entry of the same code object (x2 for the prefix path, x2 margin)
+        cfg.recompile_limit = max(int(cfg.recompile_limit), 4 * len(self.blocks) + 8)
+        if hasattr(cfg, "accumulated_recompile_limit"):
+            cfg.accumulated_recompile_limit = max(int(cfg.accumulated_recompile_limit), 16 * len(self.blocks))
+        self.compiled = [torch.compile(b.forward, dynamic=True) for b in self.blocks]
+
+    @contextlib.contextmanager
+    def active(self):
+        """Within the block, every block's ``forward`` is its compiled one."""
+        if self.compiled is None:
+            self._compile()
+        assert self.compiled is not None
+        own = [b.__dict__.get("forward") for b in self.blocks]  # an instance attribute of its own, if any
+        for b, f in zip(self.blocks, self.compiled):
+            b.forward = f
+        try:
+            yield
+        finally:
+            for b, f in zip(self.blocks, own):
+                if f is None:
+                    del b.forward
+                else:
+                    b.forward = f
+
+    # ------------------------------------------------------------------ one call
+    def run(self, call, reset=None):
+        """``call()`` (a model forward) with the compiled forwards; eager after a failure, or when the
+        first call's check against eager fails. ``reset()`` puts the inputs back (the shared-prefix
+        cache) before an eager call. The read-out hook's ``_Stop`` passes through as a result."""
+        from .forward import _Stop
+
+        if self.failed is not None:
+            return call()
+        before = _compile_seconds()
+        try:
+            with self.active():
+                out: Any = call()
+        except _Stop as stop:  # the read-out hook ended the forward: a result, not a failure
+            out = stop
+        except Exception as exc:  # noqa: BLE001 - any compile/run failure: eager, once warned
+            self._count(before)
+            self._fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            if reset is not None:
+                reset()
+            return call()
+        self._count(before)
+        if self.verified is None:
+            out = self._verify(out, call, reset)
+        if isinstance(out, _Stop):
+            raise out
+        return out
+
+    def _count(self, before: float) -> None:
+        self.calls += 1
+        self.compile_s += max(0.0, _compile_seconds() - before)
+
+    def _verify(self, fused_out, call, reset):
+        """Compute the first call eagerly too; keep the fused result only within tolerance."""
+        from .forward import _Stop
+
+        def hidden(out):
+            return out.hidden if isinstance(out, _Stop) else out.last_hidden_state
+
+        if reset is not None:
+            reset()
+        try:
+            eager_out: Any = call()
+        except _Stop as stop:
+            eager_out = stop
+        a, b = hidden(fused_out).float(), hidden(eager_out)
+        tol = TOLERANCE["float32" if b.dtype.is_floating_point and b.element_size() == 4 else "other"]
+        b = b.float()
+        diff = float((a - b).abs().max()) / max(1.0, float(b.abs().max()))
+        self.verified = diff
+        if not diff <= tol:
+            self._fail(f"the first fused call differed from eager by {diff:.2e} (relative; tolerance {tol:g})")
+            return eager_out
+        return fused_out
+
+    def _fail(self, reason: str) -> None:
+        if self.failed is None:
+            log.warning("fused forward switched off for this model, eager from now on: %s", reason)
+        self.failed = reason
+
+
+def truncate_cache(cache, length: int) -> None:
+    """Cut a transformers key/value cache back to its first ``length`` tokens (what a call appended is dropped)."""
+    for layer in getattr(cache, "layers", []):
+        keys = getattr(layer, "keys", None)
+        if keys is not None and keys.shape[-2] > length:
+            layer.keys = keys[..., :length, :]
+            layer.values = layer.values[..., :length, :]
+
+
+def _compile_seconds() -> float:
+    """Seconds dynamo/inductor spent compiling so far in this process (0 when torch does not say)."""
+    try:
+        from torch._dynamo.utils import compilation_time_metrics
+
+        return float(sum(sum(v) for k, v in compilation_time_metrics.items() if k.startswith("_compile")))
+    except Exception:  # noqa: BLE001 - a torch without these metrics: compile time unknown
+        return 0.0
+
+
+def fused_blocks(model, blocks) -> FusedBlocks:
+    """The model's :class:`FusedBlocks` (made once per loaded model, shared by derived encoders)."""
+    fused = model.__dict__.get("_prompteol_fused")
+    if fused is None or fused.blocks != list(blocks):
+        fused = FusedBlocks(blocks)
+        model.__dict__["_prompteol_fused"] = fused
+    return fused
