@@ -147,7 +147,27 @@ def test_int8_dynamic_is_refused_without_acknowledgement(monkeypatch):
     assert EncoderConfig(quantization="int8-dynamic").quantization == "int8-dynamic"
 
 
-def test_speed_defaults_of_eval_scale_and_searches():
+def test_speed_defaults_of_eval_scale_and_searches(monkeypatch, data_dir):
+    import prompteol.config as config
+
+    assert config.SPEED_ENCODER_DEFAULTS is not None
+    # the real values (conftest sets float32 / eager for the other tests)
+    monkeypatch.setitem(config.SPEED_ENCODER_DEFAULTS, "dtype", "auto")
+    monkeypatch.setitem(config.SPEED_ENCODER_DEFAULTS, "fused", True)
+    seen = {}
+
+    def capture(args, use_embedding_cache=True, **defaults):
+        seen.update(defaults)
+        raise SystemExit(0)
+
+    from prompteol.cli import eval_cmd
+
+    monkeypatch.setattr(eval_cmd, "build_encoder", capture)
+    from prompteol.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["eval", "--tasks", "STS13", "--no-cache", "--data-dir", str(data_dir)])
+    assert seen.get("dtype") == "auto" and seen.get("fused") is True
     import argparse
 
     from prompteol.cli.main import build_parser

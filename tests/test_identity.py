@@ -138,7 +138,8 @@ _CHANGED = {
 }  # fmt: skip
 
 
-def test_every_vector_option_changes_the_fingerprint_and_no_other_does():
+def test_every_vector_option_changes_the_fingerprint_and_no_other_does(monkeypatch):
+    monkeypatch.setenv("PROMPTEOL_ALLOW_LOSSY_INT8", "1")  # int8-dynamic is refused without it (it is lossy)
     ident = {"weights": "random:x"}
     base = EncoderConfig(model="x")
     vector = set(EncoderConfig.vector_fields())
@@ -147,7 +148,8 @@ def test_every_vector_option_changes_the_fingerprint_and_no_other_does():
         changed = base.replace(**{name: value})
         layer = 1 if name == "layer" else 2
         assert fingerprint(changed, ident, layer) != fingerprint(base, ident, 2), name
-    for name, value in {"device": "cuda", "prefix_cache": False, "model": "y", "revision": "main", "packing": True}.items():
+    for name, value in {"device": "cuda", "prefix_cache": False, "model": "y", "revision": "main", "packing": True,
+                        "fused": True}.items():  # fmt: skip
         assert name not in vector
         assert fingerprint(base.replace(**{name: value}), ident, 2) == fingerprint(base, ident, 2), name
 
