@@ -103,3 +103,36 @@ def test_cli_checks_root_models_and_stages(tmp_path, capsys):
     assert main(["scale", "queue", "--root", str(root), "--models", "opt-125m", "--dry-run"]) == 2
     assert "covers the packaged models" in capsys.readouterr().err
     assert main(["scale", "queue", "--root", str(root), "--stages", "xyz", "--dry-run"]) == 2
+
+
+def test_methods_report_attributes_gains_at_equal_layer(tmp_path):
+    """The report reads the selection record and the cells, and reports each gain twice."""
+    from prompteol.scale.methods_report import methods_rows, write_methods_report
+
+    root = tmp_path
+    sel_dir = root / "docs/methods/m/selection"
+    sel_dir.mkdir(parents=True)
+    best = {"options": {"template": "ke", "layer": -2}, "score": 60.0, "sample_score": 58.0}
+    (sel_dir / "selection.json").write_text(json.dumps({
+        "split_description": "split", "n_pairs": 300, "n_pairs_full": 691, "best": best, "plain_full": 50.0,
+        "best_plain_layer": -3, "bests": {"layer-template": {"template": "ke", "layer": -2}},
+    }))  # fmt: skip
+    rows = [{"options": {"template": "prompteol", "layer": -1}, "score": 40.0},
+            {"options": {"template": "prompteol", "layer": -2}, "score": 57.5},
+            {"options": {"template": "prompteol", "layer": -3}, "score": 57.9},
+            {"options": {"template": "ke", "layer": -2}, "score": 58.0}]  # fmt: skip
+    (sel_dir / "layer-template.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cells = root / "docs/scaling/cells"
+    cells.mkdir(parents=True)
+    for demo, layer, avg in (("none", -1, 60.0), ("none", -2, 66.0), ("none", -3, 65.0), ("best-training-free", -2, 66.5)):
+        (cells / f"{demo}{layer}.json").write_text(json.dumps({
+            "averages": {"sts": avg}, "tasks": {"STS12": {"score": avg}},
+            "cell": {"status": "ok", "model": "m", "demo": demo, "layer": layer, "tasks": "sts", "mode": "test",
+                     "dtype": "bfloat16"}}))  # fmt: skip
+    (row,) = methods_rows(root)
+    assert row["families"][0]["plain_same_layer"] == 57.5 and row["families"][0]["score"] == 58.0
+    assert row["sts"] == {"best": 66.5, "plain_last": 60.0, "plain_same_layer": 66.0, "plain_best_layer": 65.0}
+    text = write_methods_report(root).read_text()
+    assert "| layer-template | `{\"template\": \"ke\", \"layer\": -2}` | 58.00 | 57.50 | +0.50 |" in text
+    assert "| best-training-free (layer -2) | 66.50 | +0.50 | +1.50 |" in text
+    assert "plain PromptEOL, layer -3 (its best layer on the selection split) | 65.00" in text

@@ -25,6 +25,14 @@ def register(sub) -> None:
     pr.add_argument("--model", "-m", default=None)
     pr.set_defaults(func=run_presets)
 
+    rp = msub.add_parser("report", help="the methods study's tables from the committed records (no model)",
+                         description="Per model with a selection record (docs/methods/<model>/selection): the "
+                         "families' best settings with the gain at equal read-out layer, the chosen setting and "
+                         "its 7-task STS score against plain PromptEOL at the same layer and at its own best layer.")  # fmt: skip
+    rp.add_argument("--root", default=".", help="the checkout holding docs/ (default: .)")
+    rp.add_argument("--output", "-o", default=None, help="default: <root>/docs/methods/results.md")
+    rp.set_defaults(func=run_report)
+
     s = msub.add_parser(
         "search",
         help="score a grid of settings on a selection split and keep the best",
@@ -116,3 +124,10 @@ def _default(name: str):
 
     value = EncoderConfig().to_dict()[name]
     return value
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ..scale.methods_report import write_methods_report
+
+    print(f"wrote {write_methods_report(args.root, args.output)}")
+    return 0
