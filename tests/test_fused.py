@@ -15,6 +15,7 @@ import pytest
 from prompteol import Encoder
 from prompteol.config import EncoderConfig
 from prompteol.errors import ConfigError
+from prompteol.fused import FusedBlocks
 
 SENTENCES = ["A man is playing a guitar.", "A woman slices an onion.", "Two dogs run in a field of grass today.",
              "x", "The cat sat on the mat and looked out of the window for a long time."]  # fmt: skip
@@ -82,6 +83,19 @@ def test_a_compile_failure_falls_back_to_eager_with_one_warning(test_cache_dir, 
     warnings = [r for r in caplog.records if "switched off" in r.getMessage()]
     assert len(warnings) == 1 and "inductor exploded" in warnings[0].getMessage()
     assert "inductor exploded" in fused.describe()["fused"]["fallback"]
+
+
+def test_a_model_that_keeps_recompiling_goes_back_to_eager(monkeypatch, caplog):
+    import prompteol.fused as fused_mod
+
+    blocks = FusedBlocks([])
+    seconds = iter([0.0, 0.0] + [x for i in range(1, 20) for x in (10.0 * i, 10.0 * i + 5.0)])
+    monkeypatch.setattr(fused_mod, "_compile_seconds", lambda: next(seconds))
+    with caplog.at_level(logging.WARNING, logger="prompteol.fused"):
+        for _ in range(fused_mod.WARM_CALLS + fused_mod.MAX_LATE_COMPILES):
+            blocks._count(fused_mod._compile_seconds())
+    assert blocks.failed and "still compiling" in blocks.failed and blocks.late_compiles == fused_mod.MAX_LATE_COMPILES
+    assert sum("switched off" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_a_wrong_compiled_result_is_caught_by_the_first_call_check(test_cache_dir, monkeypatch, caplog):
@@ -153,7 +167,7 @@ def test_speed_defaults_of_eval_scale_and_searches(monkeypatch, data_dir):
     assert config.SPEED_ENCODER_DEFAULTS is not None
     # the real values (conftest sets float32 / eager for the other tests)
     monkeypatch.setitem(config.SPEED_ENCODER_DEFAULTS, "dtype", "auto")
-    monkeypatch.setitem(config.SPEED_ENCODER_DEFAULTS, "fused", True)
+    monkeypatch.setitem(config.SPEED_ENCODER_DEFAULTS, "fused", False)
     seen = {}
 
     def capture(args, use_embedding_cache=True, **defaults):
@@ -167,7 +181,7 @@ def test_speed_defaults_of_eval_scale_and_searches(monkeypatch, data_dir):
 
     with pytest.raises(SystemExit):
         main(["eval", "--tasks", "STS13", "--no-cache", "--data-dir", str(data_dir)])
-    assert seen.get("dtype") == "auto" and seen.get("fused") is True
+    assert seen.get("dtype") == "auto" and seen.get("fused") is False
     import argparse
 
     from prompteol.cli.main import build_parser
@@ -175,6 +189,7 @@ def test_speed_defaults_of_eval_scale_and_searches(monkeypatch, data_dir):
     parser = build_parser()
     args = parser.parse_args(["eval", "--no-fused", "--dtype", "float32"])
     assert isinstance(args, argparse.Namespace) and args.fused is False and args.dtype == "float32"
+    assert parser.parse_args(["eval", "--fused"]).fused is True  # both forms exist whatever the default
     text = parser.parse_args(["eval"])
     assert text.fused is None and text.dtype is None  # not given: SPEED_ENCODER_DEFAULTS apply
 

@@ -14,7 +14,8 @@ Safety:
   (float32: max abs difference <= 1e-4 x max(1, max |h|); 16-bit: 3e-2); beyond it, fused is
   switched off for that model with one warning and the eager result is used;
 - **fallback**: any exception while compiling or running falls back to eager with one warning (the
-  prefix cache is cropped back first, so the retry sees the same inputs);
+  prefix cache is cropped back first, so the retry sees the same inputs); so does a model that keeps
+  recompiling after its first calls (new shapes or paths: the compile time would never pay off);
 - methods that hook inside a forward (Token Prepending, Contrastive Prompting) run eagerly; the
   encoder's ``describe()`` says so.
 
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 
 #: tolerance of the first-call check, relative to max(1, max |hidden|): float32 / 16-bit dtypes
 TOLERANCE = {"float32": 1e-4, "other": 3e-2}
+#: calls that may compile (the prefix, the first batches' paths); after them, MAX_LATE_COMPILES calls that
+#: each compile for over LATE_COMPILE_S seconds switch the model back to eager (a model whose blocks keep
+#: recompiling on new shapes, measured on gemma3-270m: 20x slower than eager; docs/performance.md)
+WARM_CALLS = 4
+LATE_COMPILE_S = 1.0
+MAX_LATE_COMPILES = 3
 
 
 class FusedBlocks:
@@ -45,11 +52,12 @@ class FusedBlocks:
         self.verified: float | None = None  # max abs difference of the first call (relative), once checked
         self.compile_s = 0.0  # time spent by dynamo/inductor compiling, summed over the model's life
         self.calls = 0
+        self.late_compiles = 0  # calls after the first WARM_CALLS that compiled again
 
     # ------------------------------------------------------------------ state
     def describe(self) -> dict[str, Any]:
         return {"compiled_blocks": len(self.blocks), "calls": self.calls, "compile_s": round(self.compile_s, 1),
-                "verified_max_diff": self.verified, "fallback": self.failed}  # fmt: skip
+                "late_compiles": self.late_compiles, "verified_max_diff": self.verified, "fallback": self.failed}  # fmt: skip
 
     def _compile(self) -> None:
         import torch
@@ -110,7 +118,13 @@ class FusedBlocks:
 
     def _count(self, before: float) -> None:
         self.calls += 1
-        self.compile_s += max(0.0, _compile_seconds() - before)
+        spent = max(0.0, _compile_seconds() - before)
+        self.compile_s += spent
+        if self.calls > WARM_CALLS and spent > LATE_COMPILE_S:
+            self.late_compiles += 1
+            if self.late_compiles >= MAX_LATE_COMPILES:
+                self._fail(f"still compiling after {self.calls} calls ({self.late_compiles} recompilations for new "
+                           f"input shapes or paths, {self.compile_s:.0f} s in all): eager is faster here")  # fmt: skip
 
     def _verify(self, fused_out, call, reset):
         """Compute the first call eagerly too; keep the fused result only within tolerance."""

@@ -255,6 +255,11 @@ def add_arguments(
             if opt.metavar:
                 kwargs["metavar"] = opt.metavar
         parser.add_argument(*flags, **kwargs)
+        if isinstance(default, bool) and opt.parse is None and not opt.flag:
+            # the other form too (hidden), so a command line stays valid when a default changes:
+            # `--no-fused` where fused is already off, `--packing` where packing is already on
+            parser.add_argument(flag_of(name, opt, not on), dest=name, default=None,
+                                action="store_true" if on else "store_false", help=argparse.SUPPRESS)  # fmt: skip
 
 
 def values_from_args(args: argparse.Namespace, options: Iterable[tuple[str, Option, Any]]) -> dict[str, Any]:
