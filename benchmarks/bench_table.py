@@ -50,7 +50,8 @@ def table(record: dict) -> str:
         status = r.get("status", "")
         if fused.get("fallback"):
             status += f"; fused fell back to eager: {fused['fallback'][:60]}"
-        lines.append(f"| `{name}` | {_f(sps, '.1f')} | {_f(sps / base if sps and base else None, '.2f')}x | {own} | "
+        rate = _f(sps, ".2f" if sps is not None and sps < 10 else ".1f")  # (2 decimals below 10/s: the ratio stays exact)
+        lines.append(f"| `{name}` | {rate} | {_f(sps / base if sps and base else None, '.2f')}x | {own} | "
                      f"{sts_text} | {cos} | {_f(r.get('max_abs_diff'), '.1e')} | {warm} | "
                      f"{_f(r.get('peak_rss_mb'), '.0f')} | {status} |")  # fmt: skip
     return "\n".join(lines) + "\n"
