@@ -110,9 +110,12 @@ class ModelRunner:
             mask[row, span] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def hidden(self, ids, mask, positions, kv=None, prefix_len: int = 0, rows: list[int] | None = None):
+    def hidden(self, ids, mask, positions, kv=None, prefix_len: int = 0, rows: list[int] | None = None,
+               eager: bool = False):  # fmt: skip
         """Hidden states (B, T, H) at the read-out layer. ``mask`` covers the prefix too when ``kv``
-        (a transformers cache, filled in place) holds one."""
+        (a transformers cache, filled in place) holds one. ``eager`` bypasses the fused forwards (the
+        one-off prefix computation: compiling it would specialise every block on an empty cache and a
+        batch of one, twice the compilations for one call)."""
         import torch
 
         kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": kv is not None}
@@ -127,7 +130,7 @@ class ModelRunner:
                 handles.extend(intervene(self, batch))
         if self.blocks is not None:
             handles.append(self.blocks[self.layer_index].register_forward_pre_hook(_stop_here, with_kwargs=True))
-        fused = self.fused if self.fused is not None and not self.interventions else None
+        fused = self.fused if self.fused is not None and not self.interventions and not eager else None
         try:
             with self._precision():
                 if fused is None:
@@ -187,7 +190,7 @@ class ModelRunner:
         tensor = torch.tensor([ids], device=self.device)
         positions = torch.arange(len(ids), device=self.device).unsqueeze(0)
         cache = DynamicCache()  # plain full-length layers: exact for sliding-window models too
-        hidden = self.hidden(tensor, torch.ones_like(tensor), positions, kv=cache)
+        hidden = self.hidden(tensor, torch.ones_like(tensor), positions, kv=cache, eager=True)
         kv: list[Any] = [(layer.keys, layer.values) for layer in cache.layers if getattr(layer, "keys", None) is not None]  # type: ignore[union-attr]
         if len(kv) != self.layer_index or any(k is None or k.shape[-2] != len(ids) for k, _ in kv):
             return None  # the architecture's cache is not one plain entry per block: compute in full
