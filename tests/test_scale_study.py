@@ -136,3 +136,22 @@ def test_methods_report_attributes_gains_at_equal_layer(tmp_path):
     assert "| layer-template | `{\"template\": \"ke\", \"layer\": -2}` | 58.00 | 57.50 | +0.50 |" in text
     assert "| best-training-free (layer -2) | 66.50 | +0.50 | +1.50 |" in text
     assert "plain PromptEOL, layer -3 (its best layer on the selection split) | 65.00" in text
+
+
+def test_generated_tables_go_between_their_markers(tmp_path):
+    from prompteol.errors import ConfigError
+    from prompteol.scale.report import update_doc_block
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\noutro\n")
+    update_doc_block(doc, "t", "| new |")
+    assert doc.read_text() == "intro\n<!-- t:start -->\n| new |\n<!-- t:end -->\noutro\n"
+    with pytest.raises(ConfigError, match="no '<!-- u:start -->'"):
+        update_doc_block(doc, "u", "x")
+
+
+def test_precision_table_from_the_committed_precision_cells():
+    from prompteol.scale.report import precision_markdown
+
+    text = precision_markdown(REPO / "docs/scaling/precision")
+    assert "| smollm2-135m | 67.04 | 66.82 | -0.23 |" in text

@@ -31,6 +31,8 @@ def register(sub) -> None:
                          "its 7-task STS score against plain PromptEOL at the same layer and at its own best layer.")  # fmt: skip
     rp.add_argument("--root", default=".", help="the checkout holding docs/ (default: .)")
     rp.add_argument("--output", "-o", default=None, help="default: <root>/docs/methods/results.md")
+    rp.add_argument("--doc", default=None, metavar="FILE.md",
+                    help="also put the tables into FILE.md between '<!-- methods-report:start/end -->' comments")
     rp.set_defaults(func=run_report)
 
     s = msub.add_parser(
@@ -130,4 +132,11 @@ def run_report(args: argparse.Namespace) -> int:
     from ..scale.methods_report import write_methods_report
 
     print(f"wrote {write_methods_report(args.root, args.output)}")
+    if args.doc:
+        from ..scale.methods_report import methods_markdown, methods_rows
+        from ..scale.report import update_doc_block
+
+        rows = methods_rows(args.root)
+        text = methods_markdown(rows) if rows else "No selection record yet (the study queue's stage d).\n"
+        print(f"wrote {update_doc_block(args.doc, 'methods-report', text)}")
     return 0

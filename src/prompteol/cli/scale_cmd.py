@@ -36,6 +36,11 @@ def register(sub) -> None:
                         "STS task vs parameters, with the paper's OPT curves) from the cell files of DIR alone.")  # fmt: skip
     r.add_argument("dir", help="the --output folder of a sweep")
     r.add_argument("--output", "-o", default=None, help="where to write the report (default: DIR)")
+    r.add_argument("--precision", default=None, metavar="PDIR",
+                   help="also a table of STS-B dev in float32 vs bfloat16 from the precision cells of PDIR")  # fmt: skip
+    r.add_argument("--doc", default=None, metavar="FILE.md",
+                   help="also put the tables into FILE.md between '<!-- scale-report:start/end -->' (and "
+                   "'<!-- scale-precision:start/end -->') comments")  # fmt: skip
     r.set_defaults(func=run_report)
     i = ssub.add_parser("import", help="turn a `prompteol eval` results JSON into a cell file",
                         description="Write the cell file of an existing `prompteol eval` results file (it must hold "
@@ -142,6 +147,14 @@ def run_report(args: argparse.Namespace) -> int:
     failed = sum(1 for r in report["rows"] if r["status"] != "ok")
     for path in report["files"]:
         print(f"wrote {path}")
+    if args.doc:
+        from ..scale.report import precision_markdown, to_markdown, update_doc_block
+
+        table = to_markdown(report["rows"], args.dir).split("\n\nPublished for reference")[0]
+        table = table.removeprefix("# prompteol scale: results\n\n")
+        print(f"wrote {update_doc_block(args.doc, 'scale-report', table)}")
+        if args.precision:
+            print(f"wrote {update_doc_block(args.doc, 'scale-precision', precision_markdown(args.precision))}")
     print(f"report: {report['cells']} cells ({failed} failed) from {args.dir}")
     return 0
 

@@ -33,6 +33,8 @@ __all__ = [
     "cell_rows",
     "build_report",
     "PLOT_FILES",
+    "precision_markdown",
+    "update_doc_block",
 ]
 
 #: the seven STS tasks of the paper's table, with their short names
@@ -422,6 +424,41 @@ def build_report(folder: str | Path, output: str | Path | None = None) -> dict[s
     for name, plot in zip(PLOT_FILES, (plot_sts_avg, plot_transfer_avg, plot_sts_tasks)):
         files.append(_atomic_plot(out / name, plot, rows))
     return {"rows": rows, "files": files, "cells": len(cells)}
+
+
+def precision_markdown(folder: str | Path) -> str:
+    """Per model, STS-B dev in float32 and bfloat16 from the precision cells of ``folder`` (the study queue's
+    ``docs/scaling/precision``: one cell per model and dtype, ``tasks = STSBenchmark-dev``)."""
+    by_model: dict[str, dict[str, dict]] = {}
+    for _, data in load_cells(folder):
+        c = data["cell"]
+        task = (data.get("tasks") or {}).get("STSBenchmark-dev")
+        if c.get("status") == "ok" and task is not None:
+            by_model.setdefault(str(c["model"]), {})[str(c["dtype"])] = {"score": task["score"], "wall_s": c["wall_s"]}
+    lines = ["| model | STS-B dev, float32 | STS-B dev, bfloat16 | bfloat16 - float32 | wall time float32 / bfloat16 |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for model in sorted(by_model, key=lambda m: by_model[m].get("float32", {}).get("wall_s") or 0):
+        f32, bf16 = by_model[model].get("float32"), by_model[model].get("bfloat16")
+        diff = f"{bf16['score'] - f32['score']:+.2f}" if f32 and bf16 else ""
+        lines.append(f"| {model} | {_score(f32 and f32['score'])} | {_score(bf16 and bf16['score'])} | {diff} | "
+                     f"{_fmt_time(f32 and f32['wall_s'])} / {_fmt_time(bf16 and bf16['wall_s'])} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def update_doc_block(doc: str | Path, name: str, text: str) -> Path:
+    """Replace what stands between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in ``doc`` with ``text``
+    (a generated table kept in a hand-written document)."""
+    from ..errors import ConfigError
+    from ..fileio import write_text_atomic
+
+    doc = Path(doc)
+    body = doc.read_text(encoding="utf-8")
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in body or end not in body:
+        raise ConfigError(f"{doc} has no '{start}' ... '{end}' block to replace")
+    head, _, rest = body.partition(start)
+    _, _, tail = rest.partition(end)
+    return write_text_atomic(doc, f"{head}{start}\n{text.rstrip()}\n{end}{tail}")
 
 
 def _write_text(path: Path, text: str) -> Path:
