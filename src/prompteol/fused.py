@@ -11,8 +11,9 @@ requested layer runs before a block's ``forward``), the embeddings, the final no
 Safety:
 
 - **verified**: the first fused call of a loaded model is computed eagerly too and compared
-  (float32: max abs difference <= 1e-4 x max(1, max |h|); 16-bit: 3e-2); beyond it, fused is
-  switched off for that model with one warning and the eager result is used;
+  (float32: max abs difference <= 1e-4 x max(1, max |h|); 16-bit: every hidden state's cosine to
+  eager's >= 0.99); beyond it, fused is switched off for that model with one warning and the eager
+  result is used;
 - **fallback**: any exception while compiling or running falls back to eager with one warning (the
   prefix cache is cropped back first, so the retry sees the same inputs); so does a model that keeps
   recompiling after its first calls (new shapes or paths: the compile time would never pay off);
@@ -32,8 +33,10 @@ __all__ = ["FusedBlocks", "fused_blocks", "truncate_cache"]
 
 log = logging.getLogger(__name__)
 
-#: tolerance of the first-call check, relative to max(1, max |hidden|): float32 / 16-bit dtypes
-TOLERANCE = {"float32": 1e-4, "other": 3e-2}
+#: tolerance of the first-call check: float32, the max abs difference relative to max(1, max |hidden|);
+#: 16-bit dtypes, 1 - the lowest cosine between fused and eager hidden states (bfloat16 eager vs float32 is
+#: ~1e-3 on the packaged models' vectors: docs/performance.md)
+TOLERANCE = {"float32": 1e-4, "other": 1e-2}
 #: calls that may compile (the prefix, the first batches' paths); after them, MAX_LATE_COMPILES calls that
 #: each compile for over LATE_COMPILE_S seconds switch the model back to eager (a model whose blocks keep
 #: recompiling on new shapes, measured on gemma3-270m: 20x slower than eager; docs/performance.md)
@@ -140,12 +143,18 @@ class FusedBlocks:
         except _Stop as stop:
             eager_out = stop
         a, b = hidden(fused_out).float(), hidden(eager_out)
-        tol = TOLERANCE["float32" if b.dtype.is_floating_point and b.element_size() == 4 else "other"]
+        exact = b.dtype.is_floating_point and b.element_size() == 4
         b = b.float()
-        diff = float((a - b).abs().max()) / max(1.0, float(b.abs().max()))
+        if exact:  # float32: the same numbers to rounding
+            diff = float((a - b).abs().max()) / max(1.0, float(b.abs().max()))
+            tol, what = TOLERANCE["float32"], "relative max difference"
+        else:  # 16-bit: two roundings of the same function differ in the last bits of huge activations,
+            # so compare directions: 1 - the lowest cosine between fused and eager hidden states
+            cos = torch_cosine_rows(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]))
+            diff, tol, what = 1.0 - cos, TOLERANCE["other"], "1 - lowest cosine"
         self.verified = diff
         if not diff <= tol:
-            self._fail(f"the first fused call differed from eager by {diff:.2e} (relative; tolerance {tol:g})")
+            self._fail(f"the first fused call differed from eager: {what} {diff:.2e} (tolerance {tol:g})")
             return eager_out
         return fused_out
 
@@ -153,6 +162,14 @@ class FusedBlocks:
         if self.failed is None:
             log.warning("fused forward switched off for this model, eager from now on: %s", reason)
         self.failed = reason
+
+
+def torch_cosine_rows(a, b) -> float:
+    """The lowest cosine similarity between matching rows of two (N, H) tensors (zero rows count as equal)."""
+    num = (a * b).sum(-1)
+    den = a.norm(dim=-1) * b.norm(dim=-1)
+    cos = (num / den.clamp(min=1e-12)).where(den > 0, num.new_ones(()))
+    return float(cos.min())
 
 
 def truncate_cache(cache, length: int) -> None:
