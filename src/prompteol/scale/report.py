@@ -441,7 +441,7 @@ def precision_markdown(folder: str | Path) -> str:
         f32, bf16 = by_model[model].get("float32"), by_model[model].get("bfloat16")
         diff = f"{bf16['score'] - f32['score']:+.2f}" if f32 and bf16 else ""
         lines.append(f"| {model} | {_score(f32 and f32['score'])} | {_score(bf16 and bf16['score'])} | {diff} | "
-                     f"{_fmt_time(f32 and f32['wall_s'])} / {_fmt_time(bf16 and bf16['wall_s'])} |")  # fmt: skip
+                     f"{_fmt_time(f32['wall_s'] if f32 else None)} / {_fmt_time(bf16['wall_s'] if bf16 else None)} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
