@@ -1,4 +1,4 @@
-"""The activation-memory estimate of :mod:`prompteol.limits` against the measured peak of a forward.
+"""The activation-memory estimate of :mod:`prompteol.encoder.limits` against the measured peak of a forward.
 
     python benchmarks/memory_estimate.py --model smollm2-135m --threads 1 -o docs/results/memory_estimate_smollm2-135m.json
 
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from prompteol import Encoder
-    from prompteol.limits import activation_shape
+    from prompteol.encoder.limits import activation_shape
     from prompteol.records import provenance
 
     rows = []

@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from prompteol import Encoder
     from prompteol.demos.search import load_selection_split, parse_grid, search_options
+    from prompteol.encoder.prompts.presets import get_preset, save_preset
     from prompteol.evaluation import evaluate
-    from prompteol.presets import get_preset, save_preset
     from prompteol.records import provenance
 
     out = Path(args.output)

@@ -58,7 +58,7 @@ def _exact_float32_commands(monkeypatch):
     """The commands whose defaults favour speed (eval, scale, the searches: dtype auto + fused) run float32,
     eager in tests, so a CLI test neither compiles nor depends on the CPU's bfloat16; the defaults themselves
     are tested in test_fused.py."""
-    from prompteol.config import SPEED_ENCODER_DEFAULTS
+    from prompteol.encoder.config import SPEED_ENCODER_DEFAULTS
 
     monkeypatch.setitem(SPEED_ENCODER_DEFAULTS, "dtype", "float32")
     monkeypatch.setitem(SPEED_ENCODER_DEFAULTS, "fused", False)

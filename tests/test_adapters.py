@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
-from prompteol.adapters import check_training_settings
-from prompteol.config import EncoderConfig
+from prompteol.encoder.config import EncoderConfig
+from prompteol.models.adapters import check_training_settings
 
 
 def _write_run(folder, **encoder):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from prompteol import ConfigError, Demonstration, InputError
-from prompteol import presets as P
+from prompteol.encoder.prompts import presets as P
 from prompteol.demos import candidates as C
 from prompteol.demos import search as S
 

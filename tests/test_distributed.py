@@ -22,8 +22,8 @@ pa = require("pyarrow")
 pq = require("pyarrow.parquet")
 
 from prompteol.cli.main import main  # noqa: E402
-from prompteol.config import EncoderConfig  # noqa: E402
 from prompteol.distributed import MANIFEST, embed_dataset, encode_files, plan_shards  # noqa: E402
+from prompteol.encoder.config import EncoderConfig  # noqa: E402
 from prompteol.errors import ConfigError, InputError  # noqa: E402
 from prompteol.tables import list_input_files, read_table, read_texts, validate_inputs  # noqa: E402
 

@@ -79,7 +79,7 @@ def test_published_numbers_are_checked_against_the_copy_of_their_source(tmp_path
 
 
 def test_record_markers_name_existing_files_and_code_is_not_a_measurement(tmp_path, record):
-    assert _check(tmp_path, "<!-- record: src/prompteol/cache.py -->\nWriters wait up to 60 s.\n") == []
+    assert _check(tmp_path, "<!-- record: src/prompteol/cache/store.py -->\nWriters wait up to 60 s.\n") == []
     assert _check(tmp_path, "<!-- record: no/such/file.py -->\nWriters wait up to 60 s.\n")[0].startswith("no/such")
     assert _check(tmp_path, "See `docs/results/no_such_record.json`.\n") == [
         "docs/results/no_such_record.json: cites a record that does not exist"]  # fmt: skip

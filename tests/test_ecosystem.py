@@ -11,8 +11,8 @@ import pytest
 from conftest import require
 
 from prompteol import Encoder
+from prompteol.encoder.postprocess import PRECISIONS, quantize
 from prompteol.errors import ConfigError, InputError
-from prompteol.postprocess import PRECISIONS, quantize
 
 TEXTS = ["A man is playing a guitar.", "A man plays the guitar.", "A dog runs in the park.", "Is it raining?", ""]
 

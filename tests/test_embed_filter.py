@@ -73,7 +73,7 @@ def test_every_filter_setting_has_its_own_fingerprint(llama):
 
 
 def test_derive_on_one_loaded_model_shares_the_basis_and_gets_the_dimension_right(llama):
-    from prompteol import embed_filter
+    from prompteol.encoder.methods import embed_filter
 
     two = llama.derive(embed_filter=2)
     assert two.dim == 16 and two.derive(embed_filter=4).dim == 8
@@ -110,8 +110,8 @@ def test_bad_values_are_refused_with_what_is_valid(llama):
 
 
 def test_it_is_a_flag_a_server_variable_and_a_searchable_grid_axis():
-    from prompteol.config import encoder_options
     from prompteol.demos.search import parse_grid
+    from prompteol.encoder.config import encoder_options
 
     opts = encoder_options()
     assert values_from_env({"PROMPTEOL_EMBED_FILTER": "4", "PROMPTEOL_EMBED_FILTER_BAND": "top"}, opts) == {

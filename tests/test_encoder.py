@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prompteol import ConfigError, Encoder, EncoderConfig, InputError
-from prompteol.encoder import plan_batches
+from prompteol.encoder.batching import plan_batches
 from prompteol.models.loading import resolve_layer
 
 ARCHS = ["llama", "qwen2", "opt", "gpt2", "gemma3"]
@@ -381,7 +381,7 @@ def test_packed_batches_equal_the_padded_path(arch, pooling, demos, test_cache_d
 
 
 def test_pack_rows_fill_rows_and_keep_every_index():
-    from prompteol.forward import pack_rows
+    from prompteol.encoder.forward.runner import pack_rows
 
     rows = pack_rows([5, 3, 8, 1, 9, 2, 30], 10)
     assert sorted(i for r in rows for i in r) == list(range(7))

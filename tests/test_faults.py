@@ -499,8 +499,8 @@ SURROGATE_JSON = b'"a\\ud800b"'  # the JSON text of a string holding U+D800 at c
 
 
 def test_surrogate_library_names_the_index(tiny_encoder):
+    from prompteol.encoder.prompts.builder import check_texts
     from prompteol.errors import InputError
-    from prompteol.prompts import check_texts
 
     with pytest.raises(InputError, match=r"^texts\[3\] contains a lone surrogate \(U\+D800\) at character 1; "):
         tiny_encoder.encode(["a", "b", "c", "a\ud800b"])
@@ -587,7 +587,7 @@ def test_surrogate_server_is_a_400_naming_the_input(fault_server, body, where):
 def test_max_positions_from_the_model_config():
     from transformers import Gemma3Config, GPT2Config, LlamaConfig
 
-    from prompteol.limits import max_positions
+    from prompteol.encoder.limits import max_positions
 
     assert max_positions(LlamaConfig(max_position_embeddings=8192)) == 8192
     assert max_positions(GPT2Config(n_positions=1024)) == 1024
@@ -605,8 +605,8 @@ def test_encoder_knows_its_max_positions(test_cache_dir, model):
 
 
 def test_over_long_text_is_refused_with_index_tokens_and_limit(tiny_encoder):
+    from prompteol.encoder.prompts.builder import ContextLengthError
     from prompteol.errors import InputError
-    from prompteol.prompts import ContextLengthError
 
     overhead = tiny_encoder.token_counts(["y."])[0] - 2  # template tokens (one per byte; "y." is kept as is)
     fits, over = "y" * (2047 - overhead) + ".", "y" * (2048 - overhead) + "."
@@ -623,7 +623,7 @@ def test_over_long_text_is_refused_with_index_tokens_and_limit(tiny_encoder):
 
 def test_over_long_text_with_max_length_is_cut_with_a_warning(tiny_encoder, caplog):
     enc = tiny_encoder.derive(max_length=500)
-    caplog.set_level(logging.WARNING, logger="prompteol.prompts")
+    caplog.set_level(logging.WARNING, logger="prompteol.encoder.prompts.builder")
     vecs = enc.encode(["short", "y" * 5000], use_embedding_cache=False)
     assert vecs.shape == (2, enc.dim) and np.isfinite(vecs).all()
     assert any("cut to max_length=500" in r.getMessage() for r in caplog.records)
@@ -652,13 +652,13 @@ def test_over_long_text_server_is_a_400(fault_server):
 # memory: batches split to fit, a sequence too large alone refused before any forward
 # ================================================================================================
 #
-# prompteol.limits estimates a batch's activation memory from its lengths (formula in the module
+# prompteol.encoder.limits estimates a batch's activation memory from its lengths (formula in the module
 # docstring) and plans batches within MEMORY_FRACTION of limits.available_memory(); here that
 # function is replaced by one returning a small number.
 
 
 def test_memory_estimate_formula():
-    from prompteol.limits import ActivationShape
+    from prompteol.encoder.limits import ActivationShape
 
     sdpa = ActivationShape(hidden=576, intermediate=1536, heads=9, kv=192, layers=30, dtype_bytes=4, attention="sdpa")
     per_token = 4 * (10 * 576 + 4 * 1536 + 4 * 192 * 30)
@@ -670,7 +670,7 @@ def test_memory_estimate_formula():
 
 
 def test_plan_batches_splits_to_fit_and_refuses_what_cannot():
-    from prompteol.batching import MemoryLimitError, plan_batches
+    from prompteol.encoder.batching import MemoryLimitError, plan_batches
 
     lengths = [10, 50, 20, 50, 30, 40, 10, 5]
     cost = lambda n, t: n * t  # noqa: E731 - padded tokens as the "bytes"
@@ -702,7 +702,7 @@ def _memory_texts() -> list[str]:
 
 
 def test_memory_limited_batches_are_split_and_give_the_same_vectors(tiny_encoder, monkeypatch):
-    from prompteol import limits
+    from prompteol.encoder import limits
 
     texts = _memory_texts()
     want = tiny_encoder.encode(texts, batch_size=32, use_embedding_cache=False)
@@ -718,7 +718,7 @@ def test_memory_limited_batches_are_split_and_give_the_same_vectors(tiny_encoder
 
 
 def test_memory_sequence_too_large_alone_is_refused_before_any_forward(tiny_encoder, monkeypatch):
-    from prompteol import limits
+    from prompteol.encoder import limits
     from prompteol.errors import InputError
 
     monkeypatch.setattr(limits, "available_memory", lambda device=None: 64 * 1024)  # 64 KiB
@@ -734,7 +734,7 @@ def test_memory_sequence_too_large_alone_is_refused_before_any_forward(tiny_enco
 
 
 def test_memory_refusal_cli_is_a_one_line_error(tmp_path, fault_cli, monkeypatch):
-    from prompteol import limits
+    from prompteol.encoder import limits
 
     monkeypatch.setattr(limits, "available_memory", lambda device=None: 64 * 1024)
     src = tmp_path / "in.txt"
@@ -746,7 +746,7 @@ def test_memory_refusal_cli_is_a_one_line_error(tmp_path, fault_cli, monkeypatch
 
 
 def test_memory_refusal_server_is_a_503_and_the_server_stays_up(fault_server, monkeypatch):
-    from prompteol import limits
+    from prompteol.encoder import limits
 
     monkeypatch.setattr(limits, "available_memory", lambda device=None: 64 * 1024)
     _assert_server_error(fault_server, {"model": FAULT_MODEL, "input": ["a longer sentence " * 20]}, 503, "input",
@@ -757,7 +757,7 @@ def test_memory_refusal_server_is_a_503_and_the_server_stays_up(fault_server, mo
 
 
 def test_available_memory_is_a_positive_number():
-    from prompteol.limits import available_memory
+    from prompteol.encoder.limits import available_memory
 
     got = available_memory("cpu")
     assert got is not None and got > 0

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from prompteol import Encoder
-from prompteol.config import EncoderConfig
+from prompteol.encoder.config import EncoderConfig
+from prompteol.encoder.forward.fused import FusedBlocks
 from prompteol.errors import ConfigError
-from prompteol.fused import FusedBlocks
 
 SENTENCES = ["A man is playing a guitar.", "A woman slices an onion.", "Two dogs run in a field of grass today.",
              "x", "The cat sat on the mat and looked out of the window for a long time."]  # fmt: skip
@@ -76,7 +76,7 @@ def test_a_compile_failure_falls_back_to_eager_with_one_warning(test_cache_dir, 
     kw = {"embedding_cache": False, "cache_dir": test_cache_dir}
     eager = Encoder.from_pretrained("tiny-random-qwen2", **kw)
     fused = Encoder.from_pretrained("tiny-random-qwen2", fused=True, **kw)
-    with caplog.at_level(logging.WARNING, logger="prompteol.fused"):
+    with caplog.at_level(logging.WARNING, logger="prompteol.encoder.forward.fused"):
         got = fused.encode(SENTENCES)
         fused.encode(SENTENCES[:2])
     assert np.array_equal(got, eager.encode(SENTENCES))
@@ -86,12 +86,12 @@ def test_a_compile_failure_falls_back_to_eager_with_one_warning(test_cache_dir, 
 
 
 def test_a_model_that_keeps_recompiling_goes_back_to_eager(monkeypatch, caplog):
-    import prompteol.fused as fused_mod
+    import prompteol.encoder.forward.fused as fused_mod
 
     blocks = FusedBlocks([])
     seconds = iter([0.0, 0.0] + [x for i in range(1, 20) for x in (10.0 * i, 10.0 * i + 5.0)])
     monkeypatch.setattr(fused_mod, "_compile_seconds", lambda: next(seconds))
-    with caplog.at_level(logging.WARNING, logger="prompteol.fused"):
+    with caplog.at_level(logging.WARNING, logger="prompteol.encoder.forward.fused"):
         for _ in range(fused_mod.WARM_CALLS + fused_mod.MAX_LATE_COMPILES):
             blocks._count(fused_mod._compile_seconds())
     assert blocks.failed and "still compiling" in blocks.failed and blocks.late_compiles == fused_mod.MAX_LATE_COMPILES
@@ -112,7 +112,7 @@ def test_a_wrong_compiled_result_is_caught_by_the_first_call_check(test_cache_di
     kw = {"embedding_cache": False, "cache_dir": test_cache_dir}
     eager = Encoder.from_pretrained("tiny-random-gemma3", **kw)
     fused = Encoder.from_pretrained("tiny-random-gemma3", fused=True, **kw)
-    with caplog.at_level(logging.WARNING, logger="prompteol.fused"):
+    with caplog.at_level(logging.WARNING, logger="prompteol.encoder.forward.fused"):
         got = fused.encode(SENTENCES)
     assert np.abs(got - eager.encode(SENTENCES)).max() < 1e-6, "the eager result is used, never the wrong one"
     state = fused.describe()["fused"]
@@ -123,7 +123,7 @@ def test_a_wrong_compiled_result_is_caught_by_the_first_call_check(test_cache_di
 # ------------------------------------------------------------------------------------ dtype auto
 @pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, "float32")])
 def test_dtype_auto_follows_the_cpu(test_cache_dir, monkeypatch, native, expected):
-    import prompteol.precision as precision
+    import prompteol.encoder.precision as precision
 
     monkeypatch.setattr(precision, "native_bf16", lambda: native)
     enc = Encoder.from_pretrained("tiny-random-llama", dtype="auto", embedding_cache=False, cache_dir=test_cache_dir)
@@ -137,11 +137,11 @@ def test_dtype_auto_follows_the_cpu(test_cache_dir, monkeypatch, native, expecte
 
 
 def test_bfloat16_on_a_cpu_without_it_warns_once_with_the_faster_choice(monkeypatch, caplog):
-    import prompteol.precision as precision
+    import prompteol.encoder.precision as precision
 
     monkeypatch.setattr(precision, "native_bf16", lambda: False)
     monkeypatch.setattr(precision, "_warned", set())
-    with caplog.at_level(logging.WARNING, logger="prompteol.precision"):
+    with caplog.at_level(logging.WARNING, logger="prompteol.encoder.precision"):
         assert precision.resolve_dtype("bfloat16").dtype == "bfloat16"
         precision.resolve_dtype("bfloat16")
     msgs = [r.getMessage() for r in caplog.records]
@@ -162,7 +162,7 @@ def test_int8_dynamic_is_refused_without_acknowledgement(monkeypatch):
 
 
 def test_speed_defaults_of_eval_scale_and_searches(monkeypatch, data_dir):
-    import prompteol.config as config
+    import prompteol.encoder.config as config
 
     assert config.SPEED_ENCODER_DEFAULTS is not None
     # the real values (conftest sets float32 / eager for the other tests)

@@ -11,7 +11,7 @@ import torch
 from conftest import require
 
 from prompteol import EmbeddingCache, Encoder, EncoderConfig
-from prompteol.identity import fingerprint
+from prompteol.encoder.identity import fingerprint
 from prompteol.models.loading import folder_identity, resolve_model
 
 TEXTS = ["A man is playing a guitar.", "Two dogs run."]
@@ -122,7 +122,7 @@ def test_adapter_config_changes_the_fingerprint_and_the_vectors(tmp_path, test_c
 
 
 def test_fingerprint_version_is_part_of_the_fingerprint(tiny_encoder, monkeypatch):
-    import prompteol.identity as identity
+    import prompteol.encoder.identity as identity
 
     cfg, ident = tiny_encoder.config, tiny_encoder.identity
     now = fingerprint(cfg, ident, tiny_encoder.layer_index)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from prompteol import ConfigError, Encoder, EncoderConfig
-from prompteol.templates import TEMPLATE_SOURCES, TEMPLATES
+from prompteol.encoder.prompts.templates import TEMPLATE_SOURCES, TEMPLATES
 
 TEXTS = ["A man is playing a guitar.", "hi", "The quick brown fox jumps over the lazy dog.", "Two dogs run."]
 DEMO = [("A man is smoking.", "Smoking")]
@@ -121,7 +121,7 @@ def test_contrastive_prompting_replaces_the_last_position_by_alpha_times_a_minus
     """With a captured state B that is not zero and alpha 0.5, the input of block 1's attention output projection
     becomes exactly 0.5 * (A - B) at the last token and stays A elsewhere; the vector equals the plain encoder's
     with that replacement done by hand."""
-    from prompteol.methods import attention_output
+    from prompteol.encoder.methods.interventions import attention_output
 
     text = ["A man is playing a guitar."]
     cp = base.derive(contrastive_layer=1, contrastive_alpha=0.5, prefix_cache=False)
@@ -158,7 +158,7 @@ def test_contrastive_prompting_replaces_the_last_position_by_alpha_times_a_minus
 
 def test_contrastive_prompting_steers_only_the_last_position_at_its_layer(base):
     cp = base.derive(contrastive_layer=1, contrastive_alpha=0.5, prefix_cache=False)
-    from prompteol.methods import attention_output
+    from prompteol.encoder.methods.interventions import attention_output
 
     seen = []
     target = attention_output(cp.runner.all_blocks()[1])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prompteol.identity import FINGERPRINT_VERSION
+from prompteol.encoder.identity import FINGERPRINT_VERSION
 from prompteol.records import PROVENANCE_SCHEMA, command_line, git_info, package_versions, provenance, read_provenance
 
 ROOT = Path(__file__).resolve().parents[1]

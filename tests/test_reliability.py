@@ -368,7 +368,7 @@ def _edit_json(path: Path, **changes) -> None:
 def test_14_a_copied_converted_folder_follows_its_files(tmp_path, test_cache_dir, edit):
     """Before: a folder carrying prompteol's marker was fingerprinted by the marker alone, so an edited
     tokenizer or config kept the unedited model's fingerprint (and its cached vectors)."""
-    from prompteol.identity import folder_identity
+    from prompteol.encoder.identity import folder_identity
     from prompteol.models.loading import resolve_model
 
     folder = Path(resolve_model(MODEL, cache_dir=test_cache_dir).path)  # the tiny model, with its marker
@@ -392,7 +392,7 @@ def test_14_the_real_converted_smollm2_folder_copied_and_edited(tmp_path):
     config.json: the fingerprint changes each time (the 538 MB weights are linked, not copied)."""
     from conftest import USER_CACHE
 
-    from prompteol.identity import MARKER, fingerprint, folder_identity
+    from prompteol.encoder.identity import MARKER, fingerprint, folder_identity
     from prompteol.models.pull import packaged_path
 
     real = packaged_path("smollm2-135m", USER_CACHE)
@@ -405,7 +405,7 @@ def test_14_the_real_converted_smollm2_folder_copied_and_edited(tmp_path):
             (copy / f.name).symlink_to(f)
         else:
             shutil.copy(f, copy / f.name)
-    from prompteol.config import EncoderConfig
+    from prompteol.encoder.config import EncoderConfig
 
     cfg = EncoderConfig(model=str(copy))
     prints = [fingerprint(cfg, folder_identity(copy, cache_dir=tmp_path), 30)]
@@ -419,7 +419,7 @@ def test_14_the_real_converted_smollm2_folder_copied_and_edited(tmp_path):
 def test_14_a_recorded_marker_keeps_the_packaged_fingerprint_until_a_file_changes(tmp_path):
     """A conversion records its files in the marker: an unchanged folder's identity is the marker's
     alone (the fingerprint of a pulled model does not change), an edit adds the files."""
-    from prompteol.identity import MARKER, folder_identity, folder_record
+    from prompteol.encoder.identity import MARKER, folder_identity, folder_record
 
     folder = tmp_path / "models" / "conv"
     folder.mkdir(parents=True)
@@ -440,7 +440,7 @@ def test_14_a_recorded_marker_keeps_the_packaged_fingerprint_until_a_file_change
 def test_14_an_old_marker_in_prompteols_cache_is_completed_once(tmp_path):
     """A marker written before files were recorded: in prompteol's own cache it is completed on first
     read (same identity as before, so embedding caches stay valid), then edits are seen."""
-    from prompteol.identity import MARKER, folder_identity
+    from prompteol.encoder.identity import MARKER, folder_identity
 
     folder = tmp_path / "models" / "old"
     folder.mkdir(parents=True)

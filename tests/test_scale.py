@@ -32,7 +32,7 @@ def _env(monkeypatch, test_cache_dir):
 
 def _cpu_without_bf16(mp) -> None:
     """``--dtype auto`` picks float32 whatever the test machine's CPU (its rule is tested in test_fused.py)."""
-    import prompteol.precision as precision
+    import prompteol.encoder.precision as precision
 
     mp.setattr(precision, "native_bf16", lambda: False)
 
@@ -231,7 +231,7 @@ def test_memory_rule_float32_bfloat16_or_refuse(monkeypatch):
     monkeypatch.setattr(memory, "available_memory", _free(3 * GIB))
     assert choose_dtype(size, "auto", **kw).dtype == "bfloat16"
     # on a CPU with native bfloat16, auto starts from bfloat16 (the fast precision) even when float32 fits
-    import prompteol.precision as precision
+    import prompteol.encoder.precision as precision
 
     monkeypatch.setattr(precision, "native_bf16", lambda: True)
     assert choose_dtype(size, "auto", available=_free(8 * GIB), **kw).dtype == "bfloat16"

@@ -3,7 +3,7 @@
 import pytest
 
 from prompteol import ConfigError, Demonstration, get_template, normalize_sentence
-from prompteol.templates import TEMPLATES, Template, parse_demonstration
+from prompteol.encoder.prompts.templates import TEMPLATES, Template, parse_demonstration
 
 S = "A man is playing a guitar."
 D1 = Demonstration("A man is smoking.", "Smoking")

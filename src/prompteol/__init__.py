@@ -18,14 +18,14 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported lazily, so `import prompteol` stays light)
 _EXPORTS = {
-    "Encoder": ".encoder",
-    "EncoderConfig": ".config",
-    "Template": ".templates",
-    "Demonstration": ".templates",
-    "TEMPLATES": ".templates",
-    "get_template": ".templates",
-    "normalize_sentence": ".templates",
-    "EmbeddingCache": ".cache",
+    "Encoder": ".encoder.encoder",
+    "EncoderConfig": ".encoder.config",
+    "Template": ".encoder.prompts.templates",
+    "Demonstration": ".encoder.prompts.templates",
+    "TEMPLATES": ".encoder.prompts.templates",
+    "get_template": ".encoder.prompts.templates",
+    "normalize_sentence": ".encoder.prompts.templates",
+    "EmbeddingCache": ".cache.store",
     "PACKAGED_MODELS": ".models.registry",
     "DEFAULT_MODEL": ".models.registry",
     "PrompteolError": ".errors",
@@ -41,9 +41,10 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cache import EmbeddingCache
-    from .config import EncoderConfig
-    from .encoder import Encoder
+    from .cache.store import EmbeddingCache
+    from .encoder.config import EncoderConfig
+    from .encoder.encoder import Encoder
+    from .encoder.prompts.templates import TEMPLATES, Demonstration, Template, get_template, normalize_sentence
     from .errors import (
         ChecksumError,
         ConfigError,
@@ -55,7 +56,6 @@ if TYPE_CHECKING:  # pragma: no cover
         PrompteolError,
     )
     from .models.registry import DEFAULT_MODEL, PACKAGED_MODELS
-    from .templates import TEMPLATES, Demonstration, Template, get_template, normalize_sentence
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

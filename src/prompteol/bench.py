@@ -271,9 +271,9 @@ class _Runner:
 
 def _prompt_builder(args, **options):
     """prompteol's prompts and tokenizer for the model, without loading its weights (for the peers)."""
-    from .config import EncoderConfig
+    from .encoder.config import EncoderConfig
+    from .encoder.prompts.builder import PromptBuilder
     from .models.loading import load_tokenizer, resolve_model
-    from .prompts import PromptBuilder
 
     resolved = resolve_model(args.model, progress=False)
     tok = load_tokenizer(resolved.path, offline=resolved.kind != "hub")
@@ -283,7 +283,7 @@ def _prompt_builder(args, **options):
 class _EncoderRunner(_Runner):
     def __init__(self, cfg: BenchConfig, args):
         super().__init__()
-        from .encoder import Encoder
+        from .encoder.encoder import Encoder
 
         kwargs: dict[str, Any] = {"device": args.device}
         if args.dtype != "float32":
@@ -322,8 +322,8 @@ class _ReferenceRunner(_Runner):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from .encoder.prompts.templates import TEMPLATES, Demonstration, normalize_sentence
         from .models.loading import quiet_transformers, resolve_model
-        from .templates import TEMPLATES, Demonstration, normalize_sentence
 
         path = resolve_model(args.model, progress=False).path
         t = time.perf_counter()
@@ -542,7 +542,7 @@ class _OnnxRunner(_Runner):
         return n, n
 
     def embed(self, sentences: list[str]) -> np.ndarray:
-        from .batching import plan_batches
+        from .encoder.batching import plan_batches
 
         seqs = self.prompts.tokenize(self.prompts.prepare(sentences))
         out: np.ndarray | None = None

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import EncoderConfig
+from .encoder.config import EncoderConfig
 from .errors import ConfigError, InputError, PrompteolError, require
 from .fileio import FileLock, write_text_atomic
 from .tables import OUTPUT_DTYPES, RESERVED_PREFIX, InputFile
@@ -110,7 +110,7 @@ class _EmbedActor:
 
         if threads:
             torch.set_num_threads(threads)
-        from .encoder import Encoder
+        from .encoder.encoder import Encoder
 
         self.encoder = Encoder.from_config(EncoderConfig.from_dict(config), embedding_cache=None,
                                            cache_dir=cache_dir, progress=False)  # fmt: skip

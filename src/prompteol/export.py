@@ -46,13 +46,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .encoder.identity import record_files
 from .errors import ConfigError, InputError
 from .fileio import give_umask_modes
-from .identity import record_files
 from .records import provenance
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .encoder import Encoder
+    from .encoder.encoder import Encoder
 
 __all__ = [
     "export_sentence_transformers", "PromptEOLModule", "CONFIG_FILE", "FORMAT", "load_export_record", "load_results",
@@ -463,8 +463,8 @@ def _module_class() -> type:
                  **kwargs):  # fmt: skip
             """Rebuild the encoder from ``prompteol_config.json`` (a local folder, or a hub repo via
             sentence-transformers' ``load_dir_path``)."""
-            from .config import EncoderConfig
-            from .encoder import Encoder
+            from .encoder.config import EncoderConfig
+            from .encoder.encoder import Encoder
 
             folder = Path(model_name_or_path) / subfolder
             if not folder.is_dir() and hasattr(cls, "load_dir_path"):

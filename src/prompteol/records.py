@@ -178,7 +178,7 @@ def provenance(command: str | Sequence[str] | None = None, *, threads: int | Non
         packages: libraries beyond :data:`LIBRARIES` whose versions matter to this record.
     """
     from . import __version__
-    from .identity import FINGERPRINT_VERSION
+    from .encoder.identity import FINGERPRINT_VERSION
 
     if command is not None and not isinstance(command, str):
         command = shlex.join([str(c) for c in command])

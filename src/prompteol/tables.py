@@ -260,7 +260,7 @@ def parse_jsonl_line(path: str, line_no: int, line: str | bytes, text_column: st
 
 def record_surrogate(rec: Mapping[str, Any], text_column: str = "text") -> str | None:
     """What is wrong if a key or value of a JSONL record holds a lone surrogate, else ``None``."""
-    from .prompts import surrogate_problem
+    from .encoder.prompts.builder import surrogate_problem
 
     for key in sorted(rec, key=lambda k: k != text_column):  # the text first
         value = rec[key]

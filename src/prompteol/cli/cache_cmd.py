@@ -1,7 +1,7 @@
 """``prompteol cache``: where the embedding cache lives, what it holds, and clearing it.
 
 Both ``info`` and ``clear`` work on a damaged file: opening the cache moves a damaged file
-aside (see :mod:`prompteol.cache`), ``info`` reports it and ``clear`` also deletes the damaged
+aside (see :mod:`prompteol.cache.store`), ``info`` reports it and ``clear`` also deletes the damaged
 copies moved aside earlier.
 """
 
@@ -45,7 +45,7 @@ def _size(n: float) -> str:
 
 def _state_lines(cache) -> list[str]:
     """What opening (or using) the cache found and did, then where it stands."""
-    from ..cache import SCHEMA_VERSION
+    from ..cache.store import SCHEMA_VERSION
 
     lines = [f"note: {note}" for note in cache.notes]
     if cache.disabled is not None:
@@ -59,7 +59,7 @@ def _state_lines(cache) -> list[str]:
 def run_info(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from ..cache import EmbeddingCache
+    from ..cache.store import EmbeddingCache
     from .common import console
 
     cache = EmbeddingCache()
@@ -95,7 +95,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 def _info_document(cache, rows: list[dict], check: dict | None) -> dict:
     """What ``cache info`` shows, as data (``prompteol cache info --json``)."""
-    from ..cache import SCHEMA_VERSION
+    from ..cache.store import SCHEMA_VERSION
 
     copies = cache.damaged_copies()
     exists = cache.path.exists()
@@ -116,7 +116,7 @@ def _info_document(cache, rows: list[dict], check: dict | None) -> dict:
 
 
 def run_clear(args: argparse.Namespace) -> int:
-    from ..cache import EmbeddingCache
+    from ..cache.store import EmbeddingCache
 
     cache = EmbeddingCache()
     n = cache.clear(args.fingerprint)

@@ -79,7 +79,7 @@ def check_encoder_config(config, given, also_on=()) -> None:
     """Every option in ``given`` (the names the user set, as flags or variables) that needs another
     has it in ``config`` (an :class:`~prompteol.EncoderConfig`, or a mapping of option values) or
     in ``also_on`` (options a search grid sets)."""
-    from ..config import encoder_options
+    from ..encoder.config import encoder_options
     from ..options import flag_of, unmet_requirements
 
     options = encoder_options()
@@ -100,7 +100,7 @@ def check_encoder_config(config, given, also_on=()) -> None:
 def flag_message(message: str) -> str:
     """A config error that starts with a field name, starting with its flag instead (``max_length
     should be ...`` -> ``--max-length should be ...``)."""
-    from ..config import encoder_options
+    from ..encoder.config import encoder_options
     from ..options import flag_of
 
     for name, opt, default in sorted(encoder_options(), key=lambda o: -len(o[0])):

@@ -22,7 +22,7 @@ def add_encoder_args(
 ) -> None:
     """One flag per encoder option, derived from :class:`~prompteol.EncoderConfig` (plus
     ``--demo-preset``); every flag defaults to "not given" and the config's default applies."""
-    from ..config import encoder_options
+    from ..encoder.config import encoder_options
     from ..options import add_arguments
 
     add_arguments(p.add_argument_group(title), encoder_options(exclude), defaults=defaults)
@@ -32,7 +32,7 @@ def add_encoder_args(
 
 def encoder_values(args: argparse.Namespace, exclude: Sequence[str] = ()) -> dict[str, Any]:
     """The encoder options given on the command line (``demo_preset`` included)."""
-    from ..config import encoder_options
+    from ..encoder.config import encoder_options
     from ..options import values_from_args
 
     return values_from_args(args, encoder_options(exclude))
@@ -40,13 +40,13 @@ def encoder_values(args: argparse.Namespace, exclude: Sequence[str] = ()) -> dic
 
 def encoder_config_from_args(args: argparse.Namespace, **defaults: Any):
     """The :class:`~prompteol.EncoderConfig` of the flags given (``defaults`` fill the others)."""
-    from ..config import EncoderConfig
+    from ..encoder.config import EncoderConfig
 
     return EncoderConfig.from_options(**{**defaults, **encoder_values(args)})
 
 
 def build_encoder(args: argparse.Namespace, use_embedding_cache: bool = True, **defaults: Any):
-    from ..encoder import Encoder
+    from ..encoder.encoder import Encoder
 
     config = encoder_config_from_args(args, **defaults)
     return Encoder.from_config(config, embedding_cache=use_embedding_cache, progress=True)

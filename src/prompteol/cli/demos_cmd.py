@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import SPEED_ENCODER_DEFAULTS
+from ..encoder.config import SPEED_ENCODER_DEFAULTS
 from .common import add_encoder_args, console, progress_wanted
 
 
@@ -65,7 +65,7 @@ def register(sub) -> None:
 def run_presets(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from ..presets import DEFAULT_ORDER, PAPER_DEMOS, list_presets, searched_presets
+    from ..encoder.prompts.presets import DEFAULT_ORDER, PAPER_DEMOS, list_presets, searched_presets
 
     table = Table(title="Demonstration presets" + (f" for {args.model}" if args.model else ""))
     for col in ("name", "demonstrations", "chosen on", "score"):
@@ -152,7 +152,7 @@ def run_search(args: argparse.Namespace) -> int:
     if not best["demonstrations"]:
         con.print("no candidate beat the score without a demonstration: the best choice is none")
     if args.save_preset:
-        from ..presets import save_preset
+        from ..encoder.prompts.presets import save_preset
 
         record = preset_record(sel, candidates=args.candidates, command=" ".join(["prompteol", *args.argv]),
                                max_pairs=args.max_pairs, rescore=args.rescore, seed=args.seed)  # fmt: skip

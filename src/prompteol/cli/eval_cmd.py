@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import SPEED_ENCODER_DEFAULTS
+from ..encoder.config import SPEED_ENCODER_DEFAULTS
 from ..fileio import write_atomic, write_text_atomic
 from ..options import positive_int
 from .common import add_encoder_args, build_encoder, console, progress_wanted
@@ -82,7 +82,7 @@ def check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import EncoderConfig
+    from ..encoder.config import EncoderConfig
     from ..evaluation import evaluate, resolve_data_dir, resolve_tasks, verify_data
 
     tasks = resolve_tasks(args.tasks)

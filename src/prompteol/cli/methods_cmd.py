@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import SPEED_ENCODER_DEFAULTS
+from ..encoder.config import SPEED_ENCODER_DEFAULTS
 from .common import add_encoder_args, build_encoder, console, progress_wanted
 
 
@@ -67,7 +67,7 @@ def register(sub) -> None:
 def run_presets(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from ..presets import list_method_presets
+    from ..encoder.prompts.presets import list_method_presets
 
     table = Table(title="Method presets" + (f" for {args.model}" if args.model else ""))
     for col in ("name", "options", "source / chosen on"):
@@ -101,7 +101,7 @@ def run_search(args: argparse.Namespace) -> int:
         table.add_row(str(i), f"{r['score']:.2f}", json.dumps(r["options"], ensure_ascii=False) or "(base)")
     con.print(table)
     if args.save_preset:
-        from ..presets import save_preset
+        from ..encoder.prompts.presets import save_preset
         from ..records import provenance
 
         if "leakfree" in args.save_preset and not split.leak_free:
@@ -122,7 +122,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def _default(name: str):
-    from ..config import EncoderConfig
+    from ..encoder.config import EncoderConfig
 
     value = EncoderConfig().to_dict()[name]
     return value

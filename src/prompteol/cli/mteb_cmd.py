@@ -41,8 +41,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..encoder.prompts.templates import get_template
     from ..errors import require
-    from ..templates import get_template
 
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not names:

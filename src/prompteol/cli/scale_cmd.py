@@ -11,7 +11,7 @@ import re
 import shlex
 import sys
 
-from ..config import SPEED_ENCODER_DEFAULTS
+from ..encoder.config import SPEED_ENCODER_DEFAULTS
 from .common import add_encoder_args, console, encoder_values, progress_wanted
 
 #: options the sweep sets per cell (and dtype, which scale takes as auto | float32 | bfloat16 | float16)

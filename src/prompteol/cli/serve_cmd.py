@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import SERVER_ENCODER_DEFAULTS
+from ..encoder.config import SERVER_ENCODER_DEFAULTS
 from ..options import at_least, non_negative_float, positive_int
 from .common import add_encoder_args, encoder_values
 
@@ -71,7 +71,7 @@ def check(args: argparse.Namespace) -> None:
     together (the encoder's device and the options that need another included), before any model."""
     import os
 
-    from ..config import encoder_options
+    from ..encoder.config import encoder_options
     from ..options import env_of
     from .checks import check_device, check_encoder_config
 

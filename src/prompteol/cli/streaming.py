@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ..encoder.prompts.builder import ContextLengthError, surrogate_problem
 from ..errors import InputError
 from ..fileio import FileLock, write_atomic, write_text_atomic
-from ..prompts import ContextLengthError, surrogate_problem
 from ..tables import check_columns, output_fields, parse_jsonl_line
 
 if TYPE_CHECKING:  # pragma: no cover

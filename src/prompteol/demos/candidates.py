@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..encoder.prompts.templates import Demonstration
 from ..errors import ConfigError, InputError
-from ..templates import Demonstration
 
 __all__ = [
     "Candidate",
@@ -206,8 +206,8 @@ def self_labelled_candidates(
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 
+    from ..encoder.prompts.templates import TEMPLATES, normalize_sentence
     from ..models.loading import load_tokenizer, quiet_transformers, resolve_model
-    from ..templates import TEMPLATES, normalize_sentence
 
     limit = len(sentences) if limit is None else limit
     resolved = resolve_model(model, cache_dir=cache_dir)

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..encoder.prompts.templates import Demonstration
 from ..errors import ConfigError
-from ..templates import Demonstration
 from .candidates import TEST_SETS, Candidate, _key, test_sentences
 
 __all__ = [
@@ -222,7 +222,7 @@ def parse_grid(specs: Sequence[str]) -> list[dict]:
     """
     import itertools
 
-    from ..config import EncoderConfig
+    from ..encoder.config import EncoderConfig
     from ..options import _parser_for, options_of
 
     known = {name: (opt, default) for name, opt, default in options_of(EncoderConfig)}

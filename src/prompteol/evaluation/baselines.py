@@ -177,7 +177,7 @@ class SentenceTransformerEncoder:
     """A sentence-transformers model with the same ``encode`` contract as :class:`prompteol.Encoder`.
 
     Sentences are encoded as given (no template, no normalisation); with a cache attached,
-    known sentences are read from the shared :class:`~prompteol.cache.EmbeddingCache`.
+    known sentences are read from the shared :class:`~prompteol.cache.store.EmbeddingCache`.
     """
 
     def __init__(
@@ -195,7 +195,7 @@ class SentenceTransformerEncoder:
 
     @property
     def fingerprint(self) -> str:
-        from ..identity import FINGERPRINT_VERSION
+        from ..encoder.identity import FINGERPRINT_VERSION
 
         payload = {"kind": "sentence-transformers", "name": self.name, "weights": self.weights_sha256,
                    "fingerprint_version": FINGERPRINT_VERSION}  # fmt: skip
@@ -221,8 +221,8 @@ class SentenceTransformerEncoder:
         use_embedding_cache: bool = True,
     ) -> np.ndarray:
         """Embed ``texts`` -> float32 (N, H), in input order; duplicates are computed once."""
-        from ..cached import encode_cached
-        from ..prompts import check_texts
+        from ..cache.cached import encode_cached
+        from ..encoder.prompts.builder import check_texts
 
         texts = check_texts(texts)
         if not texts:
@@ -250,7 +250,7 @@ def load_baseline(
     path = baseline_path(spec.alias, cache_dir=cache_dir, progress=progress)
     emb_cache = None
     if cache:
-        from ..cache import EmbeddingCache
+        from ..cache.store import EmbeddingCache
         from ..paths import embeddings_db
 
         emb_cache = EmbeddingCache(embeddings_db(cache_dir))

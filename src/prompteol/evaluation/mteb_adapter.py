@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ..encoder.prompts.templates import Template, get_template
 from ..errors import ConfigError, require
-from ..templates import Template, get_template
 
 require("mteb", "mteb", "the MTEB adapter")
 
@@ -114,7 +114,7 @@ class PromptEOLMTEB(AbsEncoder):
     ) -> PromptEOLMTEB:
         """Build the :class:`~prompteol.Encoder` (same arguments as ``Encoder.from_pretrained``; the
         embedding cache is on unless ``embedding_cache=False``) and wrap it."""
-        from ..encoder import Encoder
+        from ..encoder.encoder import Encoder
 
         encoder_kwargs.setdefault("embedding_cache", True)
         return cls(Encoder.from_pretrained(model, **encoder_kwargs), batch_size=batch_size, prompts=prompts)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..encoder.identity import files_sha256, folder_identity  # noqa: F401 - re-exported (the identity of a folder)
 from ..errors import ConfigError, ModelNotFoundError
-from ..identity import files_sha256, folder_identity  # noqa: F401 - re-exported (the identity of a folder)
 from ..paths import cache_root, models_dir
 from .pull import MARKER, convert_gguf, is_pulled, packaged_path, pull, sha256_file
 from .registry import PACKAGED_MODELS
@@ -41,7 +41,7 @@ class ResolvedModel:
     """Where a model reference points to.
 
     ``path`` is what ``from_pretrained`` receives (a folder, or a hub id for ``kind == "hub"``);
-    ``identity`` is what the fingerprint hashes (see :mod:`prompteol.identity`): the hashes of
+    ``identity`` is what the fingerprint hashes (see :mod:`prompteol.encoder.identity`): the hashes of
     the weights and of the tokenizer and config files, the versions that converted a GGUF file,
     or the hub id with its revision (the resolved commit is added after loading).
     """

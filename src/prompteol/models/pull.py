@@ -36,9 +36,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..encoder.identity import MARKER  # the marker of a folder prompteol made (its identity reads it)
 from ..errors import ChecksumError, ModelDownloadError, ModelNotFoundError
 from ..fileio import give_umask_modes
-from ..identity import MARKER  # the marker of a folder prompteol made (its identity reads it)
 from ..paths import downloads_dir, models_dir
 from .registry import PACKAGED_MODELS, PackagedModel
 
@@ -357,7 +357,7 @@ def convert_gguf(gguf: Path, out_dir: Path, source: dict, progress: bool = True)
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         del model
-        from ..identity import folder_record
+        from ..encoder.identity import folder_record
 
         # the files the conversion wrote, so an edit to any of them later changes the fingerprint
         info = dict(source, converted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -19,7 +19,7 @@ Demonstration settings (``--demos``):
 - ``paper``: the paper's demonstration for the OPT size closest to the model's parameter count
   (the registry's count for packaged models, else the loaded model's);
 - ``default``: the model's own leak-free searched preset (``searched-leakfree``, else
-  ``searched-stsb-dev``; see :mod:`prompteol.presets`);
+  ``searched-stsb-dev``; see :mod:`prompteol.encoder.prompts.presets`);
 - ``stsb-dev``: the preset ``searched-stsb-dev`` (selected on STS-B dev, as the paper did);
 - any other preset name (``paper-opt-2.7b``, ``searched-leakfree``, a saved preset);
 - an explicit ``"sentence|word"``.
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..encoder.prompts.templates import Demonstration, parse_demonstration
 from ..errors import ConfigError
 from ..fileio import write_json_atomic
-from ..templates import Demonstration, parse_demonstration
 
 __all__ = [
     "Cell",
@@ -114,7 +114,7 @@ def tasks_slug(tasks: str) -> str:
 
 def options_tag(options: dict[str, Any]) -> str | None:
     """A short hash of the encoder options given (other than the defaults), ``None`` without any."""
-    from ..config import EncoderConfig
+    from ..encoder.config import EncoderConfig
 
     defaults = EncoderConfig().to_dict()
     given: dict[str, Any] = {}
@@ -240,7 +240,7 @@ def resolve_demo(setting: str, model: str, num_parameters: int | None = None) ->
 
     Raises :class:`~prompteol.errors.ConfigError` for an unknown preset (the message lists the valid ones).
     """
-    from ..presets import DEFAULT_ORDER, closest_paper_preset, get_preset, list_presets
+    from ..encoder.prompts.presets import DEFAULT_ORDER, closest_paper_preset, get_preset, list_presets
 
     if setting == "none":
         return None, []

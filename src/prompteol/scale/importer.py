@@ -14,8 +14,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..encoder.prompts.templates import parse_demonstrations
 from ..errors import ConfigError
-from ..templates import parse_demonstrations
 from .grid import CELL_SCHEMA, Cell, cell_state, options_tag, parse_demo_settings, resolve_demo, write_json_atomic
 
 __all__ = ["import_results", "REQUIRED"]

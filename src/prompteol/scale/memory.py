@@ -434,7 +434,7 @@ def choose_dtype(
     quantization: str | None = None, max_batch_tokens: int | None = None,
     available: Callable[..., dict[str, tuple[int | None, str]]] | None = None,
 ) -> DtypeDecision:  # fmt: skip
-    """Apply the rule: ``auto`` = the fastest accurate precision of the device (:func:`prompteol.precision.
+    """Apply the rule: ``auto`` = the fastest accurate precision of the device (:func:`prompteol.encoder.precision.
     resolve_dtype`: bfloat16 on CUDA and on CPUs with native bfloat16, else float32) if it fits, else
     bfloat16, else refuse; an explicit dtype is used as given unless it cannot fit. ``available``
     (default :func:`available_memory`) is called once, right now."""
@@ -445,7 +445,7 @@ def choose_dtype(
     places = (available or available_memory)(device, quantization)
     free = {place: value for place, (value, _) in places.items()}
     if requested == AUTO:
-        from ..precision import resolve_dtype
+        from ..encoder.precision import resolve_dtype
 
         fast = resolve_dtype(AUTO, device).dtype
         candidates = list(dict.fromkeys([fast, *_ORDER]))

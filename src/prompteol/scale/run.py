@@ -39,9 +39,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..encoder.prompts.templates import Demonstration
 from ..errors import ConfigError
 from ..fileio import FileLock, write_json_atomic
-from ..templates import Demonstration
 from .grid import CELL_SCHEMA, Cell, build_cells, cell_state, resolve_demo
 from .memory import CHARS_PER_TOKEN, DtypeDecision, ModelSize, choose_dtype, model_size, resolve_device
 
@@ -255,7 +255,7 @@ class _Sweep:
         self.task_list = resolve_tasks(opts.tasks)
         self.root = resolve_data_dir(opts.data_dir)
         verify_data(self.root, self.task_list)  # a missing or changed file fails here, before any model is loaded
-        from ..config import EncoderConfig
+        from ..encoder.config import EncoderConfig
 
         bad = sorted(set(opts.encoder_options) & {"model", "demonstrations", "layer", "dtype"})
         if bad:
@@ -279,7 +279,7 @@ class _Sweep:
 
     def prompt_tokens(self, demos: list[Demonstration]) -> int:
         """The longest prompt of the cell, in tokens, estimated from characters (no tokenizer yet)."""
-        from ..config import EncoderConfig
+        from ..encoder.config import EncoderConfig
 
         cfg = EncoderConfig.from_options(**self.opts.encoder_options)
         longest = max((len(s) for v in self.sentences.values() for s in v), default=0)
@@ -294,8 +294,8 @@ class _Sweep:
 
     # ---------------------------------------------------------------- loading
     def load(self, model: str, dtype: str):
-        from ..config import EncoderConfig
-        from ..encoder import Encoder
+        from ..encoder.config import EncoderConfig
+        from ..encoder.encoder import Encoder
 
         config = EncoderConfig.from_options(model=model, dtype=dtype, **self.opts.encoder_options)
         return Encoder.from_config(config, embedding_cache=self.opts.use_embedding_cache,

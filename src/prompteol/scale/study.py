@@ -238,7 +238,7 @@ class _Study:
             rec = self.presets(step.model).get("best-training-free")
             if rec is None:
                 return [], tasks, mode
-            from ..templates import Demonstration
+            from ..encoder.prompts.templates import Demonstration
             from .selection import ChosenSetting
 
             chosen = ChosenSetting.of(rec["options"])
@@ -446,8 +446,8 @@ class _Study:
                 raise RuntimeError("; ".join(f"{k}: {v}" for k, v in result.failed.items()))
 
     def load(self, model: str, dtype: str):
-        from ..config import EncoderConfig
-        from ..encoder import Encoder
+        from ..encoder.config import EncoderConfig
+        from ..encoder.encoder import Encoder
 
         if dtype == "auto":
             dtype = "float32"
@@ -458,7 +458,7 @@ class _Study:
         from ..demos.candidates import read_candidates
         from ..demos.search import read_results
         from ..demos.select import preset_record, select_demonstration
-        from ..presets import save_preset
+        from ..encoder.prompts.presets import save_preset
 
         root = self.opts.root
         cands = [c for f in CANDIDATES for c in read_candidates(root / f)[0]]
@@ -485,7 +485,7 @@ class _Study:
 
     def run_methods(self, step: Step) -> None:
         from ..demos.search import load_selection_split
-        from ..presets import save_preset
+        from ..encoder.prompts.presets import save_preset
         from .selection import SETTINGS_NOTE, choose_setting
 
         base = self.load(step.model, fast_dtype(step.model))

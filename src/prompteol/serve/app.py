@@ -5,7 +5,7 @@ Routes: ``POST /v1/embeddings``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``
 and ``GET /info`` (:mod:`prompteol.serve.tei`). The encoder is loaded in the lifespan hook (unless one
 is given, as tests do) and warmed up once. Each request is tokenized once, in the one tokenizer thread (off the
 event loop; the tokenizer is never used from two threads), and the model thread receives the
-token ids (:class:`~prompteol.prompts.Tokenized`), so it never tokenizes.
+token ids (:class:`~prompteol.encoder.prompts.builder.Tokenized`), so it never tokenizes.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..batching import MemoryLimitError
+from ..encoder.batching import MemoryLimitError
+from ..encoder.prompts.builder import ContextLengthError, Tokenized
 from ..errors import InputError
-from ..prompts import ContextLengthError, Tokenized
 from .batcher import MicroBatcher, ShuttingDown
 from .errors import APIError, error_response, install_error_handlers, too_large
 from .metrics import ROUTES, ServeMetrics
@@ -82,7 +82,7 @@ class EmbeddingModel(Protocol):
 
 
 def load_encoder(settings: ServeSettings) -> EmbeddingModel:
-    from ..encoder import Encoder
+    from ..encoder.encoder import Encoder
 
     return Encoder.from_config(
         settings.encoder, embedding_cache=settings.embedding_cache, cache_dir=settings.cache_dir, progress=False

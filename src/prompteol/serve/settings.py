@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from ..config import SERVER_ENCODER_DEFAULTS, EncoderConfig, encoder_options
+from ..encoder.config import SERVER_ENCODER_DEFAULTS, EncoderConfig, encoder_options
 from ..errors import ConfigError
 from ..options import values_from_env
 

@@ -30,8 +30,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..encoder.prompts.builder import ContextLengthError, Tokenized
 from ..errors import InputError
-from ..prompts import ContextLengthError, Tokenized
 from .errors import APIError
 from .schemas import (
     TEIEmbeddingModel,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import EncoderConfig
+from ..encoder.config import EncoderConfig
 from ..errors import ConfigError
 
 __all__ = ["TrainConfig", "RESUME_MAY_CHANGE"]

@@ -2,7 +2,7 @@
 
 The LoRA is applied to :attr:`Encoder.model` in place, so the training forward is the
 encoder's own (prepare -> render -> tokenize -> forward -> pool); adapters are saved from the
-wrapped base model and therefore load onto ``AutoModel`` (see :mod:`prompteol.adapters`).
+wrapped base model and therefore load onto ``AutoModel`` (see :mod:`prompteol.models.adapters`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def linear_module_names(model) -> list[str]:
 
 def build_training_encoder(cfg, device: str, cache_dir=None, progress: bool = True):
     """The encoder (template, pooling, layer, text handling of ``cfg``) with its base model loaded."""
-    from ..encoder import Encoder
+    from ..encoder.encoder import Encoder
 
     if (Path(cfg.model).expanduser() / "adapter_config.json").is_file():
         raise ConfigError(

@@ -109,11 +109,11 @@ def _log_file(path: Path | None):
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)
     cut_filter = _DropCutWarnings()
-    logging.getLogger("prompteol.encoder").addFilter(cut_filter)
+    logging.getLogger("prompteol.encoder.encoder").addFilter(cut_filter)
     try:
         yield
     finally:
-        logging.getLogger("prompteol.encoder").removeFilter(cut_filter)
+        logging.getLogger("prompteol.encoder.encoder").removeFilter(cut_filter)
         if handler is not None:
             logger.removeHandler(handler)
             handler.close()

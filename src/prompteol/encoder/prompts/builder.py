@@ -16,7 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .errors import InputError
+from ...errors import InputError
 from .templates import normalize_sentence
 
 __all__ = ["PromptBuilder", "Tokenized", "check_texts", "ContextLengthError", "surrogate_problem"]

@@ -2,11 +2,11 @@
 
 - :func:`max_positions`: the model's maximum number of positions, from its config
   (``max_position_embeddings``, GPT-2's ``n_positions``, or those of the text config of a
-  composite model). :class:`~prompteol.prompts.PromptBuilder` refuses longer prompts.
-- :func:`plan_in_memory`: :func:`~prompteol.batching.plan_batches` with every batch's estimated
+  composite model). :class:`~prompteol.encoder.prompts.builder.PromptBuilder` refuses longer prompts.
+- :func:`plan_in_memory`: :func:`~prompteol.encoder.batching.plan_batches` with every batch's estimated
   activation memory (:meth:`ActivationShape.batch_bytes`) within ``MEMORY_FRACTION`` of the
   memory available now (:func:`available_memory`): batches are split so each fits, and a
-  sequence that cannot fit even alone raises :class:`~prompteol.batching.MemoryLimitError`
+  sequence that cannot fit even alone raises :class:`~prompteol.encoder.batching.MemoryLimitError`
   before anything is computed. The estimate is arithmetic on the lengths (no allocation);
   :class:`~prompteol.Encoder` calls it once per ``encode`` call.
 
@@ -190,7 +190,7 @@ def _cgroup_available() -> int | None:
 def plan_in_memory(
     lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None, model, device, layers: int | None = None
 ) -> list[list[int]]:
-    """:func:`~prompteol.batching.plan_batches`, each batch within ``MEMORY_FRACTION`` of the memory
+    """:func:`~prompteol.encoder.batching.plan_batches`, each batch within ``MEMORY_FRACTION`` of the memory
     available now on ``device`` (when the model's sizes and the memory are known)."""
     shape = activation_shape(model, layers) if lengths else None
     available = available_memory(device) if shape is not None else None

@@ -2,7 +2,7 @@
 
 Every prompt of an encoder starts with the same text (``Template.prefix``), so its keys and
 values are computed once per weights state and reused by every batch. :class:`SharedPrefix`
-remembers the :class:`~prompteol.forward.Prefix` together with the weights state it was
+remembers the :class:`~prompteol.encoder.forward.runner.Prefix` together with the weights state it was
 computed on and recomputes it when the weights changed in place (training).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Hashable
 
-from .forward import ModelRunner, Prefix
+from .runner import ModelRunner, Prefix
 
 __all__ = ["SharedPrefix"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 __all__ = [
     "PRECISIONS", "truncate", "normalize_rows", "quantize", "postprocess", "as_vectors", "cosine_matrix",

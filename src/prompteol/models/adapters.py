@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .errors import ModelNotFoundError, require
+from ..errors import ModelNotFoundError, require
 
 __all__ = ["apply_adapter", "adapter_id", "adapter_identity", "check_training_settings"]
 

@@ -12,7 +12,7 @@ A fingerprint is the sha256 of:
   hash 0.5-6 GB again) but never for the other files: those are hashed and compared with what the
   marker recorded. A hub model: its id with the resolved commit;
 - the adapter's identity: the sha256 of its weights and of ``adapter_config.json``;
-- every encoder option that changes the vectors (``Option.vector`` in :mod:`prompteol.config`),
+- every encoder option that changes the vectors (``Option.vector`` in :mod:`prompteol.encoder.config`),
   with the layer resolved to an index.
 
 Changing any one of them changes the fingerprint and misses the cache (tests/test_identity.py).
@@ -76,8 +76,8 @@ def hashed_files(folder: Path) -> list[Path]:
 
 def files_sha256(files: list[Path], cache_dir=None) -> dict[str, str]:
     """``{file name: sha256}``, memoised by (path, size, mtime) in ``<cache root>/fingerprints.json``."""
-    from .models.pull import sha256_file
-    from .paths import cache_root
+    from ..models.pull import sha256_file
+    from ..paths import cache_root
 
     memo_path = cache_root(cache_dir) / "fingerprints.json"
     try:
@@ -116,7 +116,7 @@ def folder_record(folder: Path) -> dict:
     """What a marker records of its folder: the sha256 of every file that is not a weight file
     (``files``: config, tokenizer, templates; small, hashed each time) and the size of each weight
     file (``weight_sizes``), so that a later edit is seen."""
-    from .models.pull import sha256_file
+    from ..models.pull import sha256_file
 
     files = hashed_files(folder)
     return {
@@ -127,7 +127,7 @@ def folder_record(folder: Path) -> dict:
 
 def _owned(folder: Path, cache_dir=None) -> bool:
     """A folder prompteol made in its own cache (a pulled or converted model)."""
-    from .paths import cache_root
+    from ..paths import cache_root
 
     root = cache_root(cache_dir).resolve()
     here = folder.resolve()
@@ -145,7 +145,7 @@ def folder_identity(folder: str | Path, cache_dir=None) -> dict:
     recorded its files is completed the first time the folder is read, if it is in prompteol's own
     cache; anywhere else (a copy) the hashes are always added.
     """
-    from .errors import ModelNotFoundError
+    from ..errors import ModelNotFoundError
 
     folder = Path(folder)
     marker = folder / MARKER
@@ -190,7 +190,7 @@ def record_files(folder: str | Path) -> None:
 
 
 def _write_marker(marker: Path, info: dict) -> None:
-    from .fileio import write_text_atomic
+    from ..fileio import write_text_atomic
 
     try:
         write_text_atomic(marker, json.dumps(info, indent=2) + "\n")

@@ -96,7 +96,7 @@ class FusedBlocks:
         """``call()`` (a model forward) with the compiled forwards; eager after a failure, or when the
         first call's check against eager fails. ``reset()`` puts the inputs back (the shared-prefix
         cache) before an eager call. The read-out hook's ``_Stop`` passes through as a result."""
-        from .forward import _Stop
+        from .runner import _Stop
 
         if self.failed is not None:
             return call()
@@ -131,7 +131,7 @@ class FusedBlocks:
 
     def _verify(self, fused_out, call, reset):
         """Compute the first call eagerly too; keep the fused result only within tolerance."""
-        from .forward import _Stop
+        from .runner import _Stop
 
         def hidden(out):
             return out.hidden if isinstance(out, _Stop) else out.last_hidden_state

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = [
     "SLOT",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["plan_batches", "MemoryLimitError"]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .pooling import PoolContext, get_pooler
+from ..pooling import PoolContext, get_pooler
 
 __all__ = ["ModelRunner", "Batch", "Prefix", "pack_rows"]
 
@@ -61,7 +61,7 @@ class ModelRunner:
     """Runs ``model`` (a transformers base model) up to ``layer_index`` of its ``num_layers`` blocks."""
 
     def __init__(self, model, tokenizer, num_layers: int, layer_index: int, pooling: str, autocast: str | None = None):
-        from .models.loading import find_decoder_layers
+        from ...models.loading import find_decoder_layers
 
         self.model = model
         self.tokenizer = tokenizer
@@ -75,7 +75,7 @@ class ModelRunner:
         self.readout: Callable[[Any], Any] | None = None
         #: ``"bfloat16"``: run every forward under torch.autocast (the ``bf16-mixed`` precision)
         self.autocast = autocast
-        #: the model's compiled block forwards (``fused=True``, :mod:`prompteol.fused`); None: eager
+        #: the model's compiled block forwards (``fused=True``, :mod:`prompteol.encoder.forward.fused`); None: eager
         self.fused: Any = None
         self.blocks = find_decoder_layers(model, num_layers)[2] if layer_index < num_layers else None
         self._all_blocks = None
@@ -89,7 +89,7 @@ class ModelRunner:
 
     def all_blocks(self):
         """The model's decoder blocks (all of them, whatever the read-out layer)."""
-        from .models.loading import find_decoder_layers
+        from ...models.loading import find_decoder_layers
 
         if self._all_blocks is None or self._all_model is not self.model:
             self._all_blocks, self._all_model = find_decoder_layers(self.model, self.num_layers)[2], self.model

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .paths import embeddings_db
+from ..paths import embeddings_db
 
 try:  # POSIX
     import fcntl

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 
-from .records import cpu_flags, native_bf16
+from ..records import cpu_flags, native_bf16
 
 __all__ = ["DtypeChoice", "resolve_dtype"]
 

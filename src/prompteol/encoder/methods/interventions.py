@@ -26,8 +26,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import ConfigError
-from .forward import Batch, ModelRunner, _Stop
+from ...errors import ConfigError
+from ..forward.runner import Batch, ModelRunner, _Stop
 
 __all__ = ["TokenPrepending", "ContrastivePrompting", "attention_output", "PLACEHOLDER_SEED"]
 
@@ -181,9 +181,9 @@ def placeholder_fingerprint() -> str:
 
 
 def method_prompts(tokenizer, config, max_positions: int | None = None):
-    """The prompt builder of ``config``: a plain :class:`~prompteol.prompts.PromptBuilder`, or one that
+    """The prompt builder of ``config``: a plain :class:`~prompteol.encoder.prompts.builder.PromptBuilder`, or one that
     also inserts Token Prepending's placeholder and knows where an echo template's second copy starts."""
-    from .prompts import PromptBuilder
+    from ..prompts.builder import PromptBuilder
 
     class MethodPrompts(PromptBuilder):
         """Token-level parts of the methods: the placeholder (inserted in every prompt, outside the shared

@@ -1,15 +1,15 @@
 """The PromptEOL encoder: a short composition of parts, with one public verb, :meth:`Encoder.encode`.
 
-- :class:`~prompteol.config.EncoderConfig`: what decides a vector (frozen, validated);
-- :class:`~prompteol.prompts.PromptBuilder` (``encoder.prompts``): texts -> prepared sentences
+- :class:`~prompteol.encoder.config.EncoderConfig`: what decides a vector (frozen, validated);
+- :class:`~prompteol.encoder.prompts.builder.PromptBuilder` (``encoder.prompts``): texts -> prepared sentences
   -> rendered prompts -> token ids;
-- :class:`~prompteol.forward.ModelRunner` (``encoder.runner``): token ids -> hidden states at
-  the read-out layer -> pooled vectors (pooling by name, :mod:`prompteol.pooling`);
-- :class:`~prompteol.prefix.SharedPrefix` (``encoder.prefix``): the shared prompt prefix's
+- :class:`~prompteol.encoder.forward.runner.ModelRunner` (``encoder.runner``): token ids -> hidden states at
+  the read-out layer -> pooled vectors (pooling by name, :mod:`prompteol.encoder.pooling`);
+- :class:`~prompteol.encoder.forward.prefix.SharedPrefix` (``encoder.prefix``): the shared prompt prefix's
   key/value cache, computed once per weights state;
-- :func:`~prompteol.cached.encode_cached` with an optional persistent
-  :class:`~prompteol.cache.EmbeddingCache` (``encoder.embedding_cache``), keyed by
-  :attr:`Encoder.fingerprint` (:mod:`prompteol.identity`).
+- :func:`~prompteol.cache.cached.encode_cached` with an optional persistent
+  :class:`~prompteol.cache.store.EmbeddingCache` (``encoder.embedding_cache``), keyed by
+  :attr:`Encoder.fingerprint` (:mod:`prompteol.encoder.identity`).
 
 :meth:`Encoder.encode` (CLI, evaluation, demonstration search, serving) and :meth:`Encoder.embed`
 (training, with gradients) go through the same prompts and runner.
@@ -24,7 +24,7 @@ The conveniences users of sentence-transformers expect (docs/ecosystem.md):
   re-normalises the truncated vector). Plain truncation: PromptEOL vectors are not trained
   Matryoshka-style;
 - ``encode(texts, precision="int8", calibration=vectors)``: float32, float16, int8, uint8, binary or
-  ubinary, as sentence-transformers' ``quantize_embeddings`` (:mod:`prompteol.postprocess`); int8/uint8
+  ubinary, as sentence-transformers' ``quantize_embeddings`` (:mod:`prompteol.encoder.postprocess`); int8/uint8
   are calibrated on ``calibration`` when given, else on the call's own embeddings;
 - ``similarity(a, b)`` (len(a), len(b)) and ``similarity_pairwise(a, b)`` (n,): cosine, float32, of
   texts (encoded) or already computed vectors.
@@ -38,21 +38,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..cache.cached import encode_cached
+from ..errors import ConfigError
 from . import limits
 from .batching import plan_batches
-from .cached import encode_cached
 from .config import EncoderConfig
-from .errors import ConfigError
-from .forward import ModelRunner
+from .forward.prefix import SharedPrefix
+from .forward.runner import ModelRunner
 from .identity import FINGERPRINT_VERSION, fingerprint
-from .methods import method_prompts
+from .methods.interventions import method_prompts
 from .precision import DtypeChoice
-from .prefix import SharedPrefix
-from .prompts import Tokenized
+from .prompts.builder import Tokenized
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cache import EmbeddingCache
-    from .templates import Template
+    from ..cache.store import EmbeddingCache
+    from .prompts.templates import Template
 
 __all__ = ["Encoder", "plan_batches"]
 
@@ -78,7 +78,7 @@ class Encoder:
         source: dict | None = None,
         precision: DtypeChoice | None = None,
     ):
-        from .models.loading import resolve_layer
+        from ..models.loading import resolve_layer
 
         self.config = config
         self.tokenizer = tokenizer
@@ -91,11 +91,11 @@ class Encoder:
         self.prompts = method_prompts(tokenizer, config, self.max_positions)
         autocast = "bfloat16" if config.dtype == "bf16-mixed" else None
         self.runner = ModelRunner(model, tokenizer, num_layers, self.layer_index, config.pooling, autocast)
-        #: the dtype decision (``dtype="auto"`` resolved when loading; :mod:`prompteol.precision`)
+        #: the dtype decision (``dtype="auto"`` resolved when loading; :mod:`prompteol.encoder.precision`)
         self.precision = precision or DtypeChoice(config.dtype, config.dtype, "given")
         if config.fused:
-            from .fused import fused_blocks
-            from .models.loading import find_decoder_layers
+            from ..models.loading import find_decoder_layers
+            from .forward.fused import fused_blocks
 
             self.runner.fused = fused_blocks(model, find_decoder_layers(model, num_layers)[2])
         self.prefix = SharedPrefix(self.prompts.prefix_ids, self._weights_state)
@@ -111,7 +111,7 @@ class Encoder:
             embedding_cache.register(self.fingerprint, self.describe())
 
     def _setup_methods(self, model, tokenizer, autocast) -> None:
-        from .methods import ContrastivePrompting, TokenPrepending
+        from .methods.interventions import ContrastivePrompting, TokenPrepending
 
         c = self.config
         if c.prompts:
@@ -122,7 +122,7 @@ class Encoder:
             ]  # fmt: skip
             return  # each member applies the other methods itself
         if c.embed_filter is not None:
-            from .embed_filter import EmbedFilter
+            from .methods.embed_filter import EmbedFilter
 
             if self.layer_index != self.num_layers:
                 raise ConfigError(f"embed_filter projects the final hidden state (after the final norm) onto the LM "
@@ -161,7 +161,7 @@ class Encoder:
 
         ``options`` are :class:`~prompteol.EncoderConfig` fields (``template``, ``demonstrations``,
         ``layer``, ``pooling``, ``dtype``, ...) and ``demo_preset``. ``embedding_cache=True``
-        attaches the default persistent :class:`~prompteol.cache.EmbeddingCache` (under
+        attaches the default persistent :class:`~prompteol.cache.store.EmbeddingCache` (under
         ``cache_dir``); an ``EmbeddingCache`` instance is used as given.
         """
         config = EncoderConfig.from_options(model=model, **options)
@@ -171,7 +171,7 @@ class Encoder:
     def from_config(
         cls, config: EncoderConfig, *, embedding_cache=None, cache_dir=None, progress: bool = True
     ) -> Encoder:
-        from .models.loading import load_base_model, load_tokenizer, num_layers, resolve_model
+        from ..models.loading import load_base_model, load_tokenizer, num_layers, resolve_model
         from .precision import resolve_dtype
 
         precision = resolve_dtype(config.dtype, config.device)
@@ -187,13 +187,13 @@ class Encoder:
             identity["commit"] = getattr(model.config, "_commit_hash", None)
         adapter_identity = None
         if adapter:
-            from .adapters import apply_adapter, check_training_settings
+            from ..models.adapters import apply_adapter, check_training_settings
 
             model, adapter_identity = apply_adapter(model, adapter, merge=config.quantization is None)
             check_training_settings(adapter, config)
         if embedding_cache is True:
-            from .cache import EmbeddingCache
-            from .paths import embeddings_db
+            from ..cache.store import EmbeddingCache
+            from ..paths import embeddings_db
 
             embedding_cache = EmbeddingCache(embeddings_db(cache_dir))
         source = {"kind": resolved.kind, "path": resolved.path, "ref": resolved.ref}
@@ -234,7 +234,7 @@ class Encoder:
 
     @model.setter
     def model(self, value) -> None:  # training wraps it with LoRA
-        from .models.loading import find_decoder_layers
+        from ..models.loading import find_decoder_layers
 
         self.runner.model = value
         if self.runner.blocks is not None:
@@ -393,7 +393,7 @@ class Encoder:
         Duplicate sentences are computed once; with an attached embedding cache, known sentences
         are read from it and new ones are written batch by batch (an interrupted run keeps its
         progress). ``normalize=True`` returns unit-length rows. ``texts`` may also be the
-        :class:`~prompteol.prompts.Tokenized` output of ``encoder.prompts.build(texts)``.
+        :class:`~prompteol.encoder.prompts.builder.Tokenized` output of ``encoder.prompts.build(texts)``.
 
         - ``prompt`` (or its alias ``prompt_name``, sentence-transformers' keyword): a template
           (preset name, text with ``{sentence}``, or :class:`~prompteol.Template`) for this call
@@ -409,7 +409,7 @@ class Encoder:
           get the same ``calibration``.
         """
         from .postprocess import PRECISIONS, postprocess
-        from .templates import get_template
+        from .prompts.templates import get_template
 
         if precision not in PRECISIONS:
             raise ConfigError(f"precision should be one of {list(PRECISIONS)}, got {precision!r}")

@@ -1,7 +1,7 @@
 """Encoding through the persistent embedding cache, for any embedder (ours and the baselines).
 
 :func:`encode_cached` deduplicates the sentences, reads the known ones from an
-:class:`~prompteol.cache.EmbeddingCache`, computes the rest in batches (each batch written to
+:class:`~prompteol.cache.store.EmbeddingCache`, computes the rest in batches (each batch written to
 the cache as soon as it is done, so an interrupted run keeps its progress), shows a progress
 bar on long runs (a line every 30 s when stderr is a log, :mod:`prompteol.progress`), and returns the vectors in input order.
 """
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cache import EmbeddingCache
+    from .store import EmbeddingCache
 
 __all__ = ["encode_cached", "want_progress"]
 
@@ -44,7 +44,7 @@ def encode_cached(
     found = cache.get_many(fingerprint, unique) if cache is not None else {}
     todo = [s for s in unique if s not in found]
     if todo:
-        from .progress import progress_bar
+        from ..progress import progress_bar
 
         show = want_progress(show_progress, len(todo))
         # a bar on a terminal, a line every 30 s in a log (never carriage returns)

@@ -22,7 +22,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from .errors import ConfigError
+from ...errors import ConfigError
 from .templates import Demonstration
 
 __all__ = [
@@ -47,14 +47,14 @@ PAPER_DEMOS: dict[str, tuple[int, Demonstration, float]] = {
 
 
 def _packaged_parameters(model: str | None) -> int | None:
-    from .models.registry import PACKAGED_MODELS
+    from ...models.registry import PACKAGED_MODELS
 
     spec = PACKAGED_MODELS.get(model or "")
     return spec.num_parameters if spec is not None and spec.num_parameters else None
 
 
 def user_presets_path() -> Path:
-    from .paths import cache_root
+    from ...paths import cache_root
 
     return cache_root() / "demo_presets.json"
 

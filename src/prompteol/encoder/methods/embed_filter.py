@@ -25,7 +25,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = ["EmbedFilter", "band_indices", "output_weight", "right_singular_vectors"]
 

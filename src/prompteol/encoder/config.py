@@ -18,10 +18,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .options import Option, option, optional_int, options_of
+from ..errors import ConfigError
+from ..options import Option, option, optional_int, options_of
 from .pooling import POOLERS
-from .templates import Demonstration, Template, get_template, parse_demonstration, parse_demonstrations
+from .prompts.templates import Demonstration, Template, get_template, parse_demonstration, parse_demonstrations
 
 COMBINES = ("mean", "concat")
 CONTRASTIVE_MODES = ("scaled", "norm")
@@ -309,12 +309,12 @@ class EncoderConfig:
         the model; its demonstrations come first, then the explicit ``demonstrations``.
         """
         if preset:
-            from .presets import get_method_preset
+            from .prompts.presets import get_method_preset
 
             model = options.get("model", cls.__dataclass_fields__["model"].default)
             options = {**get_method_preset(preset, model=model), **options}
         if demo_preset:
-            from .presets import get_preset
+            from .prompts.presets import get_preset
 
             model = options.get("model", cls.__dataclass_fields__["model"].default)
             explicit = parse_demonstrations(options.get("demonstrations", ()))

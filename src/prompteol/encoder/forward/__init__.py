@@ -1,0 +1,2 @@
+"""The model half of the encoder: token ids -> hidden states at the read-out layer (the runner), the
+shared prompt prefix's key/value cache, and the compiled (fused) block forwards."""
