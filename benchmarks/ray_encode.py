@@ -90,7 +90,7 @@ def _worker(cfg: str, args) -> dict:
                 "load_s": round(t_enc - t_load, 3), "encode_s": round(t_end - t_enc, 3),
                 "sentences_per_s": round(len(texts) / wall, 2), "peak_rss_mib": round(_rss_mib(), 1)}  # fmt: skip
     actors, threads = (1, args.threads) if cfg == "ray-1x2" else (args.threads, 1)
-    from prompteol.distributed import encode_files
+    from prompteol.corpus.distributed import encode_files
 
     summary = encode_files(
         args.input, args.vectors, config, num_actors=actors, cpus_per_actor=threads, batch_rows=args.ray_batch_rows,

@@ -1,4 +1,4 @@
-"""Ray engine (``prompteol encode --engine ray``, :mod:`prompteol.distributed`, :mod:`prompteol.tables`).
+"""Ray engine (``prompteol encode --engine ray``, :mod:`prompteol.corpus.distributed`, :mod:`prompteol.corpus.formats`).
 
 One local Ray session (2 CPUs) is shared by the module; every run uses two actors of
 ``tiny-random-llama`` at one torch thread. Starting Ray and the actors costs ~10-20 s here,
@@ -22,10 +22,13 @@ pa = require("pyarrow")
 pq = require("pyarrow.parquet")
 
 from prompteol.cli.main import main  # noqa: E402
-from prompteol.distributed import MANIFEST, embed_dataset, encode_files, plan_shards  # noqa: E402
+from prompteol.corpus.distributed import embed_dataset, encode_files  # noqa: E402
+from prompteol.corpus.formats import list_input_files, validate_inputs  # noqa: E402
+from prompteol.corpus.resume import MANIFEST  # noqa: E402
+from prompteol.corpus.shards import plan_shards  # noqa: E402
+from prompteol.corpus.tables import read_table, read_texts  # noqa: E402
 from prompteol.encoder.config import EncoderConfig  # noqa: E402
 from prompteol.errors import ConfigError, InputError  # noqa: E402
-from prompteol.tables import list_input_files, read_table, read_texts, validate_inputs  # noqa: E402
 
 MODEL = "tiny-random-llama"
 SENTENCES = [f"Sentence {i}: " + "a man plays the guitar " * (i % 7) + "." for i in range(90)]
@@ -197,7 +200,7 @@ def no_ray_start(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("started Ray or loaded a model before validating the input")
 
-    monkeypatch.setattr("prompteol.distributed._start_ray", boom)
+    monkeypatch.setattr("prompteol.corpus.distributed._start_ray", boom)
     monkeypatch.setattr("prompteol.models.loading.resolve_model", boom)
 
 
@@ -310,7 +313,7 @@ def test_listing_and_shards(tmp_path):
     texts = []
     for s in shards:
         offset = (s.offset_pos, s.offset_line) if s.offset_pos >= 0 else None
-        from prompteol.tables import iter_tables
+        from prompteol.corpus.tables import iter_tables
 
         texts += [t for tab in iter_tables(s.path, "text", s.start, s.stop, 4, offset) for t in tab["text"].to_pylist()]
     assert texts == SENTENCES
@@ -321,12 +324,12 @@ def test_listing_and_shards(tmp_path):
 def test_read_pieces_cover_every_row_once(tmp_path, shard_rows):
     """The read pieces (one read task each) cut shards at multiples of the piece size, JSONL ones
     seeking to their byte offset; together they read every row once, in order, each tagged with its shard."""
-    from prompteol.distributed import _read_pieces
-    from prompteol.tables import iter_tables
+    from prompteol.corpus.shards import read_pieces
+    from prompteol.corpus.tables import iter_tables
 
     _write_corpus(tmp_path)
     shards = plan_shards(validate_inputs(list_input_files(tmp_path)), shard_rows=shard_rows)
-    pieces = _read_pieces(shards, 4)
+    pieces = read_pieces(shards, 4)
     assert all(p["stop"] - p["start"] <= 4 for p in pieces) and len(pieces) > len(shards)
     texts, rows_per_shard = [], {}
     for p in pieces:
@@ -348,7 +351,7 @@ def test_jsonl_fields_of_mixed_types_are_kept_as_json(tmp_path):
 
 
 def test_write_embeddings_parquet_is_atomic(tmp_path):
-    from prompteol.tables import write_embeddings_parquet
+    from prompteol.corpus.sinks import write_embeddings_parquet
 
     table = pa.table({"text": ["a", "b"]})
     path = write_embeddings_parquet(tmp_path / "v.parquet", table, np.eye(2, 3, dtype=np.float32), "float16")

@@ -343,7 +343,7 @@ def test_11_a_demonstration_without_a_pipe_shows_the_form(tmp_path, capsys, no_m
 # ---------------------------------------------------------------------------------------------- the output lock
 def test_a_second_writer_is_refused_before_any_model(tmp_path, capsys, no_model):
     """docs/ecosystem.md says "at once": the lock is taken before the input is read or a model loads."""
-    from prompteol.cli.streaming import output_lock
+    from prompteol.corpus.resume import output_lock
 
     src = tmp_path / "in.txt"
     src.write_text("a\n")

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from conftest import require
 
-from prompteol.cli import streaming
 from prompteol.cli.main import main
+from prompteol.corpus import local, resume
+from prompteol.corpus.source import open_source
 from prompteol.errors import InputError
 
 pa = require("pyarrow")
@@ -180,7 +181,7 @@ def _stop_after(monkeypatch, n: int) -> None:
         if chunks_done >= n:
             raise Stop
 
-    monkeypatch.setattr(streaming, "_chunk_committed", hook)
+    monkeypatch.setattr(local, "_chunk_committed", hook)
 
 
 @pytest.mark.parametrize("rerun_chunk", [4, 5])
@@ -190,7 +191,7 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path, capsys, enc, monkeyp
     whole = tmp_path / f"whole.{fmt}"
     assert run(capsys, src, "-o", whole, "--chunk-size", 4)[0] == 0
     out = tmp_path / f"out.{fmt}"
-    partial, record = streaming.partial_paths(out)
+    partial, record = resume.partial_paths(out)
     _stop_after(monkeypatch, 3)
     code, err = run(capsys, src, "-o", out, "--chunk-size", 4)
     assert code == 130 and "12 of 25 rows are kept" in err
@@ -201,7 +202,7 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path, capsys, enc, monkeyp
     else:
         with open(partial, "ab") as f:
             f.write(b"\x00garbage of an unrecorded chunk" * 10)
-    monkeypatch.setattr(streaming, "_chunk_committed", lambda n: None)
+    monkeypatch.setattr(local, "_chunk_committed", lambda n: None)
     enc.calls.clear()
     code, err = run(capsys, src, "-o", out, "--chunk-size", rerun_chunk)  # another chunk size continues too
     assert code == 0, err
@@ -219,12 +220,12 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path, capsys, enc, monkeyp
 def test_anything_else_starts_over_and_says_why(tmp_path, capsys, enc, monkeypatch):
     src = write_text(tmp_path)
     out = tmp_path / "out.npy"
-    _, record = streaming.partial_paths(out)
+    _, record = resume.partial_paths(out)
     for change, words in ((["--normalize"], "normalize changed"), (["--output-dtype", "float16"], "dtype changed"),
                           (["--layer", "1"], "fingerprint changed"), (["--no-resume"], "--no-resume")):  # fmt: skip
         _stop_after(monkeypatch, 1)
         assert run(capsys, src, "-o", out, "--chunk-size", 10)[0] == 130
-        monkeypatch.setattr(streaming, "_chunk_committed", lambda n: None)
+        monkeypatch.setattr(local, "_chunk_committed", lambda n: None)
         if change == ["--layer", "1"]:  # another encoder: its fingerprint differs
             monkeypatch.setattr("prompteol.cli.encode_cmd.build_encoder", lambda a, **k: enc.inner.derive(layer=1))
         code, err = run(capsys, src, "-o", out, "--chunk-size", 10, *change)
@@ -235,7 +236,7 @@ def test_anything_else_starts_over_and_says_why(tmp_path, capsys, enc, monkeypat
     _stop_after(monkeypatch, 1)
     assert run(capsys, src, "-o", out, "--chunk-size", 10)[0] == 130
     src.write_text(src.read_text().replace("sentence", "Sentence"))
-    monkeypatch.setattr(streaming, "_chunk_committed", lambda n: None)
+    monkeypatch.setattr(local, "_chunk_committed", lambda n: None)
     code, err = run(capsys, src, "-o", out, "--chunk-size", 10)
     assert code == 0 and "starting over" in err and "input." in err
     assert np.load(out).shape == (len(TEXTS), enc.dim)
@@ -247,7 +248,7 @@ def test_stdin_resumes_when_it_is_the_same_stream(tmp_path, capsys, enc, monkeyp
     monkeypatch.setattr(sys, "stdin", io.StringIO(text))
     _stop_after(monkeypatch, 1)
     assert run(capsys, "-", "-o", out, "--chunk-size", 10)[0] == 130
-    monkeypatch.setattr(streaming, "_chunk_committed", lambda n: None)
+    monkeypatch.setattr(local, "_chunk_committed", lambda n: None)
     monkeypatch.setattr(sys, "stdin", io.StringIO(text))
     code, err = run(capsys, "-", "-o", out, "--chunk-size", 10)
     assert code == 0 and "10 of 25 rows were done" in err
@@ -264,7 +265,7 @@ def test_sigkill_leaves_no_final_file_and_a_rerun_finishes(tmp_path, test_cache_
     env = {**os.environ, "PROMPTEOL_TEST_KILL_AFTER_CHUNKS": "2"}
     killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr
-    assert not out.exists() and json.loads(streaming.partial_paths(out)[1].read_text())["rows_done"] == 16
+    assert not out.exists() and json.loads(resume.partial_paths(out)[1].read_text())["rows_done"] == 16
     env.pop("PROMPTEOL_TEST_KILL_AFTER_CHUNKS")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "16 of 25 rows were done" in done.stderr, done.stderr
@@ -395,10 +396,10 @@ def test_validation_and_reading_hold_one_chunk(tmp_path):
             f.write(json.dumps({"id": i, "text": f"sentence number {i} about topic {i % 97}"}) + "\n")
     warm = tmp_path / "warm.jsonl"  # the first call imports pyarrow & co: not what is measured
     warm.write_text('{"id": 1, "text": "a"}\n')
-    list(streaming.open_source(str(warm), None, "parquet", chunk_size=500).chunks(500))
+    list(open_source(str(warm), None, "parquet", chunk_size=500).chunks(500))
     tracemalloc.start()
     try:
-        source = streaming.open_source(str(src), None, "parquet", chunk_size=500)
+        source = open_source(str(src), None, "parquet", chunk_size=500)
         _, validate_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         rows = 0
@@ -414,18 +415,18 @@ def test_validation_and_reading_hold_one_chunk(tmp_path):
 
 def test_open_source_errors_name_the_input(tmp_path):
     with pytest.raises(InputError, match="cannot read input .*no such file"):
-        streaming.open_source(str(tmp_path / "missing.txt"))
+        open_source(str(tmp_path / "missing.txt"))
     with pytest.raises(InputError, match="is a directory"):
-        streaming.open_source(str(tmp_path))
+        open_source(str(tmp_path))
 
 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path, capsys, enc):
     src = write_text(tmp_path)
     out = tmp_path / "out.npy"
-    with streaming.output_lock(out):  # another run holds it
+    with resume.output_lock(out):  # another run holds it
         code, err = run(capsys, src, "-o", out, "--chunk-size", 10)
     assert code == 2 and "another `prompteol encode` is writing out.npy" in err
-    assert not streaming.partial_paths(out)[0].exists()  # it wrote nothing
+    assert not resume.partial_paths(out)[0].exists()  # it wrote nothing
     assert run(capsys, src, "-o", out, "--chunk-size", 10)[0] == 0  # once released, a run goes through
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.npy"]
 

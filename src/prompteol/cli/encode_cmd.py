@@ -1,6 +1,6 @@
 """``prompteol encode``: sentences in (text / JSONL / Parquet / stdin), vectors out (.npy / .jsonl / .parquet).
 
-The local engine streams (:mod:`prompteol.cli.streaming`): chunks of ``--chunk-size`` sentences,
+The local engine streams (:mod:`prompteol.corpus.local`): chunks of ``--chunk-size`` sentences,
 bounded memory, resumable; ``--engine ray`` is :mod:`prompteol.cli.encode_ray`.
 """
 
@@ -10,11 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..corpus.local import encode_to_file
+from ..corpus.resume import output_lock
+from ..corpus.sinks import OUTPUT_FORMATS
+from ..corpus.source import DEFAULT_CHUNK_SIZE, open_source
 from ..errors import InputError
 from ..options import non_negative_float, positive_float, positive_int
 from .common import add_encoder_args, build_encoder, progress_wanted
 from .output import check_output
-from .streaming import DEFAULT_CHUNK_SIZE, OUTPUT_FORMATS, encode_to_file, open_source, output_lock
 
 OUTPUT_SUFFIXES = tuple(OUTPUT_FORMATS)
 

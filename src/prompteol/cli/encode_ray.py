@@ -1,6 +1,6 @@
 """``prompteol encode --engine ray``: Parquet / JSONL files in, a folder of Parquet files out, on Ray Data.
 
-The work is :func:`prompteol.distributed.encode_files`; this module turns the flags into its
+The work is :func:`prompteol.corpus.distributed.encode_files`; this module turns the flags into its
 arguments and prints the summary. Nothing here imports ray or torch at import time.
 """
 
@@ -44,7 +44,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import DEFAULT_BATCH_ROWS, encode_files
+    from ..corpus.distributed import DEFAULT_BATCH_ROWS, encode_files
 
     check_args(args)
     config = encoder_config_from_args(args)  # (validated with every other option before any file was read)

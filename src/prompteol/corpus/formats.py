@@ -1,20 +1,13 @@
-"""Tables of sentences in, tables with an embedding column out: Parquet and JSONL files.
+"""Input formats of the corpus engine: listing, validation, and the one JSONL parser with its messages.
 
-Shared by both engines of ``prompteol encode`` (Ray: :mod:`prompteol.distributed`; local:
-:mod:`prompteol.cli.streaming`) and any other code that reads a corpus of files and writes vectors
-next to its columns:
+Used by both executors of ``prompteol encode`` (local: :mod:`prompteol.corpus.local`; Ray:
+:mod:`prompteol.corpus.distributed`):
 
 - :func:`list_input_files`: a file, a folder of ``.parquet`` / ``.jsonl`` files, or a glob -> sorted paths;
 - :func:`validate_inputs`: every file opened cheaply before any model loads (:class:`InputFile`);
-- :func:`iter_tables` / :func:`read_table` / :func:`read_texts`: a file (or a row range of it) as
-  Arrow tables with every column kept, the text column checked row by row;
-- :func:`check_parquet_text` (every row of the text column: no null, valid UTF-8, reading that
-  column only), :func:`jsonl_schema` / :func:`jsonl_table` (one schema for JSONL records seen chunk
-  by chunk, then each chunk as a table of it), :func:`check_columns`: what the streamed local
-  engine of ``prompteol encode`` (:mod:`prompteol.cli.streaming`) checks and converts with;
-- :func:`embedding_array` / :func:`with_embeddings` / :func:`write_embeddings_parquet` /
-  :class:`AtomicParquetWriter`: the vectors as a ``fixed_size_list<float32|float16>[dim]`` column,
-  written under a temporary name and renamed when complete.
+- :func:`parse_jsonl_line` (with :func:`decode_line` and :func:`without_bom`): one JSONL record, checked
+  as every reader of JSONL checks it; :func:`check_parquet_text`: every row of a Parquet text column;
+- :func:`check_columns` / :func:`output_fields`: no input field named like one the output writes.
 
 What is checked when (every message names the file, and the line or row where there is one):
 
@@ -42,60 +35,32 @@ from __future__ import annotations
 
 import glob
 import json
-import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError
+from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-    import pyarrow as pa
+    pass
 
-__all__ = [
-    "FORMATS",
-    "HEAD_ROWS",
-    "RESERVED_PREFIX",
-    "InputFile",
-    "list_input_files",
-    "input_format",
-    "validate_inputs",
-    "jsonl_row_offsets",
-    "check_columns",
-    "output_fields",
-    "parse_jsonl_line",
-    "decode_line",
-    "without_bom",
-    "record_surrogate",
-    "BOM",
-    "check_parquet_text",
-    "jsonl_schema",
-    "jsonl_table",
-    "iter_tables",
-    "read_table",
-    "read_texts",
-    "embedding_array",
-    "with_embeddings",
-    "write_embeddings_parquet",
-    "AtomicParquetWriter",
-    "OUTPUT_DTYPES",
-]
-
-log = logging.getLogger(__name__)
 
 #: file suffix -> format
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
 #: the UTF-8 byte-order mark, removed from the start of a text or JSONL file (:func:`without_bom`)
 BOM = b"\xef\xbb\xbf"
+
+
 #: JSONL rows parsed and type-checked up front per file (the rest is checked while reading)
 HEAD_ROWS = 100
+
+
 #: columns starting with this are internal (row bookkeeping of the Ray engine); inputs may not have them
 RESERVED_PREFIX = "__prompteol"
-OUTPUT_DTYPES = ("float32", "float16")
-_BATCH_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -114,7 +79,6 @@ class InputFile:
                 "mtime_ns": self.mtime_ns}  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------------- listing
 def input_format(path: str | os.PathLike) -> str:
     """``parquet`` or ``jsonl`` from the file's suffix, else :class:`InputError`."""
     suffix = Path(path).suffix.lower()
@@ -159,7 +123,6 @@ def list_input_files(pattern: str | os.PathLike | Sequence[str | os.PathLike]) -
     raise InputError(f"input {text!r} does not exist")
 
 
-# ---------------------------------------------------------------------------------------------- validation
 def _is_string_type(t) -> bool:
     import pyarrow as pa
 
@@ -260,7 +223,7 @@ def parse_jsonl_line(path: str, line_no: int, line: str | bytes, text_column: st
 
 def record_surrogate(rec: Mapping[str, Any], text_column: str = "text") -> str | None:
     """What is wrong if a key or value of a JSONL record holds a lone surrogate, else ``None``."""
-    from .encoder.prompts.builder import surrogate_problem
+    from ..encoder.prompts.builder import surrogate_problem
 
     for key in sorted(rec, key=lambda k: k != text_column):  # the text first
         value = rec[key]
@@ -352,18 +315,6 @@ def check_parquet_text(path: str | os.PathLike, text_column: str = "text", batch
     return row
 
 
-def jsonl_schema(chunks: Iterable[list[dict]], path: str, text_column: str = "text") -> tuple[pa.Schema, set[str]]:
-    """One Arrow schema for JSONL records given chunk by chunk (field order: first appearance; ints and
-    floats promote to float; a field without a common type becomes JSON text, with a warning) and the
-    set of such fields; pass both to :func:`jsonl_table`. Holds one chunk at a time."""
-    return _jsonl_schema(chunks, path, text_column)
-
-
-def jsonl_table(records: list[dict], schema: pa.Schema, as_json: set[str], path: str) -> pa.Table:
-    """JSONL records as an Arrow table of ``schema`` (from :func:`jsonl_schema`); fields in ``as_json`` as JSON text."""
-    return _jsonl_table(records, schema, as_json, path)
-
-
 def jsonl_row_offsets(path: str | os.PathLike, every: int) -> list[tuple[int, int]]:
     """``(byte offset, line number)`` of rows ``0, every, 2*every, ...`` of a JSONL file (rows are the
     non-blank lines), so that a row range can be read without scanning from the start."""
@@ -377,284 +328,3 @@ def jsonl_row_offsets(path: str | os.PathLike, every: int) -> list[tuple[int, in
                 row += 1
             pos += len(line)
     return out
-
-
-# ---------------------------------------------------------------------------------------------- reading
-def _as_input(file: InputFile | str | os.PathLike) -> tuple[str, str]:
-    if isinstance(file, InputFile):
-        return file.path, file.format
-    path = str(Path(file).expanduser())
-    return path, input_format(path)
-
-
-def _iter_parquet(path: str, text_column: str, start: int, stop: int | None, batch_rows: int) -> Iterator[pa.Table]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: cannot read it as Parquet ({exc})") from None
-    md = pf.metadata
-    stop = md.num_rows if stop is None else min(stop, md.num_rows)
-    first = 0  # file row of the current row group's first row
-    for rg in range(md.num_row_groups):
-        n = md.row_group(rg).num_rows
-        if first + n <= start:
-            first += n
-            continue
-        if first >= stop:
-            break
-        pos = first
-        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[rg], use_threads=False):
-            lo, hi = max(start - pos, 0), min(stop - pos, batch.num_rows)
-            if hi > lo:
-                table = pa.Table.from_batches([batch.slice(lo, hi - lo)])
-                if text_column not in table.column_names:
-                    raise InputError(f"{path}: no column {text_column!r}")
-                nulls = pc.is_null(table.column(text_column))
-                if pc.any(nulls).as_py():
-                    bad = pos + lo + int(pc.index(nulls, True).as_py())
-                    raise InputError(f"{path} row {bad}: column {text_column!r} is null, expected a string")
-                yield table
-            pos += batch.num_rows
-        first += n
-
-
-def _record_chunks(
-    path: str, text_column: str, start: int, stop: int | None, batch_rows: int, offset: tuple[int, int] | None
-) -> Iterator[list[dict]]:
-    """Parsed, checked JSONL records of rows ``[start, stop)`` in chunks of ``batch_rows``
-    (``offset``: the ``(byte offset, line number)`` of row ``start``, from :func:`jsonl_row_offsets`)."""
-    row = start if offset else 0
-    chunk: list[dict] = []
-    try:
-        with open(path, "rb") as f:
-            pos, first_line = offset or (0, 1)
-            f.seek(pos)
-            for line_no, line in enumerate(f, start=first_line):
-                if not without_bom(line, line_no).strip():
-                    continue
-                if stop is not None and row >= stop:
-                    break
-                if row >= start:
-                    chunk.append(parse_jsonl_line(path, line_no, line, text_column))
-                    if len(chunk) >= batch_rows:
-                        yield chunk
-                        chunk = []
-                row += 1
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc})") from None
-    if chunk:
-        yield chunk
-
-
-def _jsonl_schema(chunks: Iterable[list[dict]], path: str, text_column: str) -> tuple[pa.Schema, set[str]]:
-    """One Arrow schema for every chunk (field order: first appearance) and the fields kept as JSON text."""
-    import pyarrow as pa
-
-    types: dict[str, pa.DataType] = {}
-    as_json: set[str] = set()
-    for chunk in chunks:
-        names: dict[str, None] = {}
-        for rec in chunk:
-            names.update(dict.fromkeys(rec))
-        for name in names:
-            types.setdefault(name, pa.null())
-            if name in as_json or name == text_column:
-                continue
-            try:
-                t = pa.array([rec.get(name) for rec in chunk]).type
-                merged = pa.unify_schemas([pa.schema([(name, types[name])]), pa.schema([(name, t)])],
-                                          promote_options="permissive")  # fmt: skip
-                types[name] = merged.field(name).type
-            except (pa.ArrowException, OverflowError, TypeError, ValueError):
-                as_json.add(name)
-    for name in sorted(as_json):
-        log.warning("%s: field %r has values of different types; it is kept as JSON text", path, name)
-        types[name] = pa.string()
-    if text_column in types:
-        types[text_column] = pa.string()
-    return pa.schema(list(types.items())), as_json
-
-
-def _jsonl_table(chunk: list[dict], schema: pa.Schema, as_json: set[str], path: str) -> pa.Table:
-    import pyarrow as pa
-
-    if as_json:
-        chunk = [{k: (json.dumps(v, ensure_ascii=False) if k in as_json and v is not None else v)
-                  for k, v in rec.items()} for rec in chunk]  # fmt: skip
-    try:
-        return pa.Table.from_pylist(chunk, schema=schema)
-    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:  # pragma: no cover - inference covers it
-        raise InputError(f"{path}: cannot convert the fields to columns ({exc})") from None
-
-
-def iter_tables(
-    file: InputFile | str | os.PathLike,
-    text_column: str = "text",
-    start: int = 0,
-    stop: int | None = None,
-    batch_rows: int = _BATCH_ROWS,
-    offset: tuple[int, int] | None = None,
-) -> Iterator[pa.Table]:
-    """Rows ``[start, stop)`` of a Parquet or JSONL file as Arrow tables of at most ``batch_rows`` rows,
-    every column kept, the text column checked (strings, no nulls): :class:`InputError` names the
-    file and the row (Parquet, 0-based) or line (JSONL, 1-based). JSONL tables share one schema over
-    the range (read twice: types first, then values). ``offset`` (JSONL): where row ``start`` begins,
-    from :func:`jsonl_row_offsets`."""
-    path, fmt = _as_input(file)
-    if fmt == "parquet":
-        yield from _iter_parquet(path, text_column, start, stop, batch_rows)
-        return
-    schema, as_json = _jsonl_schema(_record_chunks(path, text_column, start, stop, batch_rows, offset), path,
-                                    text_column)  # fmt: skip
-    for chunk in _record_chunks(path, text_column, start, stop, batch_rows, offset):
-        yield _jsonl_table(chunk, schema, as_json, path)
-
-
-def read_table(
-    file: InputFile | str | os.PathLike, text_column: str = "text", start: int = 0, stop: int | None = None
-) -> pa.Table:
-    """Rows ``[start, stop)`` of a file as one Arrow table (see :func:`iter_tables`)."""
-    import pyarrow as pa
-
-    tables = list(iter_tables(file, text_column, start, stop, batch_rows=1 << 16))
-    if not tables:
-        path, fmt = _as_input(file)
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.ParquetFile(path).schema_arrow.empty_table()
-        return pa.table({text_column: pa.array([], pa.string())})
-    return pa.concat_tables(tables)
-
-
-def read_texts(
-    file: InputFile | str | os.PathLike, text_column: str = "text", start: int = 0, stop: int | None = None
-) -> list[str]:
-    """The sentences of rows ``[start, stop)`` of a file, checked (see :func:`iter_tables`)."""
-    out: list[str] = []
-    for table in iter_tables(file, text_column, start, stop):
-        out.extend(table.column(text_column).to_pylist())
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- writing
-def embedding_array(vectors: np.ndarray, dtype: str = "float32") -> pa.FixedSizeListArray:
-    """An ``(N, H)`` array as a ``fixed_size_list<float32|float16>[H]`` Arrow column."""
-    import numpy as np
-    import pyarrow as pa
-
-    if dtype not in OUTPUT_DTYPES:
-        raise InputError(f"output dtype should be one of {list(OUTPUT_DTYPES)}, got {dtype!r}")
-    vectors = np.asarray(vectors)
-    if vectors.ndim != 2:
-        raise InputError(f"expected vectors of shape (N, H), got {vectors.shape}")
-    flat = np.ascontiguousarray(vectors, dtype=np.dtype(dtype)).reshape(-1)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat), int(vectors.shape[1]))
-
-
-def with_embeddings(table: pa.Table, vectors: np.ndarray, dtype: str = "float32", column: str = "embedding"):
-    """``table`` with the vectors appended as ``column`` (one row per table row)."""
-    if len(vectors) != table.num_rows:
-        raise InputError(f"{len(vectors)} vectors for a table of {table.num_rows} rows")
-    if column in table.column_names:
-        raise InputError(f"the table already has a column {column!r}")
-    return table.append_column(column, embedding_array(vectors, dtype))
-
-
-def _with_metadata(schema: pa.Schema, metadata: Mapping[str, Any] | None) -> pa.Schema:
-    if not metadata:
-        return schema
-    extra = {k.encode(): (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)).encode()
-             for k, v in metadata.items()}  # fmt: skip
-    return schema.with_metadata({**(schema.metadata or {}), **extra})
-
-
-class AtomicParquetWriter:
-    """Write a Parquet file table by table under a temporary name (``.NAME.tmp-PID`` beside it) and
-    rename it into place on :meth:`close`; :meth:`abort` (or an exception inside ``with``) removes
-    it, so a file with the final name is always complete. Every table is cast to the first one's
-    schema; ``metadata`` (str -> JSON-able) goes into the file's key-value metadata. Small tables
-    are buffered into row groups of about ``row_group_bytes``."""
-
-    def __init__(self, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None,
-                 compression: str = "zstd", row_group_bytes: int = 64 << 20):  # fmt: skip
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        self.metadata = metadata
-        self.compression = compression
-        self.row_group_bytes = row_group_bytes
-        self.rows = 0
-        self._writer: Any = None
-        self._schema: pa.Schema | None = None
-        self._buffer: list[pa.Table] = []
-        self._buffered = 0
-
-    def write(self, table: pa.Table) -> None:
-        import pyarrow.parquet as pq
-
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._schema = _with_metadata(table.schema, self.metadata)
-            self._writer = pq.ParquetWriter(self.tmp, self._schema, compression=self.compression)
-        assert self._schema is not None
-        if not table.schema.equals(self._schema):  # metadata is not compared
-            table = table.cast(self._schema)
-        self._buffer.append(table)
-        self._buffered += table.nbytes
-        self.rows += table.num_rows
-        if self._buffered >= self.row_group_bytes:
-            self._flush()
-
-    def _flush(self) -> None:
-        import pyarrow as pa
-
-        if self._buffer:
-            table = pa.concat_tables(self._buffer)
-            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
-            self._buffer, self._buffered = [], 0
-
-    def close(self) -> Path:
-        if self._writer is None:
-            raise InputError(f"{self.path}: nothing was written")
-        self._flush()
-        self._writer.close()
-        self._writer = None
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        self._buffer, self._buffered = [], 0
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            except Exception:  # pragma: no cover - closing a broken writer
-                pass
-            self._writer = None
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> AtomicParquetWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def write_embeddings_parquet(
-    path: str | os.PathLike,
-    table: pa.Table,
-    vectors: np.ndarray,
-    dtype: str = "float32",
-    metadata: Mapping[str, Any] | None = None,
-    column: str = "embedding",
-) -> Path:
-    """Write ``table`` plus the vectors as ``column`` to ``path`` atomically (temporary name, then rename)."""
-    with AtomicParquetWriter(path, metadata) as writer:
-        writer.write(with_embeddings(table, vectors, dtype, column))
-    return Path(path)
