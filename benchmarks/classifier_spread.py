@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
-import os
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
@@ -177,11 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
         record["averages"] = means
 
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
+    from prompteol.fileio import write_json_atomic
+
+    out = write_json_atomic(args.output, record)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -195,9 +195,9 @@ def _sentences(data: str | None, n: int) -> list[str]:
 
 
 def _write(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    from prompteol.fileio import write_json_atomic
+
+    write_json_atomic(path, obj)
 
 
 

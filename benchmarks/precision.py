@@ -87,9 +87,9 @@ class _Fixed:
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    from prompteol.encoder.postprocess import normalize_rows
+
+    return (normalize_rows(a.astype(np.float64)) * normalize_rows(b.astype(np.float64))).sum(1)
 
 
 

@@ -122,6 +122,7 @@ def run_benchmark(args) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from prompteol.encoder.postprocess import cosine_pairwise
     from prompteol.records import provenance
 
     load_at_start = list(os.getloadavg())
@@ -160,8 +161,7 @@ def run_benchmark(args) -> dict:
                 if cfg != "local":
                     got = _read_ray_vectors(Path(tmp) / cfg)
                     diffs[cfg] = float(np.abs(got - local).max())
-                    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(local, axis=1)
-                    cosines[cfg] = float(((got * local).sum(axis=1) / np.clip(norms, 1e-12, None)).min())
+                    cosines[cfg] = float(cosine_pairwise(got, local).min())
     overhead = {}
     if "local" in results:
         for cfg in results:

@@ -49,7 +49,6 @@ import json
 import os
 import platform
 import random
-import re
 import socket
 import subprocess
 import sys
@@ -554,29 +553,6 @@ def server_statuses(url: str) -> dict[str, int]:
     return out
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for dist in ("prompteol", "torch", "transformers", "tokenizers", "fastapi", "starlette", "uvicorn", "pydantic",
-                 "httpx", "numpy"):  # fmt: skip
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
-
-def _machine() -> dict:
-    mem = None
-    try:
-        mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) * 1024  # type: ignore[union-attr]
-    except (OSError, AttributeError):
-        pass
-    return {"machine": platform.machine(), "platform": platform.platform(), "cores": os.cpu_count(),
-            "memory_bytes": mem, "load_average": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
-
-
 def soak_pool(args) -> list[str]:
     try:
         return load_sentences(args.sentences)
@@ -641,10 +617,7 @@ def soak_main(args, argv) -> int:
     encoder = Encoder.from_pretrained(args.model, progress=False)
     max_diff, wrong = 0.0, 0
     for texts, dims, got in state.reservoir:
-        want = encoder.encode(texts, normalize=True, show_progress=False, use_embedding_cache=False)
-        if dims is not None:
-            want = want[:, :dims]
-            want = want / np.clip(np.linalg.norm(want, axis=1, keepdims=True), 1e-12, None)
+        want = encoder.encode(texts, normalize=True, truncate_dim=dims, show_progress=False, use_embedding_cache=False)
         diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
         max_diff = max(max_diff, diff)
         wrong += diff > args.tolerance
@@ -681,7 +654,6 @@ def soak_main(args, argv) -> int:
         "server_command": " ".join(proc.command),  # type: ignore[attr-defined]
         "provenance": provenance(["python", "benchmarks/serve_load.py", *(sys.argv[1:] if argv is None else argv)],
                                  threads=args.threads, packages=_SERVER_PACKAGES),
-        "machine": _machine(), "versions": _versions(),
         "threads": {"server": args.threads, "torch_library": torch.get_num_threads()},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"},
         "seconds": {"warmup": warmup, "soak": args.soak, "wall": round(wall, 1)},

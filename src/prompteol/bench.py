@@ -391,7 +391,6 @@ class _STRunner(_Runner):
     def _exported(self, models, resolved, backend: str, args, common: dict):
         """The ONNX / OpenVINO export (optimum), made once and kept under ``<cache>/bench/st-<backend>/``."""
         import hashlib
-        import shutil
 
         from .paths import cache_root
 
@@ -409,11 +408,10 @@ class _STRunner(_Runner):
             file_name = "openvino/openvino_model.xml"
         if not (folder / file_name).is_file():
             tr = models.Transformer(resolved.path, backend=backend, model_kwargs=dict(kwargs), **common)
-            tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tr.save(str(tmp))
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
+            from .fileio import write_folder_atomic
+
+            with write_folder_atomic(folder) as tmp:
+                tr.save(str(tmp))
             self.extra["exported"] = True
         self.extra["export"] = str(folder)
         return models.Transformer(str(folder), backend=backend, model_kwargs={**kwargs, "file_name": file_name},
@@ -430,7 +428,6 @@ class _STRunner(_Runner):
 
 def _export_onnx(path: str, out: Path) -> Path:
     """Export the base model (last hidden state; eager attention) to ``out/model.onnx``, atomically."""
-    import shutil
 
     import torch
     from transformers import AutoModel
@@ -448,25 +445,18 @@ def _export_onnx(path: str, out: Path) -> Path:
         def forward(self, input_ids, attention_mask):
             return self.m(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
-    tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    from .fileio import write_folder_atomic
+
     ids = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 1, 1]])
     mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
     axes = {0: "batch", 1: "tokens"}
-    try:
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(LastHidden(model), (ids, mask), str(tmp / "model.onnx"), dynamo=False, opset_version=17,
-                              input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                              dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes})  # fmt: skip
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with write_folder_atomic(out) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(LastHidden(model), (ids, mask), str(tmp / "model.onnx"), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes})  # fmt: skip
     return out / "model.onnx"
 
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .encoder.identity import record_files
 from .errors import ConfigError, InputError
-from .fileio import give_umask_modes
+from .fileio import give_umask_modes, write_folder_atomic
 from .records import provenance
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,11 +94,7 @@ def export_sentence_transformers(
         raise ConfigError(f"{str(out)!r} exists and is not empty; choose another folder or pass overwrite=True (--force)")
     run = load_results(results) if results is not None else None
     config = encoder.config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with write_folder_atomic(out) as tmp:
         paths: dict[str, str] = {}
         fields: dict[str, Any] = {}
         if copy_weights:
@@ -138,10 +134,6 @@ def export_sentence_transformers(
         _write_json(tmp / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": MODULE_TYPE}])
         _write_json(tmp / "config_sentence_transformers.json", _st_config())
         (tmp / "README.md").write_text(model_card(encoder, record, run), encoding="utf-8")
-        _replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -149,33 +141,11 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _replace_folder(tmp: Path, out: Path) -> None:
-    """Rename the complete ``tmp`` to ``out``; an existing ``out`` is moved aside first, removed after."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _st_config() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
+    from .records import versions_of
 
-    versions = {}
-    for dist, key in (("sentence-transformers", "sentence_transformers"), ("transformers", "transformers"),
-                      ("torch", "pytorch")):  # fmt: skip
-        try:
-            versions[key] = version(dist)
-        except PackageNotFoundError:
-            continue
+    keys = {"sentence-transformers": "sentence_transformers", "transformers": "transformers", "torch": "pytorch"}
+    versions = {keys[d]: v for d, v in versions_of(keys).items()}
     return {
         "model_type": "SentenceTransformer",
         "__version__": {**versions, "prompteol": __version__},

@@ -26,7 +26,7 @@ from typing import Any
 
 __all__ = [
     "CPU_FLAGS", "LIBRARIES", "PROVENANCE_SCHEMA", "cpu_info", "cpu_model", "cpu_flags", "machine_info",
-    "native_bf16", "package_versions", "git_info", "command_line", "provenance", "read_provenance",
+    "native_bf16", "package_versions", "versions_of", "git_info", "command_line", "provenance", "read_provenance",
 ]  # fmt: skip
 
 #: version tag of the provenance block
@@ -104,19 +104,25 @@ def memory_gb() -> float | None:
     return None
 
 
-def package_versions(extra: Iterable[str] = ()) -> dict[str, str | None]:
-    """Python's version and those of :data:`LIBRARIES` that are installed, plus ``extra`` (``None`` when
-    one of those is not installed: a record then says the package was missing)."""
+def versions_of(dists: Iterable[str], missing: str | None = None) -> dict[str, str | None]:
+    """``{distribution: installed version}``; ``missing`` for one that is not installed (``None``: left out)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    extra = list(extra)
-    for dist in dict.fromkeys([*LIBRARIES, *extra]):
+    out: dict[str, str | None] = {}
+    for dist in dict.fromkeys(dists):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
-            if dist in extra:
-                out[dist] = None
+            if missing is not None:
+                out[dist] = missing
+    return out
+
+
+def package_versions(extra: Iterable[str] = ()) -> dict[str, str | None]:
+    """Python's version and those of :data:`LIBRARIES` that are installed, plus ``extra`` (``None`` when
+    one of those is not installed: a record then says the package was missing)."""
+    out = {"python": platform.python_version(), **versions_of(LIBRARIES)}
+    out.update({dist: v or None for dist, v in versions_of(extra, missing="").items()})
     return out
 
 

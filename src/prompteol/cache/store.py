@@ -37,7 +37,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ try:  # POSIX
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
+
+from ..fileio import FileLock
 
 __all__ = ["EmbeddingCache", "sentence_key", "SCHEMA_VERSION"]
 
@@ -143,36 +145,9 @@ class _Unusable(Exception):
     """The file cannot be used and is left as it is (damaged but still open somewhere, newer schema, ...)."""
 
 
-@contextlib.contextmanager
-def _exclusive_lock(path: Path, timeout: float = _LOCK_TIMEOUT) -> Iterator[None]:
+def _exclusive_lock(path: Path, timeout: float = _LOCK_TIMEOUT) -> FileLock:
     """An exclusive advisory lock on ``path`` (created if needed, never deleted); waits up to ``timeout``."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        if fcntl is not None:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"could not lock {path} within {timeout:.0f} s") from None
-                    time.sleep(0.02)
-        else:  # pragma: no cover - Windows
-            import msvcrt
-
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"could not lock {path} within {timeout:.0f} s") from None
-                    time.sleep(0.02)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    return FileLock(path, wait=timeout, remove=False)
 
 
 def _open_elsewhere(db: Path) -> bool:

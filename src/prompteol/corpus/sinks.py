@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..fileio import commit_atomic
 from .resume import partial_paths, remove_path
 from .source import Chunk, Source
 from .tables import jsonl_table
@@ -113,7 +114,7 @@ class AtomicParquetWriter:
         self._flush()
         self._writer.close()
         self._writer = None
-        os.replace(self.tmp, self.path)
+        commit_atomic(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -313,7 +314,7 @@ class Sink:
         _fsync(self.f)
         self.f.close()
         self.f = None
-        os.replace(self.partial, self.out)
+        commit_atomic(self.partial, self.out)
 
     def close(self) -> None:
         if self.f is not None:

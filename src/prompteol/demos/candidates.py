@@ -55,16 +55,12 @@ class Candidate:
 
 
 def write_candidates(path: str | Path, candidates: Sequence[Candidate], provenance: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps({"provenance": provenance}, ensure_ascii=False) + "\n")
-        for c in candidates:
-            rec = {"sentence": c.sentence, "word": c.word, "source": c.source, **c.extra}
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    from ..fileio import write_text_atomic
+
+    lines = [json.dumps({"provenance": provenance}, ensure_ascii=False)]
+    lines += [json.dumps({"sentence": c.sentence, "word": c.word, "source": c.source, **c.extra}, ensure_ascii=False)
+              for c in candidates]  # fmt: skip
+    return write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def read_candidates(path: str | Path) -> tuple[list[Candidate], dict]:

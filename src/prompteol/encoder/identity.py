@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +93,9 @@ def files_sha256(files: list[Path], cache_dir=None) -> dict[str, str]:
         out[p.name] = memo[key]
     if changed:
         try:
-            memo_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(memo, indent=1))
-            os.replace(tmp, memo_path)
+            from ..fileio import write_text_atomic
+
+            write_text_atomic(memo_path, json.dumps(memo, indent=1))
         except OSError:
             log.warning("could not write %s; file hashes will be recomputed next time", memo_path)
     return out

@@ -45,7 +45,8 @@ def truncate(vectors: np.ndarray, dim: int | None) -> np.ndarray:
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    """Unit-length rows (a zero row stays zero)."""
+    """Unit-length rows (a zero row stays zero), in the rows' own float dtype: the one vector normaliser
+    (the library, both server routes, the similarities)."""
     return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
 
 
@@ -150,8 +151,7 @@ def as_vectors(items: Any, encode: Callable[[list[str]], np.ndarray]) -> np.ndar
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+    return normalize_rows(x.astype(np.float64))
 
 
 def _check_dims(a: np.ndarray, b: np.ndarray) -> None:

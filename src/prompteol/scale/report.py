@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.tasks import TASK_GROUPS, TASKS
+from ..fileio import write_atomic, write_text_atomic
 from .grid import read_cell_file
 
 __all__ = [
@@ -462,17 +463,8 @@ def update_doc_block(doc: str | Path, name: str, text: str) -> Path:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, text)
 
 
 def _atomic_plot(path: Path, plot, rows: list[dict]) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    try:
-        plot(rows, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda tmp: plot(rows, tmp))

@@ -28,9 +28,6 @@ import gc
 import json
 import logging
 import math
-import os
-import platform
-import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -151,20 +148,18 @@ class SweepResult:
 
 # ------------------------------------------------------------------------------------ helpers
 def host_info(device: str = "cpu") -> dict[str, Any]:
-    """Where a cell ran: host name, CPU and its flags, threads, platform, GPU."""
-    from ..records import cpu_flags, cpu_model
+    """Where a cell ran (the ``cell.host`` block of a cell record): host name, CPU and its flags, threads,
+    platform, GPU; from :func:`prompteol.records.machine_info`, the one collector."""
+    from ..records import machine_info, package_versions
 
-    info: dict[str, Any] = {"hostname": socket.gethostname(), "cpu": cpu_model() or platform.machine(),
-                            "cpus": os.cpu_count(), "platform": platform.platform(),
-                            "python": platform.python_version(), "device": device, "flags": cpu_flags()}  # fmt: skip
-    try:
-        import torch
-
-        info["torch_threads"] = torch.get_num_threads()
-        if device.startswith("cuda") and torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    except ImportError:  # pragma: no cover
-        pass
+    machine = machine_info(device=device)
+    info: dict[str, Any] = {"hostname": machine["hostname"], "cpu": machine["processor"], "cpus": machine["cpus"],
+                            "platform": machine["platform"], "python": package_versions()["python"],
+                            "device": device, "flags": machine["flags"]}  # fmt: skip
+    if "torch_cpu_capability" in machine:  # torch is importable
+        info["torch_threads"] = machine["threads"]
+        if machine.get("gpu"):
+            info["gpu"] = machine["gpu"]
     return info
 
 

@@ -16,7 +16,6 @@ Folders are written under a temporary name and renamed, so a crash never leaves 
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import shutil
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..fileio import give_umask_modes
+from ..fileio import give_umask_modes, replace_folder, write_json_atomic
 
 __all__ = [
     "RUN_FILE",
@@ -47,9 +46,7 @@ _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json_atomic(path, data)
 
 
 def save_adapter(peft_model, folder: Path, run_info: dict[str, Any]) -> None:
@@ -74,13 +71,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _tmp(folder: Path) -> Path:
+def temporary_folder(folder: Path) -> Path:
+    """Where a checkpoint or adapter folder is assembled (every rank writes there) before :func:`commit_folder`."""
     return folder.with_name(folder.name + ".tmp")
 
 
 def begin_folder(folder: Path) -> Path:
     """A fresh temporary folder beside ``folder`` (rank 0 calls this before the others write)."""
-    tmp = _tmp(folder)
+    tmp = temporary_folder(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp
@@ -88,15 +86,7 @@ def begin_folder(folder: Path) -> Path:
 
 def commit_folder(folder: Path) -> None:
     """Move the temporary folder into place, replacing ``folder``."""
-    tmp = _tmp(folder)
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(folder)
+    replace_folder(temporary_folder(folder), folder)
 
 
 def save_checkpoint(tmp: Path, peft_model, run_info: dict[str, Any], state: dict[str, Any]) -> None:

@@ -362,7 +362,7 @@ class _Trainer:
         if self.rank == 0:
             ckpt.begin_folder(folder)
         _barrier(self.world_size)
-        tmp = folder.with_name(folder.name + ".tmp")
+        tmp = ckpt.temporary_folder(folder)
         ckpt.save_rng(tmp, self.rank)
         if self.rank == 0:
             r = self.result

@@ -88,11 +88,9 @@ def save_preset(model: str, name: str, record: dict, path: str | Path | None = N
     p = Path(path) if path else user_presets_path()
     data = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
     data.setdefault(model, {})[name] = record
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(p)
-    return p
+    from ...fileio import write_json_atomic
+
+    return write_json_atomic(p, data)
 
 
 def closest_paper_preset(params: int) -> str:
