@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from prompteol import ConfigError, Demonstration, InputError
-from prompteol.encoder.prompts import presets as P
 from prompteol.demos import candidates as C
 from prompteol.demos import search as S
+from prompteol.encoder.prompts import presets as P
 
 
 def test_paper_presets_and_closest_size():

@@ -60,6 +60,11 @@ def test_method_options_are_recorded_in_config_and_fingerprint(base):
     assert len(prints) == len(variants) + 1
 
 
+def _method(encoder, name):
+    """The encoder's built method of that name (:mod:`prompteol.encoder.methods`)."""
+    return next(m for m in encoder.methods if m.name == name)
+
+
 # ---------------------------------------------------------------------------------------------- token prepending
 def test_token_prepending_with_an_empty_range_is_the_plain_encoder(base):
     tp = base.derive(token_prepending=(1, 1))
@@ -71,7 +76,7 @@ def test_token_prepending_places_the_placeholder_before_the_opening_quote(base):
     tp = base.derive(token_prepending=(0, 2))
     plain = base.prompts.tokenize(base.prompts.prepare(["x"]))[0]
     ids = tp.prompts.tokenize(tp.prompts.prepare(["x"]))[0]
-    q = tp.prompts.placeholder_at
+    q = _method(tp, "token_prepending").placeholder_at
     assert len(ids) == len(plain) + 1 and ids[:q] == plain[:q] and ids[q + 1 :] == plain[q:]
     assert base.tokenizer.decode(plain[q:]).startswith('"')  # the opening quote follows the placeholder
 
@@ -79,7 +84,7 @@ def test_token_prepending_places_the_placeholder_before_the_opening_quote(base):
 @pytest.mark.parametrize(("start", "stop"), [(0, 2), (1, 2), (0, 1)])
 def test_token_prepending_replaces_the_placeholder_only_inside_its_range(base, start, stop):
     tp = base.derive(token_prepending=(start, stop), prefix_cache=False)
-    q = tp.prompts.placeholder_at
+    q = _method(tp, "token_prepending").placeholder_at
     ids = tp.prompts.tokenize(tp.prompts.prepare(["A man is playing a guitar."]))[0]
     blocks = tp.runner.all_blocks()
     seen, outs = {}, {}
@@ -113,7 +118,7 @@ def test_token_prepending_replaces_the_placeholder_only_inside_its_range(base, s
 def test_token_prepending_is_exact_with_the_shared_prefix_and_demonstrations(base):
     tp = base.derive(token_prepending=(0, 2), demonstrations=DEMO)
     np.testing.assert_allclose(_enc(tp), _enc(tp.derive(prefix_cache=False)), atol=1e-5)
-    assert len(tp.prompts.prefix_ids()) == tp.prompts.placeholder_at  # the shared part stops before it
+    assert len(tp.prompts.prefix_ids()) == _method(tp, "token_prepending").placeholder_at  # the shared part stops before it
 
 
 # ---------------------------------------------------------------------------------------------- contrastive prompting
@@ -121,12 +126,12 @@ def test_contrastive_prompting_replaces_the_last_position_by_alpha_times_a_minus
     """With a captured state B that is not zero and alpha 0.5, the input of block 1's attention output projection
     becomes exactly 0.5 * (A - B) at the last token and stays A elsewhere; the vector equals the plain encoder's
     with that replacement done by hand."""
-    from prompteol.encoder.methods.interventions import attention_output
+    from prompteol.encoder.methods.contrastive import attention_output
 
     text = ["A man is playing a guitar."]
     cp = base.derive(contrastive_layer=1, contrastive_alpha=0.5, prefix_cache=False)
     b = torch.randn(1, 32, generator=torch.Generator().manual_seed(3))  # (N, D): the auxiliary state, not zero
-    monkeypatch.setattr(cp._cp[0], "capture", lambda runner, seqs, prefix: b)
+    monkeypatch.setattr(_method(cp, "contrastive_prompting").steering, "capture", lambda runner, seqs, prefix: b)
     target = attention_output(cp.runner.all_blocks()[1])
     seen: dict[str, torch.Tensor] = {}
     pre = target.register_forward_pre_hook(lambda m, args: seen.__setitem__("A", args[0].clone()))  # before steering
@@ -158,7 +163,7 @@ def test_contrastive_prompting_replaces_the_last_position_by_alpha_times_a_minus
 
 def test_contrastive_prompting_steers_only_the_last_position_at_its_layer(base):
     cp = base.derive(contrastive_layer=1, contrastive_alpha=0.5, prefix_cache=False)
-    from prompteol.encoder.methods.interventions import attention_output
+    from prompteol.encoder.methods.contrastive import attention_output
 
     seen = []
     target = attention_output(cp.runner.all_blocks()[1])
@@ -204,7 +209,7 @@ def test_echo_pools_exactly_the_second_copy(base):
     echo = base.derive(template="echo", pooling="echo")
     sentence = echo.prompts.prepare(["A man is playing a guitar."])[0]
     ids = echo.prompts.tokenize([sentence])[0]
-    start = echo.prompts.echo_starts([sentence])[0]
+    start = _method(echo, "echo").pool_starts(echo.prompts, [sentence])[0]
     copy = echo.tokenizer(" " + sentence, add_special_tokens=False)["input_ids"]
     assert ids[start:] == copy  # the span is the second copy (with its leading space), nothing else
     ref = _reference_hidden(echo, ids)[-1][0]  # (T, H)

@@ -7,6 +7,9 @@
   the read-out layer -> pooled vectors (pooling by name, :mod:`prompteol.encoder.pooling`);
 - :class:`~prompteol.encoder.forward.prefix.SharedPrefix` (``encoder.prefix``): the shared prompt prefix's
   key/value cache, computed once per weights state;
+- ``encoder.methods``: the training-free methods the config turns on, each a
+  :class:`~prompteol.encoder.methods.Method` (prompt edits, interventions in the forward, pooling
+  spans, a read-out map, or member encoders), so the encoder holds no method of its own;
 - :func:`~prompteol.cache.cached.encode_cached` with an optional persistent
   :class:`~prompteol.cache.store.EmbeddingCache` (``encoder.embedding_cache``), keyed by
   :attr:`Encoder.fingerprint` (:mod:`prompteol.encoder.identity`).
@@ -46,9 +49,9 @@ from .config import EncoderConfig
 from .forward.prefix import SharedPrefix
 from .forward.runner import ModelRunner
 from .identity import FINGERPRINT_VERSION, fingerprint
-from .methods.interventions import method_prompts
+from .methods import Method, MethodSetup, ModelCall, build_methods, dim_fields
 from .precision import DtypeChoice
-from .prompts.builder import Tokenized
+from .prompts.builder import PromptBuilder, Tokenized
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..cache.store import EmbeddingCache
@@ -88,9 +91,25 @@ class Encoder:
         self.layer_index = resolve_layer(config.layer, num_layers)
         self.source = source or {}
         self.max_positions = limits.max_positions(model)  # longer prompts are refused (ContextLengthError)
-        self.prompts = method_prompts(tokenizer, config, self.max_positions)
         autocast = "bfloat16" if config.dtype == "bf16-mixed" else None
+
+        def member(member_config: EncoderConfig) -> Encoder:  # another encoder on this model (an ensemble's)
+            return Encoder(model, tokenizer, member_config, identity=identity, num_layers=num_layers,
+                           adapter_identity=adapter_identity, source=self.source)  # fmt: skip
+
+        #: the training-free methods this config turns on (:mod:`prompteol.encoder.methods`)
+        self.methods: list[Method] = build_methods(MethodSetup(
+            model, tokenizer, config, num_layers, self.layer_index, self.source, autocast, self._weights_state, member,
+        ))  # fmt: skip
+        #: the method that computes the vectors with member encoders (an ensemble), if any
+        self.composite = next((m for m in self.methods if m.composite), None)
+        self.prompts = PromptBuilder(tokenizer, config, self.max_positions, edits=self.methods)
         self.runner = ModelRunner(model, tokenizer, num_layers, self.layer_index, config.pooling, autocast)
+        for method in self.methods:
+            self.runner.interventions.extend(method.interventions())
+        readouts = [m.readout for m in self.methods if type(m).readout is not Method.readout]
+        if readouts:
+            self.runner.readout = _chain(readouts)
         #: the dtype decision (``dtype="auto"`` resolved when loading; :mod:`prompteol.encoder.precision`)
         self.precision = precision or DtypeChoice(config.dtype, config.dtype, "given")
         if config.fused:
@@ -99,9 +118,7 @@ class Encoder:
 
             self.runner.fused = fused_blocks(model, find_decoder_layers(model, num_layers)[2])
         self.prefix = SharedPrefix(self.prompts.prefix_ids, self._weights_state)
-        self._members: list[Encoder] = []  # an ensemble's prompts, one encoder each (same model)
-        self._cp: tuple | None = None  # Contrastive Prompting: (method, auxiliary prompts, runner, prefix)
-        self._setup_methods(model, tokenizer, autocast)
+        self._for_prompt: dict[Template, Encoder] = {}  # encode(prompt=...): the derived encoder per template
         self.embedding_cache = embedding_cache
         self._loaded_state = self._weights_state()
         self._warned_weights = False
@@ -109,42 +126,6 @@ class Encoder:
         self._fingerprint: str | None = None
         if embedding_cache is not None:
             embedding_cache.register(self.fingerprint, self.describe())
-
-    def _setup_methods(self, model, tokenizer, autocast) -> None:
-        from .methods.interventions import ContrastivePrompting, TokenPrepending
-
-        c = self.config
-        if c.prompts:
-            self._members = [
-                Encoder(model, tokenizer, c.replace(template=t, prompts=()), identity=self.identity,
-                        num_layers=self.num_layers, adapter_identity=self.adapter_identity, source=self.source)
-                for t in (c.template, *c.prompts)
-            ]  # fmt: skip
-            return  # each member applies the other methods itself
-        if c.embed_filter is not None:
-            from .methods.embed_filter import EmbedFilter
-
-            if self.layer_index != self.num_layers:
-                raise ConfigError(f"embed_filter projects the final hidden state (after the final norm) onto the LM "
-                                  f"head's singular vectors; it is defined for the last layer only (layer=-1 or "
-                                  f"{self.num_layers}), got layer={c.layer}")  # fmt: skip
-            self.runner.readout = EmbedFilter(model, self.source, c.embed_filter, c.embed_filter_band, c.revision)
-        if c.token_prepending is not None:
-            start, stop = c.token_prepending
-            self.runner.interventions.append(
-                TokenPrepending(start, stop, self.prompts.placeholder_at, self.prompts.placeholder_id)
-            )
-        if c.contrastive_layer is not None:
-            if c.contrastive_layer >= self.num_layers:
-                raise ConfigError(f"contrastive_layer {c.contrastive_layer} is out of range: the model has "
-                                  f"{self.num_layers} blocks (0..{self.num_layers - 1})")  # fmt: skip
-            aux_config = c.replace(template="cp-irrelevant", demonstrations=(), token_prepending=None,
-                                   contrastive_layer=None, pooling="last")  # fmt: skip
-            aux_prompts = method_prompts(tokenizer, aux_config)
-            aux_runner = ModelRunner(model, tokenizer, self.num_layers, self.num_layers, "last", autocast)
-            aux_prefix = SharedPrefix(aux_prompts.prefix_ids, self._weights_state)
-            method = ContrastivePrompting(c.contrastive_layer, c.contrastive_alpha, c.contrastive_mode)
-            self._cp = (method, aux_prompts, aux_runner, aux_prefix)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -221,8 +202,7 @@ class Encoder:
             embedding_cache=self.embedding_cache, source=self.source, precision=self.precision,
         )  # fmt: skip
         derived.runner.padding_side = self.runner.padding_side
-        same = ("pooling", "embed_filter", "embed_filter_band", "prompts", "combine")
-        if derived.layer_index == self.layer_index and not self.config.differences(derived.config, same):
+        if derived.layer_index == self.layer_index and not self.config.differences(derived.config, dim_fields()):
             derived._dim = self._dim
         return derived
 
@@ -247,9 +227,8 @@ class Encoder:
     @property
     def dim(self) -> int:
         """Output dimension (read from one probe forward, so projections are accounted for)."""
-        if self._dim is None and self._members:
-            dims = [m.dim for m in self._members]
-            self._dim = sum(dims) if self.config.combine == "concat" else dims[0]
+        if self._dim is None and self.composite is not None:
+            self._dim = self.composite.dim()
         if self._dim is None:
             import torch
 
@@ -289,8 +268,9 @@ class Encoder:
             return None
         fused = self.runner.fused
         eager = None
-        if self._cp is not None or self.runner.interventions:
-            eager = "a method hooks into the forward (Token Prepending / Contrastive Prompting): eager"
+        hooking = [m.name for m in self.methods if m.hooks_forward]
+        if hooking:
+            eager = f"a method hooks into the forward ({', '.join(hooking)}): eager"
         state = fused.describe() if fused is not None else {}
         return {"requested": True, "active": eager is None and not state.get("fallback"), "eager_because": eager,
                 **state}  # fmt: skip
@@ -323,31 +303,27 @@ class Encoder:
     # ------------------------------------------------------------------ the work
     def _vectors(self, seqs: Sequence[Sequence[int]], use_prefix: bool = True, sentences: Sequence[str] = ()):
         """Pooled vectors (B, H) (a torch tensor) of token-id sequences of full prompts (``sentences``: the
-        prepared sentences behind them, needed by echo pooling and Contrastive Prompting)."""
+        prepared sentences behind them, which methods may need: echo's spans, Contrastive Prompting's
+        auxiliary prompts)."""
         use_prefix = use_prefix and self.config.prefix_cache
         prefix = self.prefix.get(self.runner) if use_prefix else None
-        starts = self.prompts.echo_starts(list(sentences)) if self.config.template.echo else None
-        if self._cp is None:
+        sentences = list(sentences)
+        starts = next((s for m in self.methods if (s := m.pool_starts(self.prompts, sentences)) is not None), None)
+        call = ModelCall(sentences, use_prefix)
+        extra = [intervention for m in self.methods for intervention in m.call_interventions(call)]
+        with self.runner.intervening(extra):
             return self.runner.vectors(seqs, prefix, packed=self.config.packing, starts=starts)
-        method, aux_prompts, aux_runner, aux_prefix = self._cp
-        aux = aux_prompts.tokenize(list(sentences))
-        b = method.capture(aux_runner, aux, aux_prefix.get(aux_runner) if use_prefix else None)  # (B, D)
-        steer = method.steering(b)
-        self.runner.interventions.append(steer)
-        try:
-            return self.runner.vectors(seqs, prefix, starts=starts)
-        finally:
-            self.runner.interventions.remove(steer)
 
-    def _batches(
+    def iter_batches(
         self, sentences: list[str], batch_size: int, max_batch_tokens: int | None, ids_of: dict | None = None
     ) -> Iterator[tuple[list[int], np.ndarray]]:
         """``(indices, vectors)`` of prepared sentences, longest batches first (``ids_of``: their
-        prompt token ids when already known)."""
+        prompt token ids when already known): what :meth:`encode` computes, before the embedding cache
+        and the post-processing."""
         import torch
 
-        if self._members:
-            yield from self._ensemble_batches(sentences, batch_size, max_batch_tokens)
+        if self.composite is not None:
+            yield from self.composite.batches(sentences, batch_size, max_batch_tokens)
             return
         seqs = [ids_of[s] for s in sentences] if ids_of is not None else self.prompts.tokenize(sentences)
         # batches split to fit the memory available now; a sequence too large alone raises before any forward
@@ -356,22 +332,6 @@ class Encoder:
             with torch.inference_mode():
                 vecs = self._vectors([seqs[i] for i in batch], sentences=[sentences[i] for i in batch])
             yield batch, vecs.float().cpu().numpy()
-
-    def _ensemble_batches(
-        self, sentences: list[str], batch_size: int, max_batch_tokens: int | None
-    ) -> Iterator[tuple[list[int], np.ndarray]]:
-        """Every member's vectors of a chunk of sentences, combined (mean or concatenation), chunk by chunk."""
-        chunk = 8 * batch_size  # members sort each chunk by length themselves
-        for lo in range(0, len(sentences), chunk):
-            part = sentences[lo : lo + chunk]
-            outs = []
-            for member in self._members:
-                vecs = np.zeros((len(part), member.dim), dtype=np.float32)
-                for idx, v in member._batches(part, batch_size, max_batch_tokens):
-                    vecs[idx] = v
-                outs.append(vecs)
-            combined = np.concatenate(outs, axis=1) if self.config.combine == "concat" else np.mean(outs, axis=0)
-            yield list(range(lo, lo + len(part))), combined.astype(np.float32)
 
     def encode(
         self,
@@ -421,10 +381,9 @@ class Encoder:
             if isinstance(texts, Tokenized):
                 raise ConfigError("texts is a Tokenized of this encoder's own template; pass the texts themselves "
                                   "with prompt=, or build them with the derived encoder's prompts")  # fmt: skip
-            derived_of = self.__dict__.setdefault("_prompt_encoders", {})  # template -> derived encoder
-            if chosen not in derived_of:
-                derived_of[chosen] = self.derive(template=chosen)
-            return derived_of[chosen].encode(
+            if chosen not in self._for_prompt:
+                self._for_prompt[chosen] = self.derive(template=chosen)
+            return self._for_prompt[chosen].encode(
                 texts, batch_size, normalize, show_progress, max_batch_tokens, use_embedding_cache,
                 truncate_dim=truncate_dim, precision=precision, calibration=calibration,
             )  # fmt: skip
@@ -438,7 +397,7 @@ class Encoder:
         else:
             cache = self._usable_embedding_cache() if use_embedding_cache else None
             out = encode_cached(
-                sentences, lambda todo: self._batches(todo, batch_size, max_batch_tokens, ids_of),
+                sentences, lambda todo: self.iter_batches(todo, batch_size, max_batch_tokens, ids_of),
                 fingerprint=self.fingerprint, cache=cache, show_progress=show_progress,
             )  # fmt: skip
         return postprocess(out, truncate_dim=truncate_dim, normalize=normalize, precision=precision,
@@ -468,14 +427,22 @@ class Encoder:
     def embed(self, texts: Sequence[str], max_length: int | None = None):
         """Vectors (B, H) as a torch tensor with gradients (training): no caches (the prefix too is
         computed in full, with this call's dropout), input order."""
-        if self._members:
-            import torch
-
-            outs = [m.embed(texts, max_length=max_length) for m in self._members]
-            return torch.cat(outs, dim=1) if self.config.combine == "concat" else torch.stack(outs).mean(dim=0)
+        if self.composite is not None:
+            return self.composite.embed(texts, max_length)
         sentences = self.prompts.prepare(texts, max_length=max_length, warn_cut=False)
         return self._vectors(self.prompts.tokenize(sentences), use_prefix=False, sentences=sentences)
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Number of prompt tokens (template and demonstrations included) per text."""
         return self.prompts.token_counts(texts)
+
+
+def _chain(maps):
+    """The read-out maps of the methods, applied in order."""
+
+    def readout(vectors):
+        for f in maps:
+            vectors = f(vectors)
+        return vectors
+
+    return readout

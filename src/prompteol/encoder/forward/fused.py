@@ -95,8 +95,8 @@ class FusedBlocks:
     def run(self, call, reset=None):
         """``call()`` (a model forward) with the compiled forwards; eager after a failure, or when the
         first call's check against eager fails. ``reset()`` puts the inputs back (the shared-prefix
-        cache) before an eager call. The read-out hook's ``_Stop`` passes through as a result."""
-        from .runner import _Stop
+        cache) before an eager call. The read-out hook's ``StopForward`` passes through as a result."""
+        from .runner import StopForward
 
         if self.failed is not None:
             return call()
@@ -104,7 +104,7 @@ class FusedBlocks:
         try:
             with self.active():
                 out: Any = call()
-        except _Stop as stop:  # the read-out hook ended the forward: a result, not a failure
+        except StopForward as stop:  # the read-out hook ended the forward: a result, not a failure
             out = stop
         except Exception as exc:  # noqa: BLE001 - any compile/run failure: eager, once warned
             self._count(before)
@@ -115,7 +115,7 @@ class FusedBlocks:
         self._count(before)
         if self.verified is None:
             out = self._verify(out, call, reset)
-        if isinstance(out, _Stop):
+        if isinstance(out, StopForward):
             raise out
         return out
 
@@ -131,16 +131,16 @@ class FusedBlocks:
 
     def _verify(self, fused_out, call, reset):
         """Compute the first call eagerly too; keep the fused result only within tolerance."""
-        from .runner import _Stop
+        from .runner import StopForward
 
         def hidden(out):
-            return out.hidden if isinstance(out, _Stop) else out.last_hidden_state
+            return out.hidden if isinstance(out, StopForward) else out.last_hidden_state
 
         if reset is not None:
             reset()
         try:
             eager_out: Any = call()
-        except _Stop as stop:
+        except StopForward as stop:
             eager_out = stop
         a, b = hidden(fused_out).float(), hidden(eager_out)
         exact = b.dtype.is_floating_point and b.element_size() == 4

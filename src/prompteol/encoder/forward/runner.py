@@ -7,25 +7,26 @@ read-out layer: a forward pre-hook on block ``k`` captures that block's input, w
 read-out layer is ever computed and one loaded model serves any layer. At the top layer the
 model runs to its end (the final norm applied), which is ``hidden_states[-1]``.
 
-Seams for methods that act inside the forward (Token Prepending, Contrastive Prompting):
-``interventions``, each a callable ``(runner, batch) -> list of hook handles`` installed
-for one model call and removed after it; and ``readout``, a map applied to every pooled vector
-(EmbedFilter's projection).
+Seams for the methods (:mod:`prompteol.encoder.methods`): ``interventions``, each a callable
+``(runner, batch) -> list of hook handles`` installed for one model call and removed after it (those of
+:meth:`ModelRunner.intervening` for the calls inside its block only); and ``readout``, a map applied to
+every pooled vector (EmbedFilter's projection).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..pooling import PoolContext, get_pooler
 
-__all__ = ["ModelRunner", "Batch", "Prefix", "pack_rows"]
+__all__ = ["ModelRunner", "Batch", "Prefix", "Intervention", "StopForward", "pack_rows"]
 
 
-class _Stop(Exception):
+class StopForward(Exception):
     """Raised by the read-out hook to end a forward once the wanted hidden states are known."""
 
     def __init__(self, hidden):
@@ -87,6 +88,16 @@ class ModelRunner:
     def device(self):
         return next(self.model.parameters()).device
 
+    @contextlib.contextmanager
+    def intervening(self, extra: Sequence[Intervention]) -> Iterator[None]:
+        """``extra`` interventions added for the model calls inside the block (one encoder call's)."""
+        self.interventions.extend(extra)
+        try:
+            yield
+        finally:
+            for intervention in extra:
+                self.interventions.remove(intervention)
+
     def all_blocks(self):
         """The model's decoder blocks (all of them, whatever the read-out layer)."""
         from ...models.loading import find_decoder_layers
@@ -139,7 +150,7 @@ class ModelRunner:
 
                 reset = (lambda: truncate_cache(kv, prefix_len)) if kv is not None else None
                 return fused.run(lambda: self.model(**kwargs), reset).last_hidden_state.float()
-        except _Stop as stop:
+        except StopForward as stop:
             return stop.hidden.float()
         finally:
             for h in handles:
@@ -323,4 +334,4 @@ def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
 
 def _stop_here(module, args, kwargs):
     hidden = args[0] if args else kwargs["hidden_states"]
-    raise _Stop(hidden)
+    raise StopForward(hidden)

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ...errors import ConfigError
+from .base import Method, MethodSetup, register
 
-__all__ = ["EmbedFilter", "band_indices", "output_weight", "right_singular_vectors"]
+__all__ = ["EmbedFilter", "EmbedFilterProjection", "band_indices", "output_weight", "right_singular_vectors"]
 
 _BASES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {weight key: (H, H) float32 basis}
 _HEAD_KEYS = ("lm_head.weight", "embed_out.weight")
@@ -121,7 +122,7 @@ def basis(model, source: dict, revision: str | None = None) -> Any:
     return per_model[key]
 
 
-class EmbedFilter:
+class EmbedFilterProjection:
     """Pooled vectors (B, H) -> their coordinates (B, k) in the kept band of the LM head's right singular vectors."""
 
     def __init__(self, model, source: dict, tau: int, band: str, revision: str | None = None):
@@ -146,3 +147,28 @@ class EmbedFilter:
             raise ConfigError(f"embed_filter: the read-out vectors have {vectors.shape[-1]} dimensions but the LM "
                               f"head acts on {self.hidden}")  # fmt: skip
         return vectors @ self.weight.to(device=vectors.device, dtype=vectors.dtype).T
+
+
+@register
+class EmbedFilter(Method):
+    """The projection as the encoder's read-out map (last layer only)."""
+
+    name = "embed_filter"
+    dim_fields = ("embed_filter", "embed_filter_band")
+
+    @classmethod
+    def applies(cls, config) -> bool:
+        return config.embed_filter is not None
+
+    def __init__(self, setup: MethodSetup):
+        super().__init__(setup)
+        c, n = setup.config, setup.num_layers
+        if setup.layer_index != n:
+            raise ConfigError(f"embed_filter projects the final hidden state (after the final norm) onto the LM "
+                              f"head's singular vectors; it is defined for the last layer only (layer=-1 or "
+                              f"{n}), got layer={c.layer}")  # fmt: skip
+        tau = cast(int, c.embed_filter)  # set: applies() said so
+        self.projection = EmbedFilterProjection(setup.model, setup.source, tau, c.embed_filter_band, c.revision)
+
+    def readout(self, vectors):
+        return self.projection(vectors)

@@ -13,13 +13,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 
 from ...errors import InputError
 from .templates import normalize_sentence
 
-__all__ = ["PromptBuilder", "Tokenized", "check_texts", "ContextLengthError", "surrogate_problem"]
+__all__ = ["PromptBuilder", "PromptEdit", "Tokenized", "check_texts", "ContextLengthError", "surrogate_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +101,27 @@ class Tokenized:
         return [len(s) for s in self.ids]
 
 
-class PromptBuilder:
-    """The prompts of one encoder configuration (template, demonstrations, text handling)."""
+class PromptEdit(Protocol):
+    """What a method adds to the prompts (:class:`~prompteol.encoder.methods.Method` implements it)."""
 
-    def __init__(self, tokenizer, config, max_positions: int | None = None):
+    def edit_ids(self, ids: list[list[int]]) -> list[list[int]]: ...
+
+    def prefix_ids(self, ids: list[int]) -> list[int]: ...
+
+    def sentence_offset(self) -> int: ...
+
+
+class PromptBuilder:
+    """The prompts of one encoder configuration (template, demonstrations, text handling), with the
+    token-level edits of its methods (``edits``, applied in order after tokenizing)."""
+
+    def __init__(self, tokenizer, config, max_positions: int | None = None, edits: Sequence[PromptEdit] = ()):
         self.tokenizer = tokenizer
         self.config = config
         #: the model's maximum number of positions (set by the encoder from the model config); a
         #: prompt with more tokens is refused with :class:`ContextLengthError`. ``None``: no limit.
         self.max_positions = max_positions
+        self.edits = list(edits)
 
     def prepare(self, texts: Sequence[str], max_length: int | None = None, warn_cut: bool = True) -> list[str]:
         """Validate, cut (if ``max_length``, else the config's) and normalise (if configured).
@@ -177,6 +190,8 @@ class PromptBuilder:
                     f"use a template or a non-empty text"
                 )
             self._check_length(i, len(seq), sentences[i])
+        for edit in self.edits:
+            ids = edit.edit_ids(ids)
         return ids
 
     def _check_length(self, index: int, tokens: int, sentence: str) -> None:
@@ -208,8 +223,16 @@ class PromptBuilder:
         return Tokenized(sentences, self.tokenize(sentences))
 
     def prefix_ids(self) -> list[int]:
-        """Token ids of everything before the sentence (demonstrations + template start)."""
-        return list(self._prefix_ids)
+        """Token ids of the shared prefix: everything before the sentence (demonstrations + template start),
+        as the methods' edits leave it."""
+        ids = list(self._prefix_ids)
+        for edit in self.edits:
+            ids = edit.prefix_ids(ids)
+        return ids
+
+    def sentence_offset(self) -> int:
+        """Tokens the methods' edits insert before the sentence's own tokens."""
+        return sum(edit.sentence_offset() for edit in self.edits)
 
     @cached_property
     def _render_shape(self) -> tuple[int, int] | None:
