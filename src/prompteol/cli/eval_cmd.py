@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..encoder.config import SPEED_ENCODER_DEFAULTS
+from ..encoder.encode_options import EncodeOptions
 from ..fileio import write_atomic, write_text_atomic
 from ..options import positive_int
 from .common import add_encoder_args, build_encoder, console, progress_wanted
@@ -98,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"[bold]evaluating {name}[/bold] on {', '.join(t.name for t in tasks)} ({args.mode} mode)")
         encoder = _load(kind, name, args)
         try:
-            res = evaluate(encoder, tasks, data_dir=root, mode=args.mode, batch_size=args.batch_size,
-                           progress=progress, classifier=args.classifier, seeds=args.seeds,
+            options = EncodeOptions(batch_size=args.batch_size, show_progress=progress)
+            res = evaluate(encoder, tasks, data_dir=root, mode=args.mode, options=options,
+                           classifier=args.classifier, seeds=args.seeds,
                            on_task=_task_line(out, name, len(tasks), getattr(args, "quiet", False)))  # fmt: skip
         except KeyboardInterrupt:
             print(_interrupted(encoder, kind, args), file=sys.stderr)

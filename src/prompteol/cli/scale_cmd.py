@@ -113,6 +113,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..encoder.encode_options import EncodeOptions
     from ..errors import ConfigError
     from ..scale.grid import parse_demo_settings, parse_layers, split_list
     from ..scale.run import SweepOptions, run_sweep
@@ -128,10 +129,12 @@ def run(args: argparse.Namespace) -> int:
     opts = SweepOptions(
         models=models, demos=parse_demo_settings(args.demos or ["none"]), layers=parse_layers(args.layers),
         output=Path(args.output), tasks=args.tasks, mode=args.mode, data_dir=args.data_dir,
-        batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, classifier=args.classifier,
+        encode=EncodeOptions(batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+                             use_embedding_cache=args.use_embedding_cache),
+        classifier=args.classifier,
         seeds=args.seeds, dtype=args.dtype,
         encoder_options={"fused": SPEED_ENCODER_DEFAULTS["fused"], **encoder_values(args, exclude=EXCLUDED)},
-        use_embedding_cache=args.use_embedding_cache, dry_run=args.dry_run, probe=args.probe,
+        dry_run=args.dry_run, probe=args.probe,
         progress=progress_wanted(args.progress),
         command="prompteol " + shlex.join(getattr(args, "argv", None) or sys.argv[1:]),
     )  # fmt: skip

@@ -46,10 +46,12 @@ from ..errors import ConfigError
 from . import limits
 from .batching import plan_batches
 from .config import EncoderConfig
+from .encode_options import EncodeOptions
 from .forward.prefix import SharedPrefix
 from .forward.runner import ModelRunner
 from .identity import FINGERPRINT_VERSION, fingerprint
 from .methods import Method, MethodSetup, ModelCall, build_methods, dim_fields
+from .postprocess import postprocess
 from .precision import DtypeChoice
 from .prompts.builder import PromptBuilder, Tokenized
 
@@ -333,22 +335,31 @@ class Encoder:
                 vecs = self._vectors([seqs[i] for i in batch], sentences=[sentences[i] for i in batch])
             yield batch, vecs.float().cpu().numpy()
 
+    #: ``encode`` takes ``options=`` (:func:`prompteol.encoder.encode_options.encode_with`)
+    takes_encode_options = True
+
     def encode(
         self,
         texts: Sequence[str] | Tokenized,
-        batch_size: int = 32,
-        normalize: bool = False,
+        batch_size: int | None = None,
+        normalize: bool | None = None,
         show_progress: bool | None = None,
         max_batch_tokens: int | None = None,
-        use_embedding_cache: bool = True,
+        use_embedding_cache: bool | None = None,
         *,
         prompt: str | Template | None = None,
         prompt_name: str | None = None,
         truncate_dim: int | None = None,
-        precision: str = "float32",
+        precision: str | None = None,
         calibration: Any = None,
+        options: EncodeOptions | None = None,
     ) -> np.ndarray:
         """Embed ``texts`` -> float32 array (N, H) in input order.
+
+        The call's options are the fields of :class:`~prompteol.encoder.encode_options.EncodeOptions`,
+        given as ``options=`` or one by one as keywords (a keyword that is not ``None`` overrides
+        ``options``; the defaults: ``batch_size=32``, ``normalize=False``, ``use_embedding_cache=True``,
+        ``precision="float32"``, the rest off).
 
         Duplicate sentences are computed once; with an attached embedding cache, known sentences
         are read from it and new ones are written batch by batch (an interrupted run keeps its
@@ -367,26 +378,27 @@ class Encoder:
           (embeddings (M, D) in the same space: same ``truncate_dim`` and ``normalize``) when given,
           else from this call's own embeddings, so two calls' codes are comparable only when they
           get the same ``calibration``.
+
+        After pooling, the vectors go through :func:`~prompteol.encoder.postprocess.postprocess`
+        (truncate, normalise, quantise), the one post-processing function (the server's routes use it too).
         """
-        from .postprocess import PRECISIONS, postprocess
         from .prompts.templates import get_template
 
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision should be one of {list(PRECISIONS)}, got {precision!r}")
         if prompt is not None and prompt_name is not None and get_template(prompt) != get_template(prompt_name):
             raise ConfigError(f"prompt={prompt!r} and prompt_name={prompt_name!r} disagree; give one of them")
-        given = prompt if prompt is not None else prompt_name
-        chosen = get_template(given) if given is not None else None
-        if chosen is not None and chosen != self.config.template:
+        opts = EncodeOptions.of(
+            options, batch_size=batch_size, normalize=normalize, show_progress=show_progress,
+            max_batch_tokens=max_batch_tokens, use_embedding_cache=use_embedding_cache,
+            prompt=prompt if prompt is not None else prompt_name, truncate_dim=truncate_dim, precision=precision,
+            calibration=calibration,
+        )  # fmt: skip
+        if opts.prompt is not None and opts.prompt != self.config.template:
             if isinstance(texts, Tokenized):
                 raise ConfigError("texts is a Tokenized of this encoder's own template; pass the texts themselves "
                                   "with prompt=, or build them with the derived encoder's prompts")  # fmt: skip
-            if chosen not in self._for_prompt:
-                self._for_prompt[chosen] = self.derive(template=chosen)
-            return self._for_prompt[chosen].encode(
-                texts, batch_size, normalize, show_progress, max_batch_tokens, use_embedding_cache,
-                truncate_dim=truncate_dim, precision=precision, calibration=calibration,
-            )  # fmt: skip
+            if opts.prompt not in self._for_prompt:
+                self._for_prompt[opts.prompt] = self.derive(template=opts.prompt)
+            return self._for_prompt[opts.prompt].encode(texts, options=opts.replace(prompt=None))
         ids_of = None
         if isinstance(texts, Tokenized):
             sentences, ids_of = texts.sentences, dict(zip(texts.sentences, texts.ids))
@@ -395,13 +407,12 @@ class Encoder:
         if not sentences:
             out = np.zeros((0, self.dim), dtype=np.float32)
         else:
-            cache = self._usable_embedding_cache() if use_embedding_cache else None
+            cache = self._usable_embedding_cache() if opts.use_embedding_cache else None
             out = encode_cached(
-                sentences, lambda todo: self.iter_batches(todo, batch_size, max_batch_tokens, ids_of),
-                fingerprint=self.fingerprint, cache=cache, show_progress=show_progress,
+                sentences, lambda todo: self.iter_batches(todo, opts.batch_size, opts.max_batch_tokens, ids_of),
+                fingerprint=self.fingerprint, cache=cache, show_progress=opts.show_progress,
             )  # fmt: skip
-        return postprocess(out, truncate_dim=truncate_dim, normalize=normalize, precision=precision,
-                           calibration=calibration)  # fmt: skip
+        return postprocess(out, opts)
 
     def similarity(self, a: Any, b: Any, *, batch_size: int = 32) -> np.ndarray:
         """Cosine similarities (len(a), len(b)), float32. ``a`` and ``b`` are texts (a string or a list

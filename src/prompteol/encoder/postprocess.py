@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError, InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .encode_options import EncodeOptions
 
 __all__ = [
     "PRECISIONS", "truncate", "normalize_rows", "quantize", "postprocess", "as_vectors", "cosine_matrix",
@@ -103,22 +106,15 @@ def quantize(vectors: np.ndarray, precision: str = "float32", calibration: Any =
     return codes.astype(np.uint8) if precision == "uint8" else (codes - 128).astype(np.int8)
 
 
-def postprocess(
-    vectors: np.ndarray,
-    *,
-    truncate_dim: int | None = None,
-    normalize: bool = False,
-    precision: str = "float32",
-    calibration: Any = None,
-) -> np.ndarray:
-    """Truncate, then normalise, then quantise (what ``Encoder.encode`` does after pooling)."""
-    if precision not in PRECISIONS:  # checked before anything is computed, too (Encoder.encode)
-        raise ConfigError(f"precision should be one of {list(PRECISIONS)}, got {precision!r}")
-    out = truncate(vectors, truncate_dim)
-    if normalize:
+def postprocess(vectors: np.ndarray, options: EncodeOptions) -> np.ndarray:
+    """What happens to pooled vectors before they are returned, in every path (``Encoder.encode``, the
+    server's ``/v1/embeddings`` and ``/embed``, the baselines): truncate, then normalise, then quantise,
+    as ``options`` (:class:`~prompteol.encoder.encode_options.EncodeOptions`) say."""
+    out = truncate(vectors, options.truncate_dim)
+    if options.normalize:
         out = normalize_rows(out)
-    if precision != "float32" or out.dtype != np.float32:
-        out = quantize(out, precision, calibration)
+    if options.precision != "float32" or out.dtype != np.float32:
+        out = quantize(out, options.precision, options.calibration)
     return out
 
 

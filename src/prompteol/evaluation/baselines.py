@@ -25,13 +25,16 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ChecksumError, ConfigError, ModelDownloadError, require
 from ..fileio import FileLock
 from ..paths import cache_root, downloads_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..encoder.encode_options import EncodeOptions
 
 __all__ = ["Baseline", "BASELINES", "baseline_path", "load_baseline", "SentenceTransformerEncoder"]
 
@@ -208,29 +211,45 @@ class SentenceTransformerEncoder:
             "max_seq_length": self.model.max_seq_length, "template": None, "normalize_text": False,
         }  # fmt: skip
 
+    #: ``encode`` takes ``options=`` (:class:`~prompteol.encoder.encode_options.EncodeOptions`)
+    takes_encode_options = True
+
     def encode(
         self,
         texts: Sequence[str],
-        batch_size: int = 32,
+        batch_size: int | None = None,
         show_progress: bool | None = None,
-        use_embedding_cache: bool = True,
+        use_embedding_cache: bool | None = None,
+        *,
+        options: EncodeOptions | None = None,
     ) -> np.ndarray:
-        """Embed ``texts`` -> float32 (N, H), in input order; duplicates are computed once."""
+        """Embed ``texts`` -> float32 (N, H), in input order; duplicates are computed once. The call's
+        options as :meth:`prompteol.Encoder.encode` takes them (``prompt`` and ``max_batch_tokens`` do not
+        apply: no template, sentence-transformers' own batches)."""
         from ..cache.cached import encode_cached
+        from ..encoder.encode_options import EncodeOptions
+        from ..encoder.postprocess import postprocess
         from ..encoder.prompts.builder import check_texts
 
+        opts = EncodeOptions.of(options, batch_size=batch_size, show_progress=show_progress,
+                                use_embedding_cache=use_embedding_cache)  # fmt: skip
+        if opts.prompt is not None:
+            raise ConfigError(f"{self!r} encodes sentences as given: it takes no prompt (got {opts.prompt.name!r})")
         texts = check_texts(texts)
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return postprocess(np.zeros((0, self.dim), dtype=np.float32), opts)
 
         def compute(todo: list[str]):
             for start in range(0, len(todo), _CHUNK):  # chunks: cached (and shown) as they finish
                 chunk = todo[start : start + _CHUNK]
-                vecs = self.model.encode(chunk, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+                vecs = self.model.encode(chunk, batch_size=opts.batch_size, show_progress_bar=False,
+                                         convert_to_numpy=True)  # fmt: skip
                 yield list(range(start, start + len(chunk))), vecs
 
-        return encode_cached(texts, compute, fingerprint=self.fingerprint,
-                             cache=self.embedding_cache if use_embedding_cache else None, show_progress=show_progress)  # fmt: skip
+        out = encode_cached(texts, compute, fingerprint=self.fingerprint,
+                            cache=self.embedding_cache if opts.use_embedding_cache else None,
+                            show_progress=opts.show_progress)  # fmt: skip
+        return postprocess(out, opts)
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEncoder({self.name!r})"

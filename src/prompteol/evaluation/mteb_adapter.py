@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..encoder.encode_options import EncodeOptions, encode_with, takes_options
 from ..encoder.prompts.templates import Template, get_template
 from ..errors import ConfigError, require
 
@@ -80,8 +81,9 @@ class PromptEOLMTEB(AbsEncoder):
         self.batch_size = batch_size
         self.prompts: dict[str, Template] = _check_prompts(prompts)
         self.model_prompts = {k: t.text for k, t in self.prompts.items()} or None  # for MTEB's own introspection
-        if self.prompts and not _accepts(encoder.encode, "prompt"):
-            raise ConfigError(f"prompts were given but {type(encoder).__name__}.encode takes no prompt= argument")
+        if self.prompts and not takes_options(encoder):
+            raise ConfigError(f"prompts were given but {type(encoder).__name__}.encode takes no call options "
+                              "(options= with a prompt=; prompteol's Encoder does)")
         config = getattr(encoder, "config", None)
         model_name = getattr(config, "model", None) or getattr(encoder, "name", None) or type(encoder).__name__
         fingerprint = getattr(encoder, "fingerprint", None)
@@ -146,15 +148,10 @@ class PromptEOLMTEB(AbsEncoder):
             if "text" not in batch:
                 raise ValueError(f"PromptEOLMTEB encodes text only; got a batch with keys {sorted(batch)}")
             texts.extend(batch["text"])
-        options: dict[str, Any] = {}
-        if _accepts(self.model.encode, "batch_size"):
-            options["batch_size"] = int(kwargs.get("batch_size") or self.batch_size)
-        if "show_progress_bar" in kwargs and _accepts(self.model.encode, "show_progress"):
-            options["show_progress"] = bool(kwargs["show_progress_bar"])
-        template = self.template_for(task_metadata, prompt_type)
-        if template is not None:
-            options["prompt"] = template
-        return np.asarray(self.model.encode(texts, **options), dtype=self.output_dtype)
+        progress = bool(kwargs["show_progress_bar"]) if "show_progress_bar" in kwargs else None
+        options = EncodeOptions(batch_size=int(kwargs.get("batch_size") or self.batch_size), show_progress=progress,
+                                prompt=self.template_for(task_metadata, prompt_type))  # fmt: skip
+        return np.asarray(encode_with(self.model, texts, options), dtype=self.output_dtype)
 
 
 def local_sts_task(name: str = "STSBenchmark", data_dir=None):
@@ -272,12 +269,3 @@ def _check_prompts(prompts: Mapping[str, str | Template] | None) -> dict[str, Te
             raise ConfigError(f"prompts keys should be non-empty strings (query, document, a task name, ...), got {key!r}")
         out[key] = get_template(value)  # an unknown preset or a text without {sentence} fails here
     return out
-
-
-def _accepts(fn, name: str) -> bool:
-    import inspect
-
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False

@@ -9,7 +9,6 @@ length-sorted batching gets the whole task at once.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import time
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..encoder.encode_options import EncodeOptions, encode_with
 from ..errors import ConfigError, InputError
 from .data import Examples, StsPairs, load_task_data, resolve_data_dir, verify_data
 from .sts import cosine_pairs, score_sts
@@ -43,8 +43,7 @@ def evaluate(
     tasks: str | Iterable[str | Task] = "sts",
     data_dir: str | os.PathLike | None = None,
     mode: str = "test",
-    batch_size: int = 32,
-    progress: bool | None = None,
+    options: EncodeOptions | None = None,
     *,
     classifier: str = "lbfgs",
     seeds: int = 1,
@@ -54,14 +53,14 @@ def evaluate(
     """Evaluate ``encoder`` on SentEval tasks; returns a JSON-serialisable results dictionary.
 
     Args:
-        encoder: any object with ``encode(list[str]) -> (N, H) array``. If its ``encode``
-            accepts ``batch_size`` / ``show_progress`` (or ``show_progress_bar``), they are passed.
+        encoder: any object with ``encode(list[str]) -> (N, H) array``; an encoder that takes
+            call options (``takes_encode_options``: prompteol's ``Encoder``, the baselines) gets ``options``.
         tasks: a group (``sts``, ``transfer``, ``all``), a task name, a comma-separated list,
             or a list of names. ``STSBenchmark-dev`` is the selection split (in no group).
         data_dir: the SentEval data root (holds ``downstream/``); default ``$PROMPTEOL_DATA``.
         mode: ``test`` (10-fold transfer protocols) or ``fast`` (5-fold); STS is the same in both.
-        batch_size: passed to ``encode`` when it takes one.
-        progress: passed to ``encode`` as its progress-bar switch when it takes one.
+        options: the :class:`~prompteol.encoder.encode_options.EncodeOptions` of every ``encode`` call
+            (batch size, token budget, progress, the embedding cache, ...); default: their defaults.
         classifier: the transfer tasks' classifier: ``lbfgs`` (scikit-learn L-BFGS logistic
             regression to convergence) or ``senteval`` (SentEval's PyTorch classifier with early
             stopping, with the ``mode``'s settings). STS does not use a classifier.
@@ -93,7 +92,6 @@ def evaluate(
     task_list = resolve_tasks(tasks)
     root = resolve_data_dir(data_dir)
     checksums = verify_data(root, task_list)  # before any sentence is encoded
-    kwargs = _encode_kwargs(encoder, batch_size, progress)
     started = datetime.now(UTC)
     t_start = time.perf_counter()
     results: dict[str, dict] = {}
@@ -107,7 +105,7 @@ def evaluate(
         t0 = time.perf_counter()
         data = load_task_data(task, root)
         sentences = _unique_sentences(data)
-        vectors = _encode(encoder, sentences, kwargs)  # (U, H)
+        vectors = _encode(encoder, sentences, options)  # (U, H)
         index = {s: i for i, s in enumerate(sentences)}
         t1 = time.perf_counter()
         if isinstance(data, StsPairs):
@@ -146,30 +144,14 @@ def main_score(task: Task, res: dict) -> float:
 
 
 # ---------------------------------------------------------------------------------------- encoding
-def _encode_kwargs(encoder, batch_size: int, progress: bool | None) -> dict:
-    try:
-        params = inspect.signature(encoder.encode).parameters
-    except (TypeError, ValueError):  # builtins / C extensions: pass nothing extra
-        return {}
-    kwargs: dict[str, Any] = {}
-    if "batch_size" in params:
-        kwargs["batch_size"] = batch_size
-    if progress is not None:
-        for name in ("show_progress", "show_progress_bar"):
-            if name in params:
-                kwargs[name] = progress
-                break
-    return kwargs
-
-
 def _unique_sentences(data: StsPairs | dict[str, Examples]) -> list[str]:
     if isinstance(data, StsPairs):
         return list(dict.fromkeys(data.sentences1 + data.sentences2))
     return list(dict.fromkeys(s for ex in data.values() for s in ex.sentences()))
 
 
-def _encode(encoder, sentences: list[str], kwargs: dict) -> np.ndarray:
-    out = encoder.encode(list(sentences), **kwargs)
+def _encode(encoder, sentences: list[str], options: EncodeOptions | None) -> np.ndarray:
+    out = encode_with(encoder, list(sentences), options)
     if hasattr(out, "detach"):  # a torch tensor
         out = out.detach().float().cpu().numpy()
     arr = np.asarray(out)

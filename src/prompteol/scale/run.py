@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..encoder.encode_options import EncodeOptions
 from ..encoder.prompts.templates import Demonstration
 from ..errors import ConfigError
 from ..fileio import FileLock, write_json_atomic
@@ -66,15 +67,14 @@ class SweepOptions:
     tasks: str = "sts"
     mode: str = "test"
     data_dir: str | None = None
-    batch_size: int = 32
-    max_batch_tokens: int | None = None
+    #: every encode call's options (batch size, token budget, the embedding cache, ...); ``progress`` shows it
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
     classifier: str = "lbfgs"
     seeds: int = 1
     #: ``auto`` (the memory rule) or an explicit dtype
     dtype: str = "auto"
     #: the other encoder options, for every cell (template, pooling, device, quantization, ...)
     encoder_options: dict[str, Any] = field(default_factory=dict)
-    use_embedding_cache: bool = True
     cache_dir: str | None = None
     dry_run: bool = False
     probe: bool = True
@@ -204,13 +204,12 @@ def probe_sample(root, fallback: list[str]) -> list[str]:
     return sentences[:PROBE_SENTENCES]
 
 
-def measure_rate(encoder, sample: list[str], batch_size: int, max_batch_tokens: int | None) -> float:
-    """Sentences per second of ``encoder`` on ``sample`` (warm-up first, no embedding cache)."""
-    kw = {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens, "use_embedding_cache": False,
-          "show_progress": False}  # fmt: skip
-    encoder.encode(sample[:_WARMUP], **kw)
+def measure_rate(encoder, sample: list[str], options: EncodeOptions) -> float:
+    """Sentences per second of ``encoder`` on ``sample`` with ``options`` (warm-up first, no embedding cache)."""
+    probe = options.replace(use_embedding_cache=False, show_progress=False)
+    encoder.encode(sample[:_WARMUP], options=probe)
     t0 = time.perf_counter()
-    encoder.encode(sample, **kw)
+    encoder.encode(sample, options=probe)
     return len(sample) / max(time.perf_counter() - t0, 1e-9)
 
 
@@ -293,7 +292,7 @@ class _Sweep:
         from ..encoder.encoder import Encoder
 
         config = EncoderConfig.from_options(model=model, dtype=dtype, **self.opts.encoder_options)
-        return Encoder.from_config(config, embedding_cache=self.opts.use_embedding_cache,
+        return Encoder.from_config(config, embedding_cache=self.opts.encode.use_embedding_cache,
                                    cache_dir=self.opts.cache_dir, progress=self.opts.progress)  # fmt: skip
 
     @staticmethod
@@ -323,9 +322,9 @@ class _Sweep:
         size = plan.size or ModelSize(None, None, "unknown")
         tokens = max((self.prompt_tokens(c.demonstrations or []) for c in plan.cells if c.runs), default=1)
         opts = self.opts
-        return choose_dtype(size, opts.dtype, batch_size=opts.batch_size, prompt_tokens=tokens, device=self.device,
+        return choose_dtype(size, opts.dtype, batch_size=opts.encode.batch_size, prompt_tokens=tokens, device=self.device,
                             quantization=opts.encoder_options.get("quantization"),
-                            max_batch_tokens=opts.max_batch_tokens)  # fmt: skip
+                            max_batch_tokens=opts.encode.max_batch_tokens)  # fmt: skip
 
     # ---------------------------------------------------------------- planning
     def plan(self) -> list[ModelPlan]:
@@ -381,8 +380,7 @@ class _Sweep:
             encoder = self.load(plan.model, plan.decision.dtype or "float32")
             plan.load_s = time.perf_counter() - t0
             first_task = next(iter(self.sentences.values()))
-            plan.rate = measure_rate(encoder, probe_sample(self.root, first_task), self.opts.batch_size,
-                                     self.opts.max_batch_tokens)  # fmt: skip
+            plan.rate = measure_rate(encoder, probe_sample(self.root, first_task), self.opts.encode)
         except Exception as exc:  # noqa: BLE001 - an unknown model, a broken download, ...: its cells fail
             plan.error = f"loading {plan.model} failed: {_error_text(exc)}"
             log.debug("probe of %s failed", plan.model, exc_info=True)
@@ -564,12 +562,8 @@ class _Sweep:
                 self.out.print(f"  {name}: {res['score']:.2f} ({res['sentences']:,} sentences, "
                                f"{_fmt_s(res['elapsed_s']['total'])})")  # fmt: skip
 
-            if opts.max_batch_tokens:  # evaluate passes batch_size / show_progress; the token budget rides along
-                import functools
-
-                encoder.__dict__["encode"] = functools.partial(encoder.encode, max_batch_tokens=opts.max_batch_tokens)
             results = evaluate(encoder, self.task_list, data_dir=self.root, mode=opts.mode,
-                               batch_size=opts.batch_size, progress=opts.progress, classifier=opts.classifier,
+                               options=opts.encode.replace(show_progress=opts.progress), classifier=opts.classifier,
                                seeds=opts.seeds, done=done, on_task=on_task)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - any failure of one cell is recorded; the sweep goes on
             error = _error_text(exc)

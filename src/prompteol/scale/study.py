@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..encoder.encode_options import EncodeOptions
 from ..fileio import FileLock, write_json_atomic
 from .grid import Cell, cell_state, options_tag
 from .run import partial_path
@@ -438,7 +439,8 @@ class _Study:
 
         for demo, layer, options, override in specs:
             opts = SweepOptions(models=[model], demos=[demo], layers=[layer], output=output, tasks=tasks, mode=mode,
-                                data_dir=self.opts.data_dir, batch_size=self.opts.batch_size, dtype=dtype,
+                                data_dir=self.opts.data_dir, encode=EncodeOptions(batch_size=self.opts.batch_size),
+                                dtype=dtype,
                                 encoder_options=dict(options), probe=False, command=self.opts.command,
                                 demo_overrides={demo: override} if override else {})  # fmt: skip
             result = run_sweep(opts, console=Console(soft_wrap=True, force_terminal=False, width=160))

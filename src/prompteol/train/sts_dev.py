@@ -21,6 +21,7 @@ TASK = "STSBenchmark-dev"
 
 def make_scorer(data_root: str | Path | None, batch_size: int = 64) -> Callable[[object], float]:
     """A function ``encoder -> STS-B dev Spearman x100``; fails now (not mid-run) if the data is missing."""
+    from ..encoder.encode_options import EncodeOptions
     from ..evaluation import evaluate, verify_data
 
     root = data_root or os.environ.get("PROMPTEOL_DATA")
@@ -33,7 +34,8 @@ def make_scorer(data_root: str | Path | None, batch_size: int = 64) -> Callable[
 
     def score(encoder) -> float:
         # (a training encoder has no embedding cache, and one whose weights changed in place never uses it)
-        result = evaluate(encoder, tasks=[TASK], data_dir=root, batch_size=batch_size, progress=False)
+        options = EncodeOptions(batch_size=batch_size, show_progress=False)
+        result = evaluate(encoder, tasks=[TASK], data_dir=root, options=options)
         return float(result["tasks"][TASK]["score"])
 
     return score
