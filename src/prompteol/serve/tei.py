@@ -1,9 +1,8 @@
 """text-embeddings-inference (TEI) routes beside the OpenAI ones: ``POST /embed`` (and ``POST /``, TEI's
 route for embedding models, which ``huggingface_hub.InferenceClient(base_url).feature_extraction``
-posts to), ``POST /tokenize``, ``GET /info``, with TEI's request and response shapes and its error
-body ``{"error": "...", "error_type": "Validation"}`` (TEI's ``ErrorType`` names and status codes:
-Validation 413, Tokenizer 422, Empty 400, Overloaded 429, Backend 424, Unhealthy 503; a body that
-does not parse or validate is 422 Validation, as TEI's JSON extractor answers it).
+posts to), ``POST /tokenize``, ``GET /info``, with TEI's request and response shapes; errors leave in
+TEI's body ``{"error": "...", "error_type": "Validation"}`` (:mod:`prompteol.serve.errors`). Tokenizing,
+the batcher and the post-processing are the server's one path, shared with the OpenAI routes.
 
 What differs from TEI, on purpose (docs/serving.md, "text-embeddings-inference routes"):
 
@@ -20,19 +19,16 @@ What differs from TEI, on purpose (docs/serving.md, "text-embeddings-inference r
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..encoder.encode_options import EncodeOptions
+from ..encoder.postprocess import postprocess
 from ..encoder.prompts.builder import ContextLengthError, Tokenized
 from ..errors import InputError
-from .errors import APIError
+from .errors import ServeError
 from .schemas import (
     TEIEmbeddingModel,
     TEIEmbedRequest,
@@ -41,107 +37,12 @@ from .schemas import (
     TEISimpleToken,
     TEITokenizeRequest,
 )
+from .state import ServerState, decode_token_ids
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .app import ServerState
+__all__ = ["install_tei", "build_truncated", "tokens_of"]
 
-__all__ = ["TEI_PATHS", "TEIError", "tei_response", "install_tei", "decode_token_ids"]
-
-#: the routes answered in TEI's shapes (errors included)
-TEI_PATHS = frozenset({"/", "/embed", "/tokenize", "/info"})
-#: TEI's ErrorType -> HTTP status (text-embeddings-inference router/src/http/server.rs)
-STATUS = {"Validation": 413, "Tokenizer": 422, "Empty": 400, "Overloaded": 429, "Backend": 424, "Unhealthy": 503}
 #: TEI's default, reported by /info: this server has no cap on concurrent requests (they queue)
 MAX_CONCURRENT_REQUESTS = 512
-
-Run = Callable[[Request, Tokenized], Awaitable[np.ndarray | None]]
-
-
-class TEIError(Exception):
-    """An error answered in TEI's shape; ``status`` defaults to TEI's status of ``error_type``."""
-
-    def __init__(self, message: str, error_type: str = "Validation", status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.error_type = error_type
-        self.status = status if status is not None else STATUS[error_type]
-
-
-def tei_response(status: int, message: str, error_type: str = "Validation", headers=None) -> JSONResponse:
-    return JSONResponse({"error": message, "error_type": error_type}, status_code=status, headers=headers)
-
-
-def from_api_error(exc: APIError) -> TEIError:
-    """An OpenAI-shaped error (auth, limits, the batcher) in TEI's terms."""
-    if exc.status == 503:
-        return TEIError(exc.message, "Unhealthy" if exc.code != "insufficient_memory" else "Backend",
-                        503 if exc.code != "insufficient_memory" else 424)  # fmt: skip
-    if exc.code == "context_length_exceeded":
-        return TEIError(exc.message, "Validation", 413)
-    kind = "Backend" if exc.status >= 500 else "Validation"
-    return TEIError(exc.message, kind, exc.status)
-
-
-def _reshape(response: Response) -> JSONResponse:
-    """An OpenAI error body ``{"error": {"message", ...}}`` as TEI's ``{"error", "error_type"}``."""
-    try:
-        body = json.loads(bytes(response.body))
-        message = body["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = "error"
-    status = response.status_code
-    kind = "Backend" if status >= 500 else "Validation"
-    headers = {k: v for k, v in response.headers.items() if k.lower() == "www-authenticate"}
-    return tei_response(status, message, kind, headers=headers or None)
-
-
-def _code(response: Response) -> str | None:
-    try:
-        return json.loads(bytes(response.body))["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """On the TEI routes, every error leaves in TEI's shape; elsewhere the handlers already installed
-    (OpenAI's shape) answer as before."""
-
-    @app.exception_handler(TEIError)
-    async def _tei(request: Request, exc: TEIError) -> JSONResponse:
-        return tei_response(exc.status, exc.message, exc.error_type)
-
-    for cls in (RequestValidationError, StarletteHTTPException, InputError, APIError, Exception):
-        original = app.exception_handlers.get(cls)
-        if original is None:  # pragma: no cover - errors.install_error_handlers registers them all
-            continue
-        app.add_exception_handler(cls, _wrap(cls, original))
-
-
-def _wrap(cls, original):
-    async def handler(request: Request, exc: Exception) -> Response:
-        response = await original(request, exc)
-        if request.url.path not in TEI_PATHS:
-            return response
-        reshaped = _reshape(response)
-        if cls is RequestValidationError and _code(response) != "invalid_json":
-            reshaped.status_code = 422  # as TEI's JSON extractor answers a body of the wrong shape (bad JSON: 400)
-        return reshaped
-
-    return handler
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-def decode_token_ids(tokenizer, seqs: Sequence[Sequence[int]], names: Sequence[str]) -> list[str]:
-    """Token-id sequences as text (special tokens dropped); an id outside the vocabulary is an
-    :class:`InputError` naming the input (``names[i]``)."""
-    vocab = len(tokenizer)
-    out = []
-    for name, seq in zip(names, seqs):
-        bad = next((t for t in seq if not 0 <= t < vocab), None)
-        if bad is not None:
-            raise InputError(f"{name} holds the token id {bad}, outside this model's vocabulary (0..{vocab - 1})")
-        out.append(tokenizer.decode(list(seq), skip_special_tokens=True))
-    return out
 
 
 def _names(n: int, single: bool) -> list[str]:
@@ -210,34 +111,26 @@ def tokens_of(prompts, texts: list[str], add_special_tokens: bool) -> list[list[
     return out
 
 
-def _normalized(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-
-
-# ---------------------------------------------------------------------------------------------- routes
-def install_tei(app: FastAPI, state: ServerState, run: Run) -> None:
-    """Add the TEI routes (``run``: raw vectors of tokenized prompts through the batcher, ``None`` when the
-    client left; it raises :class:`APIError` for the batcher's errors)."""
+def install_tei(app: FastAPI, state: ServerState) -> None:
+    """Add the TEI routes (their errors leave in TEI's shape: :mod:`prompteol.serve.errors`)."""
     settings = state.settings
     tei_errors: dict[int | str, dict[str, Any]] = {
         code: {"model": TEIErrorResponse} for code in (400, 401, 413, 422, 424, 429, 503)
     }
-    install_error_handlers(app)
-
     def limit() -> int:
         positions = getattr(state.encoder, "max_positions", None)
         return min(settings.max_input_tokens, positions) if positions else settings.max_input_tokens
 
     def check_batch(n: int) -> None:
         if n == 0:
-            raise TEIError("`inputs` cannot be empty", "Empty")
+            raise ServeError.tei("`inputs` cannot be empty", "Empty")
         if n > settings.max_inputs:
-            raise TEIError(f"batch size {n} > maximum allowed batch size {settings.max_inputs} (--max-inputs / "
+            raise ServeError.tei(f"batch size {n} > maximum allowed batch size {settings.max_inputs} (--max-inputs / "
                            "PROMPTEOL_MAX_INPUTS)")  # fmt: skip
 
     def no_prompt_name(name: str | None) -> None:
         if name is not None:
-            raise TEIError(f"prompt_name {name!r} is not supported: this server applies its own prompt template "
+            raise ServeError.tei(f"prompt_name {name!r} is not supported: this server applies its own prompt template "
                            "(and demonstrations) to every input; leave prompt_name out")  # fmt: skip
 
     async def texts_of(items: list[str | list[int]], single: bool) -> list[str]:
@@ -251,18 +144,18 @@ def install_tei(app: FastAPI, state: ServerState, run: Run) -> None:
                 decode_token_ids, state.tokenizer(), [x for _, x in id_items], [names[i] for i, _ in id_items]
             )
         except InputError as exc:
-            raise TEIError(str(exc), "Validation") from None
+            raise ServeError.tei(str(exc), "Validation") from None
         out = [x if isinstance(x, str) else "" for x in items]
         for (i, _), text in zip(id_items, decoded):
             out[i] = text
         return out
 
-    def tokenizer_error(exc: InputError, single: bool) -> TEIError:
+    def tokenizer_error(exc: InputError, single: bool) -> ServeError:
         message = str(exc)
         message = message.replace("texts[0]", "'inputs'", 1) if single else message.replace("texts[", "inputs[")
         if isinstance(exc, ContextLengthError):
-            return TEIError(f"Input validation error: {message}", "Validation")
-        return TEIError(message, "Tokenizer")
+            return ServeError.tei(f"Input validation error: {message}", "Validation")
+        return ServeError.tei(message, "Tokenizer")
 
     async def embed(body: TEIEmbedRequest, request: Request) -> Response:
         items, single = body.items()
@@ -270,7 +163,7 @@ def install_tei(app: FastAPI, state: ServerState, run: Run) -> None:
         no_prompt_name(body.prompt_name)
         d = body.dimensions
         if d is not None and d > state.dim:
-            raise TEIError(f"dimensions is {d}, but {settings.model_name!r} gives {state.dim}-dimensional vectors; "
+            raise ServeError.tei(f"dimensions is {d}, but {settings.model_name!r} gives {state.dim}-dimensional vectors; "
                            f"use 1..{state.dim} or leave it out")  # fmt: skip
         texts = await texts_of(items, single)
         cap = limit()
@@ -287,18 +180,12 @@ def install_tei(app: FastAPI, state: ServerState, run: Run) -> None:
         if too_long:
             i = too_long[0]
             where = "'inputs'" if single else f"inputs[{i}]"
-            raise TEIError(f"Input validation error: `inputs` must have less than {cap} tokens. Given: {counts[i]} "
+            raise ServeError.tei(f"Input validation error: `inputs` must have less than {cap} tokens. Given: {counts[i]} "
                            f"({where}, once rendered in the prompt template; send truncate: true to cut it)")  # fmt: skip
-        try:
-            vectors = await run(request, prompts)
-        except APIError as exc:
-            raise from_api_error(exc) from None
+        vectors = await state.vectors(request, prompts)
         if vectors is None:
             return Response(status_code=499)
-        if d is not None:
-            vectors = vectors[:, :d]
-        if body.normalize:
-            vectors = _normalized(vectors)
+        vectors = postprocess(vectors, EncodeOptions(truncate_dim=d, normalize=body.normalize))
         return Response(json.dumps(vectors.tolist()), media_type="application/json")
 
     embed_doc = ("Embeddings of the inputs (TEI's /embed): a list of vectors, one per input, unit length unless "
