@@ -1,23 +1,33 @@
 """``prompteol encode``: sentences in (text / JSONL / Parquet / stdin), vectors out (.npy / .jsonl / .parquet).
 
-The local engine streams (:mod:`prompteol.corpus.local`): chunks of ``--chunk-size`` sentences,
-bounded memory, resumable; ``--engine ray`` is :mod:`prompteol.cli.encode_ray`.
+Parses the flags, checks them with the other options (before any work), and calls one of the corpus
+engine's two executors with the same :class:`~prompteol.encoder.encode_options.EncodeOptions`: the local
+one (:func:`prompteol.corpus.local.encode_to_file`: streamed in chunks, bounded memory, resumable) or, with
+``--engine ray``, the Ray one (:func:`prompteol.corpus.distributed.encode_files`). Nothing here imports
+torch or ray at import time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 from pathlib import Path
 
-from ..corpus.local import encode_to_file
-from ..corpus.resume import output_lock
 from ..corpus.sinks import OUTPUT_FORMATS
-from ..corpus.source import DEFAULT_CHUNK_SIZE, open_source
+from ..corpus.source import DEFAULT_CHUNK_SIZE
 from ..errors import InputError
 from ..options import non_negative_float, positive_float, positive_int
-from .common import add_encoder_args, build_encoder, progress_wanted
+from .common import add_encoder_args, build_encoder, encoder_config_from_args, progress_wanted
 from .output import check_output
+
+#: argparse dest -> flag, of the flags that only the Ray engine reads
+RAY_ONLY_FLAGS = {
+    "num_actors": "--num-actors", "cpus_per_actor": "--cpus-per-actor", "gpus_per_actor": "--gpus-per-actor",
+    "address": "--address", "ray_batch_rows": "--ray-batch-rows", "shard_rows": "--shard-rows",
+}  # fmt: skip
+
 
 OUTPUT_SUFFIXES = tuple(OUTPUT_FORMATS)
 
@@ -80,24 +90,37 @@ def register(sub) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """The flags that go together (part of the CLI's one validation step, before any work)."""
-    from . import encode_ray
-
     if args.engine == "ray":
         given = [f for f, on in (("--chunk-size", args.chunk_size is not None), ("--no-resume", not args.resume)) if on]
         if given:
             raise InputError(f"{', '.join(given)} only work with the local engine (--engine ray resumes by shard)")
-        encode_ray.check_args(args)
+        if args.input == "-":
+            raise InputError("--engine ray reads files (Parquet, JSONL, a folder or a glob), not stdin")
+        if args.output.endswith((".npy", ".jsonl")):
+            raise InputError(f"--engine ray writes a folder of Parquet files; {args.output!r} looks like a file name")
         return
-    encode_ray.check_local_args(args)
+    given = [flag for dest, flag in RAY_ONLY_FLAGS.items() if getattr(args, dest, None) is not None]
+    if given:  # the local engine refuses the Ray engine's flags instead of ignoring them
+        raise InputError(f"{', '.join(given)} only work with --engine ray")
     if Path(args.output).suffix not in OUTPUT_SUFFIXES:
         raise InputError(f"output {args.output!r} should end in one of {list(OUTPUT_SUFFIXES)}")
 
 
-def run(args: argparse.Namespace) -> int:
-    from . import encode_ray
+def encode_options(args: argparse.Namespace):
+    """The call options of every ``encode`` of the run, from the flags (one object for both engines)."""
+    from ..encoder.encode_options import EncodeOptions
 
+    return EncodeOptions(batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, normalize=args.normalize,
+                         use_embedding_cache=args.use_embedding_cache)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
-        return encode_ray.run(args)
+        return run_ray(args)
+    from ..corpus.local import encode_to_file
+    from ..corpus.resume import output_lock
+    from ..corpus.source import open_source
+
     out = Path(args.output)
     chunk_size = args.chunk_size or DEFAULT_CHUNK_SIZE
     check_output(out)  # an output that cannot be written fails first,
@@ -107,12 +130,51 @@ def run(args: argparse.Namespace) -> int:
         try:
             encoder = build_encoder(args, use_embedding_cache=args.use_embedding_cache)
             summary = encode_to_file(
-                encoder, src, out, chunk_size=chunk_size, batch_size=args.batch_size,
-                max_batch_tokens=args.max_batch_tokens, normalize=args.normalize,
-                output_dtype=args.output_dtype or "float32", use_embedding_cache=args.use_embedding_cache,
-                progress=progress_wanted(args.progress, logs=True), resume=args.resume, lock=False,
+                encoder, src, out, options=encode_options(args), chunk_size=chunk_size,
+                output_dtype=args.output_dtype or "float32", progress=progress_wanted(args.progress, logs=True),
+                resume=args.resume, lock=False,
             )  # fmt: skip
         finally:
             src.close()
     print(f"wrote {summary['rows']} x {summary['dim']} vectors to {out}", file=sys.stderr)
     return 0
+
+
+def run_ray(args: argparse.Namespace) -> int:
+    from ..corpus.distributed import RayJob, encode_files
+
+    config = encoder_config_from_args(args)  # (validated with every other option before any file was read)
+    job = RayJob(
+        options=encode_options(args), text_column=_value(args, "text_column", RayJob.text_column),
+        num_actors=_value(args, "num_actors", RayJob.num_actors),
+        cpus_per_actor=_value(args, "cpus_per_actor", RayJob.cpus_per_actor),
+        gpus_per_actor=_value(args, "gpus_per_actor", RayJob.gpus_per_actor),
+        batch_rows=_value(args, "ray_batch_rows", RayJob.batch_rows),
+        output_dtype=_value(args, "output_dtype", RayJob.output_dtype), cache_dir=args.cache_dir,
+        progress=progress_wanted(args.progress), quiet=logging.getLogger().getEffectiveLevel() > logging.INFO,
+    )  # fmt: skip
+    summary = encode_files(args.input, args.output, config, job, shard_rows=args.shard_rows, address=args.address)
+    _print_summary(summary)
+    return 0
+
+
+def _value(args: argparse.Namespace, name: str, default):
+    value = getattr(args, name, None)
+    return default if value is None else value
+
+
+def _print_summary(s: dict) -> None:
+    err = sys.stderr
+    if not s["shards_written"]:
+        print(f"nothing to do: all {s['shards']} shards in {s['output']} are complete "
+              f"({s['rows_total']} rows)", file=err)  # fmt: skip
+        return
+    print(f"wrote {s['shards_written']} shards ({s['rows']} rows) to {s['output']} in {s['wall_s']:.1f} s "
+          f"({s['rows_per_s']:.1f} sentences/s, Ray start {s.get('ray_init_s', 0):.1f} s)", file=err)  # fmt: skip
+    if s["shards_skipped"]:
+        print(f"  resumed: {s['shards_skipped']} of {s['shards']} shards were already complete", file=err)
+    if s["empty_files"]:
+        print(f"  {s['empty_files']} empty input files have no output file", file=err)
+    for actor, a in s["actors"].items():
+        print(f"  actor {actor}: {a['rows']} rows, peak RSS {a['max_rss_mib']:.0f} MiB", file=err)
+    logging.getLogger(__name__).debug("summary: %s", json.dumps(s))

@@ -6,14 +6,17 @@ Two levels:
   ``embedding`` column added (``fixed_size_list<float32|float16>[dim]``), computed by a pool of
   actors that each load one :class:`~prompteol.Encoder` (once, from the
   :class:`~prompteol.EncoderConfig`) and call :meth:`~prompteol.Encoder.encode` on batches of
-  ``batch_rows`` rows (length-sorted inside the batch with ``batch_size`` / ``max_batch_tokens``).
+  ``batch_rows`` rows with the call's :class:`~prompteol.encoder.encode_options.EncodeOptions`
+  (length-sorted inside the batch by ``batch_size`` / ``max_batch_tokens``).
 - :func:`encode_files` (``prompteol encode --engine ray``): Parquet / JSONL files in, one Parquet
   file per input shard out, resumable. See docs/distributed.md.
 
 The files engine, in order:
 
-1. list and validate every input file (:func:`prompteol.corpus.formats.validate_inputs`): schema, text
-   column, row count; nothing is started or loaded before that passes;
+1. list and validate every input file completely, as the local executor does
+   (:func:`prompteol.corpus.formats.validate_inputs` with ``full=True``: schema, every row of the text
+   column, every JSONL line with the one parser), and every option (:class:`RayJob`); nothing is
+   started or loaded before that passes;
 2. plan shards: one per input file, or row ranges of ``shard_rows`` rows (``--shard-rows``); shard
    ``i`` of file ``f`` (files sorted) is written to ``part-{f:05d}.parquet`` (``part-{f:05d}-{i:05d}.parquet``
    with ``shard_rows``);
@@ -38,14 +41,16 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..encoder.config import EncoderConfig
+from ..encoder.encode_options import EncodeOptions
 from ..errors import ConfigError, InputError, PrompteolError, require
 from .formats import InputFile, list_input_files, validate_inputs
-from .resume import MANIFEST_VERSION, folder_lock, manifest_settings, prepare_manifest
+from .resume import MANIFEST_VERSION, manifest_settings, output_lock, prepare_manifest
 from .shards import (
     ACTOR_COLUMN,
     RSS_COLUMN,
@@ -65,12 +70,86 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
     import ray.data
 
+__all__ = ["RayJob", "embed_dataset", "encode_files", "DEFAULT_BATCH_ROWS"]
 
 log = logging.getLogger(__name__)
 
-
 #: rows per actor call: small enough that the last batches spread over the actors on CPUs
 DEFAULT_BATCH_ROWS = 256
+
+
+@dataclass(frozen=True)
+class RayJob:
+    """What a Ray run is asked to do besides its inputs and encoder config, checked once, here, before
+    anything starts: the call options of every ``encode`` and the actor pool's shape.
+
+    - ``options``: :class:`~prompteol.encoder.encode_options.EncodeOptions` (the embedding cache is never
+      used by the actors);
+    - ``num_actors``: a fixed pool size, or ``(min, max)`` for an autoscaling pool; ``cpus_per_actor``:
+      CPUs reserved per actor, also its torch threads (at least 1); ``gpus_per_actor``: GPUs per actor,
+      fractions share a GPU (``0.5``: two actors per GPU; the config's ``device`` must then be ``cuda``
+      or ``auto``);
+    - ``batch_rows``: rows per actor call; ``output_dtype``: ``float32`` (exact) or ``float16``.
+    """
+
+    options: EncodeOptions = field(default_factory=EncodeOptions)
+    text_column: str = "text"
+    num_actors: int | tuple[int, int] = 1
+    cpus_per_actor: float = 1
+    gpus_per_actor: float = 0
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    output_dtype: str = "float32"
+    cache_dir: str | None = None
+    progress: bool = False
+    quiet: bool = True
+
+    def __post_init__(self) -> None:
+        if self.output_dtype not in OUTPUT_DTYPES:
+            raise ConfigError(f"output_dtype should be one of {list(OUTPUT_DTYPES)}, got {self.output_dtype!r}")
+        if isinstance(self.num_actors, tuple):
+            if len(self.num_actors) != 2:
+                raise ConfigError(f"num_actors should be an int or (min, max), got {self.num_actors!r}")
+            for n in self.num_actors:
+                check_positive("num_actors", n, integer=True)
+            if self.num_actors[0] > self.num_actors[1]:
+                raise ConfigError(f"num_actors (min, max) has min > max: {self.num_actors!r}")
+        else:
+            check_positive("num_actors", self.num_actors, integer=True)
+        check_positive("cpus_per_actor", self.cpus_per_actor)
+        check_positive("gpus_per_actor", self.gpus_per_actor, zero=True)
+        check_positive("batch_rows", self.batch_rows, integer=True)
+        if self.cache_dir is not None:
+            object.__setattr__(self, "cache_dir", str(self.cache_dir))
+
+    @property
+    def actors(self) -> int:
+        """The most actors the pool runs at once."""
+        return self.num_actors[1] if isinstance(self.num_actors, tuple) else self.num_actors
+
+    def check_device(self, config: EncoderConfig) -> None:
+        """GPUs per actor and the config's device go together (checked before anything starts)."""
+        if self.gpus_per_actor and config.device == "cpu":
+            raise ConfigError(f"--gpus-per-actor {self.gpus_per_actor:g} (gpus_per_actor) with --device cpu: give "
+                              "--device cuda so the actors use the GPUs Ray gives them")  # fmt: skip
+        if not self.gpus_per_actor and config.device.startswith("cuda"):
+            raise ConfigError(f"--device {config.device} needs --gpus-per-actor > 0 (gpus_per_actor): an actor "
+                              "without a GPU from Ray sees none")  # fmt: skip
+
+
+def _job(job: RayJob | None, options: EncodeOptions | None, **given: Any) -> RayJob:
+    """``job`` (default: a new one) with ``options`` and the ``given`` fields that are not ``None``."""
+    encode = {k: given.pop(k) for k in ("batch_size", "max_batch_tokens", "normalize") if k in given}
+    base = job if job is not None else RayJob()
+    opts = EncodeOptions.of(options if options is not None else base.options, **encode)
+    return replace(base, options=opts, **{k: v for k, v in given.items() if v is not None})
+
+
+def _as_config(config: EncoderConfig | Mapping[str, Any]) -> EncoderConfig:
+    if isinstance(config, Mapping):
+        config = EncoderConfig.from_dict(dict(config))
+    if not isinstance(config, EncoderConfig):
+        raise ConfigError(f"config should be an EncoderConfig or a dict, got {type(config).__name__}")
+    return config
 
 
 def _ray():
@@ -89,34 +168,18 @@ def _max_rss_mib() -> float:
 class _EmbedActor:
     """One per actor: loads the encoder once, then embeds a ``pyarrow.Table`` batch per call."""
 
-    def __init__(
-        self,
-        config: dict,
-        text_column: str,
-        embedding_column: str,
-        batch_size: int,
-        max_batch_tokens: int | None,
-        normalize: bool,
-        output_dtype: str,
-        threads: int | None,
-        cache_dir: str | None,
-        origin_column: str | None,
-        with_actor_stats: bool,
-    ):
+    def __init__(self, config: dict, job: RayJob, embedding_column: str, origin_column: str | None,
+                 with_actor_stats: bool):  # fmt: skip
         import torch
 
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(max(1, int(job.cpus_per_actor)))
         from ..encoder.encoder import Encoder
 
         self.encoder = Encoder.from_config(EncoderConfig.from_dict(config), embedding_cache=None,
-                                           cache_dir=cache_dir, progress=False)  # fmt: skip
-        self.text_column = text_column
+                                           cache_dir=job.cache_dir, progress=False)  # fmt: skip
+        self.job = job
+        self.options = job.options.replace(show_progress=False, use_embedding_cache=False)
         self.embedding_column = embedding_column
-        self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens
-        self.normalize = normalize
-        self.output_dtype = output_dtype
         self.origin_column = origin_column
         self.with_actor_stats = with_actor_stats
         self.actor = f"{socket.gethostname()}:{os.getpid()}"
@@ -130,24 +193,21 @@ class _EmbedActor:
     def __call__(self, table: pa.Table) -> pa.Table:
         import pyarrow as pa
 
-
-        if self.text_column not in table.column_names:
-            raise InputError(f"{self._where(table)}: no column {self.text_column!r} (columns: {table.column_names})")
+        column = self.job.text_column
+        if column not in table.column_names:
+            raise InputError(f"{self._where(table)}: no column {column!r} (columns: {table.column_names})")
         if self.embedding_column in table.column_names:
             raise InputError(f"{self._where(table)}: already has a column {self.embedding_column!r}")
-        texts = table.column(self.text_column).to_pylist()
+        texts = table.column(column).to_pylist()
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise InputError(f"{self._where(table)}: column {self.text_column!r} has a "
+                raise InputError(f"{self._where(table)}: column {column!r} has a "
                                  f"{type(t).__name__} value (row {i} of a batch), expected strings")  # fmt: skip
         try:
-            vectors = self.encoder.encode(
-                texts, batch_size=self.batch_size, normalize=self.normalize, show_progress=False,
-                max_batch_tokens=self.max_batch_tokens, use_embedding_cache=False,
-            )  # fmt: skip
+            vectors = self.encoder.encode(texts, options=self.options)
         except PrompteolError as exc:
             raise type(exc)(f"{self._where(table)}: {exc}") from None
-        out = table.append_column(self.embedding_column, embedding_array(vectors, self.output_dtype))
+        out = table.append_column(self.embedding_column, embedding_array(vectors, self.job.output_dtype))
         if self.with_actor_stats:
             n = table.num_rows
             out = out.append_column(ACTOR_COLUMN, pa.array([self.actor] * n, pa.string()))
@@ -158,34 +218,23 @@ class _EmbedActor:
 def embed_dataset(
     ds: ray.data.Dataset,
     config: EncoderConfig | Mapping[str, Any],
+    job: RayJob | None = None,
     *,
-    text_column: str = "text",
-    num_actors: int | tuple[int, int] = 1,
-    cpus_per_actor: float = 1,
-    gpus_per_actor: float = 0,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
-    batch_size: int = 32,
-    max_batch_tokens: int | None = None,
-    normalize: bool = False,
-    output_dtype: str = "float32",
+    options: EncodeOptions | None = None,
     embedding_column: str = "embedding",
-    cache_dir: str | os.PathLike | None = None,
     origin_column: str | None = None,
     with_actor_stats: bool = False,
     block_batches: bool = False,
     max_restarts: int | None = None,
+    **fields: Any,
 ) -> ray.data.Dataset:
-    """``ds`` with an ``embedding_column`` of PromptEOL vectors of ``text_column`` (lazy, like any Dataset).
+    """``ds`` with an ``embedding_column`` of PromptEOL vectors of the job's text column (lazy, like any Dataset).
 
     - ``config``: an :class:`~prompteol.EncoderConfig` (or its :meth:`~prompteol.EncoderConfig.to_dict`);
       every actor loads ``Encoder.from_config(config)`` once, without the embedding cache;
-    - ``num_actors``: a fixed pool size, or ``(min, max)`` for an autoscaling pool;
-      ``cpus_per_actor``: CPUs reserved per actor, also its torch threads (at least 1);
-      ``gpus_per_actor``: GPUs per actor, fractions share a GPU (``0.5``: two actors per GPU; the
-      config's ``device`` must then be ``cuda`` or ``auto``);
-    - ``batch_rows``: rows per actor call; inside it the encoder sorts by length and batches by
-      ``batch_size`` sequences and ``max_batch_tokens`` padded tokens (as :meth:`Encoder.encode`);
-    - ``output_dtype``: ``float32`` (exact) or ``float16`` (half the storage);
+    - ``job`` (:class:`RayJob`) and/or its fields as keywords (``num_actors=2``, ``batch_rows=...``,
+      ``output_dtype=...``, ``cache_dir=...``, ``text_column=...``), and the call's ``options`` (or
+      ``batch_size``, ``max_batch_tokens``, ``normalize`` as keywords);
     - ``origin_column``: a column naming where rows come from (a file), quoted by encode-time errors;
     - ``with_actor_stats``: add the columns ``__prompteol_actor`` and ``__prompteol_max_rss_mib``.
     - ``block_batches``: each input block is one actor call, never merged with the next (the files
@@ -199,53 +248,26 @@ def embed_dataset(
     rounding of different batch shapes). Every other column is kept.
     """
     ray = _ray()
-    if isinstance(config, Mapping):
-        config = EncoderConfig.from_dict(dict(config))
-    if not isinstance(config, EncoderConfig):
-        raise ConfigError(f"config should be an EncoderConfig or a dict, got {type(config).__name__}")
-    if isinstance(num_actors, tuple):
-        if len(num_actors) != 2:
-            raise ConfigError(f"num_actors should be an int or (min, max), got {num_actors!r}")
-        for n in num_actors:
-            check_positive("num_actors", n, integer=True)
-        if num_actors[0] > num_actors[1]:
-            raise ConfigError(f"num_actors (min, max) has min > max: {num_actors!r}")
-        sizes = {"min_size": num_actors[0], "max_size": num_actors[1]}
+    config = _as_config(config)
+    job = _job(job, options, **fields)
+    job.check_device(config)
+    if isinstance(job.num_actors, tuple):
+        sizes = {"min_size": job.num_actors[0], "max_size": job.num_actors[1]}
     else:
-        check_positive("num_actors", num_actors, integer=True)
-        sizes = {"size": num_actors}
+        sizes = {"size": job.num_actors}
     # one batch at a time per actor: an actor that is ready first does not queue up the batches of
     # those still loading the model, and the last batches spread over every actor
     compute = ray.data.ActorPoolStrategy(**sizes, max_tasks_in_flight_per_actor=1)
-    check_positive("cpus_per_actor", cpus_per_actor)
-    check_positive("gpus_per_actor", gpus_per_actor, zero=True)
-    check_positive("batch_rows", batch_rows, integer=True)
-    check_positive("batch_size", batch_size, integer=True)
-    if max_batch_tokens is not None:
-        check_positive("max_batch_tokens", max_batch_tokens, integer=True)
-    if output_dtype not in OUTPUT_DTYPES:
-        raise ConfigError(f"output_dtype should be one of {list(OUTPUT_DTYPES)}, got {output_dtype!r}")
-    if gpus_per_actor and config.device == "cpu":
-        raise ConfigError(f"gpus_per_actor={gpus_per_actor} with device 'cpu': give device 'cuda' (--device cuda) "
-                          "so the actors use the GPUs Ray gives them")  # fmt: skip
-    if not gpus_per_actor and config.device.startswith("cuda"):
-        raise ConfigError(f"device {config.device!r} needs gpus_per_actor > 0 (--gpus-per-actor): an actor "
-                          "without a GPU from Ray sees none")  # fmt: skip
-    kwargs = {
-        "config": config.to_dict(), "text_column": text_column, "embedding_column": embedding_column,
-        "batch_size": batch_size, "max_batch_tokens": max_batch_tokens, "normalize": bool(normalize),
-        "output_dtype": output_dtype, "threads": max(1, int(cpus_per_actor)),
-        "cache_dir": None if cache_dir is None else str(cache_dir), "origin_column": origin_column,
-        "with_actor_stats": with_actor_stats,
-    }  # fmt: skip
+    kwargs = {"config": config.to_dict(), "job": job, "embedding_column": embedding_column,
+              "origin_column": origin_column, "with_actor_stats": with_actor_stats}  # fmt: skip
     remote_args: dict[str, Any] = {} if max_restarts is None else {"max_restarts": max_restarts}
     with warnings.catch_warnings():
         # Ray 2.60 has no named parameter for max_restarts yet, and warns about the generic ones
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         return ds.map_batches(
-            _EmbedActor, fn_constructor_kwargs=kwargs, batch_size=None if block_batches else batch_rows,
-            batch_format="pyarrow",
-            num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, compute=compute, **remote_args,
+            _EmbedActor, fn_constructor_kwargs=kwargs, batch_size=None if block_batches else job.batch_rows,
+            batch_format="pyarrow", num_cpus=job.cpus_per_actor, num_gpus=job.gpus_per_actor or None,
+            compute=compute, **remote_args,
         )  # fmt: skip
 
 
@@ -287,45 +309,28 @@ def encode_files(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     config: EncoderConfig | Mapping[str, Any],
+    job: RayJob | None = None,
     *,
-    text_column: str = "text",
-    num_actors: int = 1,
-    cpus_per_actor: float = 1,
-    gpus_per_actor: float = 0,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
-    batch_size: int = 32,
-    max_batch_tokens: int | None = None,
-    normalize: bool = False,
-    output_dtype: str = "float32",
+    options: EncodeOptions | None = None,
     shard_rows: int | None = None,
     address: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = False,
-    quiet: bool = True,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Embed Parquet / JSONL files (a file, a folder, a glob or a list) into ``output`` (a folder of
-    Parquet files, one per shard, every input column kept plus ``embedding``); resumable. Returns a
-    summary (rows, seconds, sentences/s, rows and peak RSS per actor). See the module docstring."""
-
+    Parquet files, one per shard, every input column kept plus ``embedding``); resumable. ``job`` and
+    ``options`` (or their fields as keywords) as :func:`embed_dataset` takes them. Returns a summary
+    (rows, seconds, sentences/s, rows and peak RSS per actor). See the module docstring."""
     t0 = time.perf_counter()
-    if isinstance(config, Mapping):
-        config = EncoderConfig.from_dict(dict(config))
-    if output_dtype not in OUTPUT_DTYPES:
-        raise ConfigError(f"output_dtype should be one of {list(OUTPUT_DTYPES)}, got {output_dtype!r}")
-    check_positive("num_actors", num_actors, integer=True)
-    check_positive("cpus_per_actor", cpus_per_actor)
-    check_positive("gpus_per_actor", gpus_per_actor, zero=True)
-    check_positive("batch_rows", batch_rows, integer=True)
-    if gpus_per_actor and config.device == "cpu":  # the same checks as embed_dataset, before anything starts
-        raise ConfigError(f"--gpus-per-actor {gpus_per_actor} with --device cpu: give --device cuda")
-    if not gpus_per_actor and config.device.startswith("cuda"):
-        raise ConfigError(f"--device {config.device} needs --gpus-per-actor > 0")
-    files = list_input_files(inputs)
-    infos = validate_inputs(files, text_column, reserved=("embedding",))
+    config = _as_config(config)
+    job = _job(job, options, **fields)  # every option checked, before any file is read
+    job.check_device(config)
+    if shard_rows is not None:
+        check_positive("shard_rows", shard_rows, integer=True)
+    infos = validate_inputs(list_input_files(inputs), job.text_column, reserved=("embedding",), full=True)
     shards = plan_shards(infos, shard_rows)
     out_dir = Path(output).expanduser().resolve()
-    settings = manifest_settings(config, text_column=text_column, shard_rows=shard_rows, normalize=bool(normalize),
-                         output_dtype=output_dtype)  # fmt: skip
+    settings = manifest_settings(config, text_column=job.text_column, shard_rows=shard_rows,
+                                 normalize=job.options.normalize, output_dtype=job.output_dtype)  # fmt: skip
     manifest = {
         "manifest_version": MANIFEST_VERSION, "prompteol_version": __version__, "settings": settings,
         "config": config.to_dict(), "inputs": [i.to_dict() for i in infos],
@@ -334,21 +339,13 @@ def encode_files(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output {out_dir} is a file; the Ray engine writes a folder of Parquet files")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out_dir):
+    with output_lock(out_dir, folder=True):
         prepare_manifest(out_dir, manifest)
-        return _encode_shards(shards, infos, out_dir, config, t0, text_column=text_column, num_actors=num_actors,
-                              cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, batch_rows=batch_rows,
-                              batch_size=batch_size, max_batch_tokens=max_batch_tokens, normalize=normalize,
-                              output_dtype=output_dtype, address=address, cache_dir=cache_dir, progress=progress,
-                              quiet=quiet)  # fmt: skip
+        return _encode_shards(shards, infos, out_dir, config, job, address, t0)
 
 
-def _encode_shards(
-    shards: list[Shard], infos: list[InputFile], out_dir: Path, config: EncoderConfig, t0: float, *,
-    text_column: str, num_actors: int, cpus_per_actor: float, gpus_per_actor: float, batch_rows: int,
-    batch_size: int, max_batch_tokens: int | None, normalize: bool, output_dtype: str, address: str | None,
-    cache_dir: str | os.PathLike | None, progress: bool, quiet: bool,
-) -> dict[str, Any]:  # fmt: skip
+def _encode_shards(shards: list[Shard], infos: list[InputFile], out_dir: Path, config: EncoderConfig, job: RayJob,
+                   address: str | None, t0: float) -> dict[str, Any]:  # fmt: skip
     """The rest of :func:`encode_files`, with the output folder prepared and locked."""
     stale = remove_temporary(out_dir)
     pending = [s for s in shards if not shard_complete(out_dir / s.name, s.num_rows)]
@@ -356,8 +353,8 @@ def _encode_shards(
         "input_files": len(infos), "empty_files": sum(1 for i in infos if i.num_rows == 0),
         "shards": len(shards), "shards_skipped": len(shards) - len(pending), "shards_written": 0,
         "temporary_files_removed": stale, "rows_total": sum(s.num_rows for s in shards), "rows": 0,
-        "output": str(out_dir), "num_actors": num_actors, "cpus_per_actor": cpus_per_actor,
-        "gpus_per_actor": gpus_per_actor, "batch_rows": batch_rows, "actors": {},
+        "output": str(out_dir), "num_actors": job.num_actors, "cpus_per_actor": job.cpus_per_actor,
+        "gpus_per_actor": job.gpus_per_actor, "batch_rows": job.batch_rows, "actors": {},
         "validate_s": round(time.perf_counter() - t0, 3),
     }  # fmt: skip
     if not pending:
@@ -368,8 +365,9 @@ def _encode_shards(
     local = not (address or os.environ.get("RAY_ADDRESS"))
     if local and not ray.is_initialized():
         cores = os.cpu_count() or 1
-        if num_actors * cpus_per_actor > cores:
-            raise ConfigError(f"{num_actors} actors x {cpus_per_actor:g} CPUs need {num_actors * cpus_per_actor:g} "
+        need = job.actors * job.cpus_per_actor
+        if need > cores:
+            raise ConfigError(f"{job.actors} actors x {job.cpus_per_actor:g} CPUs need {need:g} "
                               f"CPUs; this machine has {cores}: lower --num-actors or --cpus-per-actor")  # fmt: skip
     t_resolve = time.perf_counter()
     if local:
@@ -377,24 +375,18 @@ def _encode_shards(
         # unknown model fails before Ray starts
         from ..models.loading import resolve_model
 
-        resolve_model(config.model, cache_dir=cache_dir, progress=progress, revision=config.revision)
+        resolve_model(config.model, cache_dir=job.cache_dir, progress=job.progress, revision=config.revision)
     t_ray = time.perf_counter()
     summary["resolve_model_s"] = round(t_ray - t_resolve, 3)
-    started = _start_ray(address, quiet=quiet)
+    started = _start_ray(address, quiet=job.quiet)
     summary["ray_init_s"] = round(time.perf_counter() - t_ray, 3)
     try:
-        _check_resources(ray, num_actors, cpus_per_actor, gpus_per_actor, strict=local)
+        _check_resources(ray, job, strict=local)
         t_run = time.perf_counter()
-        assembler = _run_pipeline(
-            ray, pending, out_dir, config, text_column=text_column, num_actors=num_actors,
-            cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, batch_rows=batch_rows,
-            batch_size=batch_size, max_batch_tokens=max_batch_tokens, normalize=normalize,
-            output_dtype=output_dtype, cache_dir=cache_dir, progress=progress, quiet=quiet,
-            # one machine: an actor that dies (out of memory, most likely) fails the run at once and a
-            # rerun resumes from the finished shards, rather than being restarted into the same death;
-            # this also keeps Ray's "E ... core_worker.cc" line about restarts out of a successful run
-            max_restarts=0 if local else None,
-        )  # fmt: skip
+        # one machine: an actor that dies (out of memory, most likely) fails the run at once and a
+        # rerun resumes from the finished shards, rather than being restarted into the same death;
+        # this also keeps Ray's "E ... core_worker.cc" line about restarts out of a successful run
+        assembler = _run_pipeline(ray, pending, out_dir, config, job, max_restarts=0 if local else None)
     finally:
         if started:
             ray.shutdown()
@@ -408,11 +400,11 @@ def _encode_shards(
     return summary
 
 
-def _check_resources(ray, num_actors: int, cpus: float, gpus: float, strict: bool) -> None:
+def _check_resources(ray, job: RayJob, strict: bool) -> None:
     """An actor pool that the cluster cannot place would wait forever: fail (one machine) or warn (a
     cluster, which may scale up)."""
     have = ray.cluster_resources()
-    need = {"CPU": num_actors * cpus, "GPU": num_actors * gpus}
+    need = {"CPU": job.actors * job.cpus_per_actor, "GPU": job.actors * job.gpus_per_actor}
     short = {k: v for k, v in need.items() if v > have.get(k, 0.0) + 1e-9}
     if not short:
         return
@@ -423,40 +415,32 @@ def _check_resources(ray, num_actors: int, cpus: float, gpus: float, strict: boo
     log.warning("%s; the job waits until the cluster provides them", msg)
 
 
-def _run_pipeline(
-    ray, pending: list[Shard], out_dir: Path, config: EncoderConfig, *, text_column: str, num_actors: int,
-    cpus_per_actor: float, gpus_per_actor: float, batch_rows: int, batch_size: int, max_batch_tokens: int | None,
-    normalize: bool, output_dtype: str, cache_dir: str | os.PathLike | None, progress: bool, quiet: bool,
-    max_restarts: int | None = None,
-) -> Assembler:  # fmt: skip
+def _run_pipeline(ray, pending: list[Shard], out_dir: Path, config: EncoderConfig, job: RayJob,
+                  max_restarts: int | None = None) -> Assembler:  # fmt: skip
     """Read, embed and write the pending shards; returns the assembler (what was written, per-actor stats)."""
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # shards come back in order: the driver streams them to disk
-    ctx.enable_progress_bars = bool(progress)
-    if quiet:
+    ctx.enable_progress_bars = bool(job.progress)
+    if job.quiet:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-    if not progress:  # asked for: no need to be told
+    if not job.progress:  # asked for: no need to be told
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    items = read_pieces(pending, batch_rows)
+    items = read_pieces(pending, job.batch_rows)
     try:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
     except TypeError:  # ray < 2.10
         ds = ray.data.from_items(items, parallelism=len(items))
     try:  # a few shards read at once: reading is cheap next to encoding
-        read_pool = ray.data.TaskPoolStrategy(size=max(1, min(len(items), num_actors + 1)))
+        read_pool = ray.data.TaskPoolStrategy(size=max(1, min(len(items), job.actors + 1)))
     except (AttributeError, TypeError):  # older ray: no TaskPoolStrategy(size=...)
         read_pool = None
     # num_cpus=0: the readers never wait for a CPU that the actors hold
-    ds = ds.map_batches(read_shards, fn_kwargs={"text_column": text_column, "batch_rows": batch_rows},
+    ds = ds.map_batches(read_shards, fn_kwargs={"text_column": job.text_column, "batch_rows": job.batch_rows},
                         batch_size=1, batch_format="pyarrow", num_cpus=0, compute=read_pool)  # fmt: skip
-    ds = embed_dataset(
-        ds, config, text_column=text_column, num_actors=num_actors, cpus_per_actor=cpus_per_actor,
-        gpus_per_actor=gpus_per_actor, batch_rows=batch_rows, batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens, normalize=normalize, output_dtype=output_dtype, cache_dir=cache_dir,
-        origin_column=SOURCE_COLUMN, with_actor_stats=True, block_batches=True, max_restarts=max_restarts,
-    )  # fmt: skip
-    metadata = {"version": __version__, "config": config.to_dict(), "normalize": bool(normalize),
-                "output_dtype": output_dtype, "text_column": text_column}  # fmt: skip
+    ds = embed_dataset(ds, config, job, origin_column=SOURCE_COLUMN, with_actor_stats=True, block_batches=True,
+                       max_restarts=max_restarts)  # fmt: skip
+    metadata = {"version": __version__, "config": config.to_dict(), "normalize": job.options.normalize,
+                "output_dtype": job.output_dtype, "text_column": job.text_column}  # fmt: skip
     assembler = Assembler(pending, out_dir, metadata)
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

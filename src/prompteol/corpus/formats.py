@@ -16,10 +16,12 @@ What is checked when (every message names the file, and the line or row where th
 ============================  ==========================================  ===========================
 Parquet                       footer readable; text column present and    nulls in the text column
                               of a string type; no nulls where the        (files without statistics)
-                              row-group statistics count them; row count
+                              row-group statistics count them; row count;
+                              ``full=True``: every value of the text column
 JSONL                         readable; rows counted (non-blank lines);   every line: a JSON object
                               the first :data:`HEAD_ROWS` rows parsed     whose text field is a string,
                               and checked as every line is later          no lone surrogate in a field
+                              (``full=True``: every line)
 both                          no column named like the output column
                               (``embedding``) or starting ``__prompteol``
 ============================  ==========================================  ===========================
@@ -235,7 +237,8 @@ def record_surrogate(rec: Mapping[str, Any], text_column: str = "text") -> str |
     return None
 
 
-def _validate_jsonl(path: str, text_column: str, reserved: Sequence[str]) -> tuple[int, tuple[str, ...]]:
+def _validate_jsonl(path: str, text_column: str, reserved: Sequence[str], head: int | None = HEAD_ROWS
+                    ) -> tuple[int, tuple[str, ...]]:  # fmt: skip
     rows = 0
     seen: dict[str, None] = {}
     try:
@@ -243,7 +246,7 @@ def _validate_jsonl(path: str, text_column: str, reserved: Sequence[str]) -> tup
             for line_no, line in enumerate(f, start=1):
                 if not without_bom(line, line_no).strip():
                     continue
-                if rows < HEAD_ROWS:
+                if head is None or rows < head:
                     rec = parse_jsonl_line(path, line_no, line, text_column)
                     seen.update(dict.fromkeys(rec))
                 rows += 1
@@ -254,10 +257,13 @@ def _validate_jsonl(path: str, text_column: str, reserved: Sequence[str]) -> tup
 
 
 def validate_inputs(
-    files: Iterable[str | os.PathLike], text_column: str = "text", reserved: Sequence[str] = ("embedding",)
-) -> list[InputFile]:
+    files: Iterable[str | os.PathLike], text_column: str = "text", reserved: Sequence[str] = ("embedding",),
+    *, full: bool = False, batch_rows: int = 65536,
+) -> list[InputFile]:  # fmt: skip
     """Open every file cheaply and check it (see the module docstring for what is checked up front);
-    the first problem raises :class:`InputError` naming the file and the column."""
+    the first problem raises :class:`InputError` naming the file and the column. ``full``: check every
+    row too, as both executors do before a model loads (every JSONL line with :func:`parse_jsonl_line`,
+    every value of a Parquet text column with :func:`check_parquet_text`, ``batch_rows`` at a time)."""
     out = []
     for f in files:
         path = str(Path(f).expanduser().resolve())
@@ -266,8 +272,12 @@ def validate_inputs(
             st = os.stat(path)
         except OSError as exc:
             raise InputError(f"{path}: cannot read it ({exc})") from None
-        check = _validate_parquet if fmt == "parquet" else _validate_jsonl
-        rows, columns = check(path, text_column, reserved)
+        if fmt == "parquet":
+            rows, columns = _validate_parquet(path, text_column, reserved)
+            if full:
+                check_parquet_text(path, text_column, batch_rows)
+        else:
+            rows, columns = _validate_jsonl(path, text_column, reserved, head=None if full else HEAD_ROWS)
         out.append(InputFile(path, fmt, rows, st.st_size, st.st_mtime_ns, columns))
     return out
 

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..encoder.encode_options import EncodeOptions
 from ..encoder.prompts.builder import ContextLengthError
 from ..errors import InputError
 from ..fileio import write_atomic
@@ -85,9 +86,9 @@ def _located(src: Source, chunk: Chunk, exc: InputError) -> InputError:
     return exc
 
 
-def _encode_chunk(encoder, src: Source, chunk: Chunk, options: dict[str, Any]) -> np.ndarray:
+def _encode_chunk(encoder, src: Source, chunk: Chunk, options: EncodeOptions) -> np.ndarray:
     try:
-        return encoder.encode(chunk.texts, **options)
+        return encoder.encode(chunk.texts, options=options)
     except InputError as exc:
         raise _located(src, chunk, exc) from None
 
@@ -97,121 +98,119 @@ def encode_to_file(
     src: Source,
     out: Path,
     *,
+    options: EncodeOptions | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    batch_size: int = 32,
-    max_batch_tokens: int | None = None,
-    normalize: bool = False,
     output_dtype: str = "float32",
-    use_embedding_cache: bool = True,
     progress: bool = False,
     resume: bool = True,
     say: Say = _stderr,
     lock: bool = True,
 ) -> dict[str, Any]:
-    """Encode ``src`` into ``out`` (``.npy`` / ``.jsonl`` / ``.parquet``) chunk by chunk; see the module
-    docstring. Returns a summary (rows, dim, chunks, rows resumed). ``lock=False``: the caller holds
-    :func:`output_lock` already (``prompteol encode`` takes it before the model loads)."""
-    fmt = OUTPUT_FORMATS[out.suffix]
-    options = dict(batch_size=batch_size, normalize=normalize, max_batch_tokens=max_batch_tokens,
-                   show_progress=False, use_embedding_cache=use_embedding_cache)  # fmt: skip
-    dim = int(encoder.dim)
-    metadata = {"prompteol": {"config": encoder.config.to_dict(), "fingerprint": encoder.fingerprint,
-                              "normalize": bool(normalize), "output_dtype": output_dtype,
-                              "text_column": src.text_column, "source": src.identity}}  # fmt: skip
+    """Encode ``src`` into ``out`` (``.npy`` / ``.jsonl`` / ``.parquet``) chunk by chunk, each chunk with
+    ``encoder.encode(texts, options=options)`` (the call's :class:`~prompteol.encoder.encode_options.EncodeOptions`;
+    no per-call progress bar: ``progress`` is the run's); see the module docstring. Returns a summary (rows,
+    dim, chunks, rows resumed). ``lock=False``: the caller holds :func:`~prompteol.corpus.resume.output_lock`
+    already (``prompteol encode`` takes it before the model loads)."""
+    run = _Run(encoder, src, out, (options or EncodeOptions()).replace(show_progress=False), chunk_size,
+               output_dtype, progress, resume, say)  # fmt: skip
     with output_lock(out) if lock else contextlib.nullcontext():
-        return _encode(encoder, src, out, fmt, dim, output_dtype, metadata, options, chunk_size, normalize,
-                       progress, resume, say)  # fmt: skip
+        return run.whole() if src.rows <= chunk_size else run.chunked()
 
 
-def _encode(encoder, src: Source, out: Path, fmt: str, dim: int, output_dtype: str, metadata: dict, options: dict,
-            chunk_size: int, normalize: bool, progress: bool, resume: bool, say: Say) -> dict[str, Any]:  # fmt: skip
-    _, record = partial_paths(out)
-    if src.rows <= chunk_size:  # one step, as before streaming: nothing to resume
+class _Run:
+    """One local run: what every step of it needs, in one place."""
+
+    def __init__(self, encoder, src: Source, out: Path, options: EncodeOptions, chunk_size: int, output_dtype: str,
+                 progress: bool, resume: bool, say: Say):  # fmt: skip
+        self.encoder, self.src, self.out, self.options = encoder, src, out, options
+        self.chunk_size, self.dtype, self.progress, self.resume, self.say = chunk_size, output_dtype, progress, resume, say
+        self.fmt = OUTPUT_FORMATS[out.suffix]
+        self.dim = int(encoder.dim)
+        self.metadata = {"prompteol": {"config": encoder.config.to_dict(), "fingerprint": encoder.fingerprint,
+                                       "normalize": options.normalize, "output_dtype": output_dtype,
+                                       "text_column": src.text_column, "source": src.identity}}  # fmt: skip
+        #: what a progress record must match for a rerun to continue it
+        self.key = {"input": src.identity, "output": str(out.resolve()), "format": self.fmt, "dtype": output_dtype,
+                    "normalize": options.normalize, "text_column": src.text_column,
+                    "fingerprint": encoder.fingerprint, "dim": self.dim}  # fmt: skip
+
+    def whole(self) -> dict[str, Any]:
+        """An input of at most one chunk: encoded, then written atomically in one step (nothing to resume)."""
+        import numpy as np
+
+        src, out, fmt, dtype = self.src, self.out, self.fmt, self.dtype
+        _, record = partial_paths(out)
         if any(p.exists() for p in partial_paths(out)):
-            say(f"starting over: removing a previous run's {record.name} (this input fits in one chunk)")
+            self.say(f"starting over: removing a previous run's {record.name} (this input fits in one chunk)")
             clear_partial(out)
-        _write_whole(encoder, src, out, fmt, dim, output_dtype, metadata, options)
-        return {"rows": src.rows, "dim": dim, "chunks": 1 if src.rows else 0, "resumed_rows": 0}
-
-    key = {"input": src.identity, "output": str(out.resolve()), "format": fmt, "dtype": output_dtype,
-           "normalize": bool(normalize), "text_column": src.text_column, "fingerprint": encoder.fingerprint,
-           "dim": dim}  # fmt: skip
-    return _encode_chunks(encoder, src, out, fmt, key, dim, metadata, options, chunk_size, progress, resume, say)
-
-
-def _encode_chunks(encoder, src: Source, out: Path, fmt: str, key: dict, dim: int, metadata: dict, options: dict,
-                   chunk_size: int, progress: bool, resume: bool, say: Say) -> dict[str, Any]:  # fmt: skip
-    _, record = partial_paths(out)
-    state, why = load_progress(out, key) if resume else (None, "--no-resume")
-    if state is None and why is not None and any(p.exists() for p in partial_paths(out)):
-        say(f"starting over: a previous run's {record.name} is not used ({why})")
-    if state is not None:
-        say(f"resuming {out}: {state['rows_done']} of {src.rows} rows were done by a previous run")
-    sink = Sink(src, out, fmt, key["dtype"], dim, metadata)
-    sink.open(state)
-    rows_done = int(state["rows_done"]) if state else 0
-    chunks_done = int(state["chunks_done"]) if state else 0
-    resumed = rows_done
-    if state is None:
-        write_progress(record, progress_record(key, 0, 0, 0, 1, sink.state()))
-    from ..progress import progress_bar
-
-    bar = progress_bar(src.rows, "encode", "sent", enabled=progress, initial=rows_done)
-    try:
-        start = (rows_done, int(state["input_offset"]), int(state["input_line"])) if state else (0, 0, 1)
-        for chunk in src.chunks(chunk_size, *start):
-            vectors = _encode_chunk(encoder, src, chunk, options)
-            written = sink.write(chunk, vectors)
-            rows_done += len(chunk)
-            chunks_done += 1
-            write_progress(record, progress_record(key, rows_done, chunks_done, chunk.next_offset, chunk.next_line,
-                                            written))  # fmt: skip
-            bar.update(len(chunk))
-            _chunk_committed(chunks_done)
-        if rows_done != src.rows:
-            raise InputError(f"{src.shown} has {rows_done} rows now, {src.rows} when it was checked: "
-                             "it changed while being encoded")  # fmt: skip
-        sink.finish()
-    except BaseException:
-        sink.close()
-        if rows_done:
-            say(f"{rows_done} of {src.rows} rows are kept in {sink.partial.name}; run the same command again "
-                "to continue from there")  # fmt: skip
-        else:  # nothing done: nothing worth keeping
-            clear_partial(out)
-        raise
-    finally:
-        bar.close()
-    record.unlink(missing_ok=True)
-    return {"rows": rows_done, "dim": dim, "chunks": chunks_done, "resumed_rows": resumed}
-
-
-def _write_whole(encoder, src: Source, out: Path, fmt: str, dim: int, dtype: str, metadata: dict,
-                 options: dict) -> None:  # fmt: skip
-    """An input of at most one chunk: encoded, then written atomically in one step."""
-    import numpy as np
-
-    chunk = next(iter(src.chunks(max(src.rows, 1))), None)
-    if chunk is None:
-        chunk, vectors = Chunk(0, [], [], [] if src.format == "jsonl" else None), np.zeros((0, dim), np.float32)
-    else:
-        vectors = _encode_chunk(encoder, src, chunk, options)
-    if fmt == "parquet":
-
-        if chunk.texts:
-            table = parquet_table(src, chunk, vectors, dtype)
+        chunk = next(iter(src.chunks(max(src.rows, 1))), None)
+        if chunk is None:
+            chunk = Chunk(0, [], [], [] if src.format == "jsonl" else None)
+            vectors = np.zeros((0, self.dim), np.float32)
         else:
-            table = with_embeddings(empty_parquet_table(src), vectors, dtype)
-        with AtomicParquetWriter(out, metadata) as w:
-            w.write(table)
-        return
-
-    def write(tmp: Path) -> None:
-        if fmt == "npy":
-            with open(tmp, "wb") as f:
-                np.save(f, vectors.astype(dtype, copy=False))
+            vectors = _encode_chunk(self.encoder, src, chunk, self.options)
+        if fmt == "parquet":
+            if chunk.texts:
+                table = parquet_table(src, chunk, vectors, dtype)
+            else:
+                table = with_embeddings(empty_parquet_table(src), vectors, dtype)
+            with AtomicParquetWriter(out, self.metadata) as w:
+                w.write(table)
         else:
-            with open(tmp, "wb") as f:
-                f.write(jsonl_lines(src, chunk, vectors.astype(dtype, copy=False)))
 
-    write_atomic(out, write)
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as f:
+                    if fmt == "npy":
+                        np.save(f, vectors.astype(dtype, copy=False))
+                    else:
+                        f.write(jsonl_lines(src, chunk, vectors.astype(dtype, copy=False)))
+
+            write_atomic(out, write)
+        return {"rows": src.rows, "dim": self.dim, "chunks": 1 if src.rows else 0, "resumed_rows": 0}
+
+    def chunked(self) -> dict[str, Any]:
+        """Chunk by chunk into ``OUT.partial``, each chunk recorded, resumed from a matching record."""
+        src, out, key = self.src, self.out, self.key
+        _, record = partial_paths(out)
+        state, why = load_progress(out, key) if self.resume else (None, "--no-resume")
+        if state is None and why is not None and any(p.exists() for p in partial_paths(out)):
+            self.say(f"starting over: a previous run's {record.name} is not used ({why})")
+        if state is not None:
+            self.say(f"resuming {out}: {state['rows_done']} of {src.rows} rows were done by a previous run")
+        sink = Sink(src, out, self.fmt, self.dtype, self.dim, self.metadata)
+        sink.open(state)
+        rows_done = int(state["rows_done"]) if state else 0
+        chunks_done = int(state["chunks_done"]) if state else 0
+        resumed = rows_done
+        if state is None:
+            write_progress(record, progress_record(key, 0, 0, 0, 1, sink.state()))
+        from ..progress import progress_bar
+
+        bar = progress_bar(src.rows, "encode", "sent", enabled=self.progress, initial=rows_done)
+        try:
+            start = (rows_done, int(state["input_offset"]), int(state["input_line"])) if state else (0, 0, 1)
+            for chunk in src.chunks(self.chunk_size, *start):
+                vectors = _encode_chunk(self.encoder, src, chunk, self.options)
+                written = sink.write(chunk, vectors)
+                rows_done += len(chunk)
+                chunks_done += 1
+                write_progress(record, progress_record(key, rows_done, chunks_done, chunk.next_offset,
+                                                       chunk.next_line, written))  # fmt: skip
+                bar.update(len(chunk))
+                _chunk_committed(chunks_done)
+            if rows_done != src.rows:
+                raise InputError(f"{src.shown} has {rows_done} rows now, {src.rows} when it was checked: "
+                                 "it changed while being encoded")  # fmt: skip
+            sink.finish()
+        except BaseException:
+            sink.close()
+            if rows_done:
+                self.say(f"{rows_done} of {src.rows} rows are kept in {sink.partial.name}; run the same command "
+                         "again to continue from there")  # fmt: skip
+            else:  # nothing done: nothing worth keeping
+                clear_partial(out)
+            raise
+        finally:
+            bar.close()
+        record.unlink(missing_ok=True)
+        return {"rows": rows_done, "dim": self.dim, "chunks": chunks_done, "resumed_rows": resumed}

@@ -1,5 +1,14 @@
-"""Resumption of the corpus engine: the local progress record, the Ray manifest, the settings-differ
-and the output locks."""
+"""Resumption of the corpus engine, for both executors: the output lock, the settings-differ, and the
+record a rerun resumes from.
+
+- :func:`output_lock`: one ``flock`` per output (the local executor's file, the Ray executor's folder):
+  a second run of the same output fails at once instead of interleaving with the first;
+- :func:`differences`: what changed between the settings a record holds and this run's (nested keys);
+- the local executor's progress record ``OUT.partial.json`` (:func:`load_progress`: the rows done, where
+  the next row starts in the input and in the output; anything changed: start over, saying what) and the
+  Ray executor's manifest ``_prompteol_manifest.json`` (:func:`prepare_manifest`: the inputs and settings
+  of the folder's run; anything changed: refused, saying what), both read by :func:`read_record`.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +16,64 @@ import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..encoder.config import EncoderConfig
 from ..errors import InputError
 from ..fileio import FileLock, write_text_atomic
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
-
+__all__ = [
+    "output_lock", "differences", "read_record", "partial_paths", "load_progress", "progress_record",
+    "write_progress", "clear_partial", "remove_path", "PROGRESS_SCHEMA", "MANIFEST", "MANIFEST_VERSION",
+    "manifest_settings", "prepare_manifest",
+]  # fmt: skip
 
 PROGRESS_SCHEMA = "prompteol.encode-progress/1"
+MANIFEST = "_prompteol_manifest.json"
+MANIFEST_VERSION = 1
 
 
-def partial_paths(out: Path) -> tuple[Path, Path]:
-    """``(OUT.partial, OUT.partial.json)``: the unfinished output and its progress record."""
-    return out.with_name(out.name + ".partial"), out.with_name(out.name + ".partial.json")
-
-
-def output_lock(out: Path) -> FileLock:
-    """``OUT.partial.lock``, held (``flock``) while a run writes ``OUT`` (``prompteol encode`` takes it
-    before reading the input or loading a model): a second run of the same output fails at once
-    instead of interleaving its chunks. The kernel drops the lock when the process dies, so a killed
-    run never blocks the next one; the file is removed when the run ends."""
+def output_lock(out: Path, *, folder: bool = False) -> FileLock:
+    """The lock a run holds (``flock``) while it writes ``out``, taken before the input is read or a model
+    loads: a second run of the same output fails at once instead of interleaving its chunks (a file:
+    ``OUT.partial.lock``) or removing the first one's temporary files (a folder: ``.prompteol.lock`` in
+    it). The kernel drops the lock when the process dies, so a killed run never blocks the next one; the
+    file is removed when the run ends."""
+    if folder:
+        return FileLock(out / ".prompteol.lock", f"another run is writing to {out}; wait for it or give "
+                        "another output folder")  # fmt: skip
     lock = out.with_name(out.name + ".partial.lock")
     return FileLock(lock, f"another `prompteol encode` is writing {out.name} now (it holds {lock.name}); wait "
                     "for it or stop it")  # fmt: skip
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(key path, old value, new value)`` of every setting that differs (nested mappings key by key)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A resume record (progress record or manifest) as a dict; ``ValueError`` when it is unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------- local executor
+def partial_paths(out: Path) -> tuple[Path, Path]:
+    """``(OUT.partial, OUT.partial.json)``: the unfinished output and its progress record."""
+    return out.with_name(out.name + ".partial"), out.with_name(out.name + ".partial.json")
 
 
 def remove_path(path: Path) -> None:
@@ -47,17 +88,6 @@ def write_progress(path: Path, payload: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(payload, indent=1))
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(_differences(a, b, f"{prefix}{k}."))
-        elif a != b:
-            out.append(f"{prefix}{k}")
-    return out
-
-
 def load_progress(out: Path, key: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """``(state to resume from, None)``, or ``(None, why a previous run's files are not used)``,
     or ``(None, None)`` when there is nothing from a previous run."""
@@ -65,14 +95,14 @@ def load_progress(out: Path, key: dict[str, Any]) -> tuple[dict[str, Any] | None
     if not record.exists():
         return None, ("a partial output without its progress record" if partial.exists() else None)
     try:
-        state = json.loads(record.read_text(encoding="utf-8"))
+        state = read_record(record)
         if state.get("schema") != PROGRESS_SCHEMA:
             return None, f"the progress record has another schema ({state.get('schema')!r})"
         old = state["key"]
         rows_done = int(state["rows_done"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None, "the progress record is unreadable"
-    changed = _differences(old, key)
+    changed = [path for path, _, _ in differences(old, key)]
     if changed:
         return None, f"{', '.join(changed)} changed"
     if not partial.exists():
@@ -105,12 +135,7 @@ def progress_record(key, rows_done: int, chunks_done: int, offset: int, line: in
             "input_offset": offset, "input_line": line, **written}  # fmt: skip
 
 
-MANIFEST = "_prompteol_manifest.json"
-
-
-MANIFEST_VERSION = 1
-
-
+# ---------------------------------------------------------------------------------------------- Ray executor
 def _resumable_fields() -> tuple[str, ...]:
     """Config fields that never change a vector (the device and the ``runtime`` kind: prefix cache, ...):
     a resumed run may change them."""
@@ -122,17 +147,6 @@ def manifest_settings(config: EncoderConfig, **extra: Any) -> dict[str, Any]:
     return {"encoder": vector_config, **extra}
 
 
-def _describe_differences(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += _describe_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {json.dumps(a)[:80]} (before) vs {json.dumps(b)[:80]} (now)")
-    return out
-
-
 def prepare_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Create the output folder and its manifest, or check that an existing one matches (resume)."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -140,11 +154,12 @@ def prepare_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     path = out_dir / MANIFEST
     if path.is_file():
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            old = read_record(path)
+        except ValueError as exc:
             raise InputError(f"{path}: unreadable manifest ({exc}); delete the output folder to start again") from None
-        diffs = _describe_differences({"settings": old.get("settings"), "inputs": old.get("inputs")},
-                                      {"settings": manifest["settings"], "inputs": manifest["inputs"]})  # fmt: skip
+        found = differences({"settings": old.get("settings"), "inputs": old.get("inputs")},
+                            {"settings": manifest["settings"], "inputs": manifest["inputs"]})  # fmt: skip
+        diffs = [f"{k}: {json.dumps(a)[:80]} (before) vs {json.dumps(b)[:80]} (now)" for k, a, b in found]
         if diffs:
             raise InputError(f"output folder {out_dir} holds a run with other inputs or settings; give a new "
                              "output folder (or delete this one) to start again. Differences: "
@@ -155,10 +170,3 @@ def prepare_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
                          "give a new output folder")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
-
-
-def folder_lock(out_dir: Path) -> FileLock:
-    """An exclusive lock on the output folder (``.prompteol.lock``): a second run on the same folder
-    fails at once instead of removing the first one's temporary files (POSIX ``flock``; a no-op elsewhere)."""
-    return FileLock(out_dir / ".prompteol.lock", f"another run is writing to {out_dir}; wait for it or give "
-                    "another output folder")  # fmt: skip

@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..encoder.prompts.builder import surrogate_problem
 from ..errors import InputError
-from .formats import check_columns, check_parquet_text, decode_line, output_fields, parse_jsonl_line, validate_inputs
+from .formats import check_columns, decode_line, output_fields, parse_jsonl_line, validate_inputs
 from .tables import iter_tables, jsonl_schema
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -261,9 +261,9 @@ def _validate_lines(src: Source, output_format: str, chunk_size: int) -> None:
 
 
 def _validate_parquet(src: Source, output_format: str, chunk_size: int) -> None:
-
+    """Every row of the text column (nulls, UTF-8: one column, a chunk at a time), as the Ray executor checks."""
     assert src.path is not None
-    (info,) = validate_inputs([src.path], src.text_column, reserved=output_fields(output_format))
-    check_parquet_text(src.path, src.text_column, batch_rows=chunk_size)  # nulls, UTF-8: every row, one column
+    (info,) = validate_inputs([src.path], src.text_column, reserved=output_fields(output_format), full=True,
+                              batch_rows=chunk_size)  # fmt: skip
     src.rows = info.num_rows
     src.fields = list(info.columns)
