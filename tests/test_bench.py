@@ -20,7 +20,7 @@ from prompteol.models import pull as pull_mod
 
 
 def _args(**kw) -> argparse.Namespace:
-    args = bench._parser().parse_args([])
+    args = bench.configs.parser().parse_args([])
     args.threads = 1
     for k, v in kw.items():
         setattr(args, k, v)
@@ -58,11 +58,11 @@ def test_global_threads_option_reaches_the_benchmark():
 
     assert build_parser().parse_args(["--threads", "1", "bench"]).threads == 1
     assert build_parser().parse_args(["bench", "--threads", "3"]).threads == 3
-    assert bench._threads(build_parser().parse_args(["bench"])) == 2
+    assert bench.configs.threads_of(build_parser().parse_args(["bench"])) == 2
 
 
 def test_gemm_peak_skips_sizes_over_its_budget():
-    out = bench._gemm(1, "cpu", "float32", budget_s=1e-6)
+    out = bench.gemm.measure_gemm(1, "cpu", "float32", budget_s=1e-6)
     assert out["gemm_sizes"] == [512] and out["gemm_flops"] > 0 and out["gemm_dtype"] == "float32"
     assert out["gemm_flops"] == max(out["gemm_flops_by_op"].values()) and set(out["gemm_flops_by_op"]) == {"matmul",
                                                                                                         "linear"}  # fmt: skip
@@ -210,7 +210,7 @@ def test_benchmark_run_on_a_tiny_model(monkeypatch, test_cache_dir, data_dir, tm
     """prompteol + prompteol-packed in their own processes; the packed vectors are then deliberately
     perturbed (1e-2): that configuration must be marked not comparable and get no ratio."""
     monkeypatch.setenv("PROMPTEOL_CACHE", str(test_cache_dir))
-    real = bench.run_worker
+    real = bench.harness.run_worker
 
     def perturbing(cfg, vec_path, args):
         out = real(cfg, vec_path, args)
@@ -218,7 +218,7 @@ def test_benchmark_run_on_a_tiny_model(monkeypatch, test_cache_dir, data_dir, tm
             np.save(vec_path, np.load(vec_path) + 1e-2)
         return out
 
-    monkeypatch.setattr(bench, "run_worker", perturbing)
+    monkeypatch.setattr(bench.harness, "run_worker", perturbing)
     args = _args(model="tiny-random-llama", n=6, sts_pairs=6, batch_size=4, data_dir=str(data_dir),
                  configs=["prompteol-packed"], output=str(tmp_path / "b.json"))  # fmt: skip
     assert bench.run_from_args(args) == 0

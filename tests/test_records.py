@@ -48,7 +48,7 @@ def test_versions_name_a_missing_extra_package_as_none():
 @pytest.mark.parametrize(
     ("argv", "want"),
     [(["/x/.venv/bin/prompteol", "--threads", "1", "eval"], "prompteol --threads 1 eval"),
-     ([str(ROOT / "src" / "prompteol" / "bench.py"), "--n", "3"], "python -m prompteol.bench --n 3"),
+     ([str(ROOT / "src" / "prompteol" / "bench" / "__main__.py"), "--n", "3"], "python -m prompteol.bench --n 3"),
      (["/elsewhere/run.py", "a b"], "python /elsewhere/run.py 'a b'")],
 )  # fmt: skip
 def test_command_line(argv, want):

@@ -1,0 +1,35 @@
+"""The sentences every configuration encodes: STS-B train (timed) and the first pairs of STS-B dev (accuracy)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .configs import STS_SPLIT
+
+
+def load_sentences(data_dir: str | None, n: int) -> list[str]:
+    """The first ``n`` unique STS-B train sentences, as SentEval presents them (the harness's reader)."""
+    from ..evaluation.data import load_sts_pairs
+
+    pairs = load_sts_pairs("STSBenchmark-train", _data_root(data_dir), verify=False)
+    out: dict[str, None] = {}
+    for a, b in zip(pairs.sentences1, pairs.sentences2):
+        out[a] = None
+        out[b] = None
+        if len(out) >= n:
+            break
+    return list(out)[:n]
+
+
+def load_sts_subset(data_dir: str | None, n_pairs: int):
+    """The first ``n_pairs`` pairs of STS-B dev (file order): ``(sentences1, sentences2, gold scores)``."""
+    from ..evaluation.data import load_sts_pairs
+
+    pairs = load_sts_pairs(STS_SPLIT, _data_root(data_dir), verify=False)
+    return pairs.sentences1[:n_pairs], pairs.sentences2[:n_pairs], np.asarray(pairs.scores[:n_pairs])
+
+
+def _data_root(data_dir: str | None) -> str:
+    return data_dir or os.environ.get("PROMPTEOL_DATA") or "../shared/data/senteval"
