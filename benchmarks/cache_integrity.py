@@ -59,7 +59,7 @@ def best(fn, repeat: int) -> float:
 
 def verify_only(rows: int, dim: int, repeat: int) -> float:
     """Seconds per row of the checks get_many adds (blake2b-128 + type/length + isfinite), without SQLite."""
-    from prompteol.cache import _hasher
+    from prompteol.cache.store import _hasher
 
     rng = np.random.default_rng(1)
     vecs = rng.standard_normal((rows, dim), dtype=np.float32)

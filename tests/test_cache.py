@@ -94,7 +94,7 @@ def test_old_rows_are_counted_unverified(tmp_path):
 
 def test_a_false_alarm_on_open_never_moves_a_sound_file(tmp_path, monkeypatch):
     """When the cheap check misfires (as it can while another process checkpoints), quick_check under the lock decides."""
-    import prompteol.cache.store as mod
+    import prompteol.cache.repair as mod
 
     db = tmp_path / "embeddings.sqlite"
     first = EmbeddingCache(db)
