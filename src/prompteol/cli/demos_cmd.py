@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 from ..encoder.config import SPEED_ENCODER_DEFAULTS
 from .common import add_encoder_args, console, progress_wanted
@@ -109,37 +107,24 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from ..demos.candidates import read_candidates
-    from ..demos.search import check_split, load_selection_split
-    from ..demos.select import preset_record, sample_candidates, select_demonstration
+    from rich.table import Table
+
+    from ..demos.select import DemoSearch, run_demo_search
     from ..evaluation.tasks import resolve_tasks
     from .common import build_encoder
 
-    report = [t.name for t in resolve_tasks(args.report)] if args.report else []
-    check_split(args.split, report)  # before any model is loaded
-    if args.rescore and not args.max_pairs:
-        print("error: --rescore needs --max-pairs (the first stage scores a sample)", file=sys.stderr)
-        return 2
-    cands = []
-    for f in args.candidates:
-        cands.extend(read_candidates(f)[0])
-    split = load_selection_split(args.split, cands, args.data_dir, args.max_pairs, args.seed)
-    base = build_encoder(args, **SPEED_ENCODER_DEFAULTS)
-    if base.config.demonstrations:
-        print("error: do not combine --demo/--demo-preset with a search", file=sys.stderr)
-        return 2
-    results = Path(args.results or f"outputs/demos/{Path(args.model).name}_{args.split}.jsonl")
+    search = DemoSearch(
+        tuple(args.candidates), split=args.split, results=args.results, k=args.k, beam=args.beam, pool=args.pool,
+        max_pairs=args.max_pairs, max_candidates=args.max_candidates, rescore=args.rescore, seed=args.seed,
+        batch_size=args.batch_size, data_dir=args.data_dir,
+        report=tuple(t.name for t in resolve_tasks(args.report)) if args.report else (),
+        save_preset=args.save_preset, preset_file=args.preset_file, command=" ".join(["prompteol", *args.argv]),
+    )  # fmt: skip
+    search.check()  # before any model is loaded
     con = console()
-    n = len(sample_candidates(cands, args.max_candidates, args.seed))
-    con.print(f"searching {n} candidates (k={args.k}) on {split.name}: {split.description}, "
-              f"{len(split)} pairs; results -> {results}" + (f", then the {args.rescore} best on the whole split"
-                                                             if args.rescore else ""))  # fmt: skip
-    sel = select_demonstration(base, cands, args.split, results, data_dir=args.data_dir,
-                               max_candidates=args.max_candidates, max_pairs=args.max_pairs, rescore=args.rescore,
-                               seed=args.seed, k=args.k, beam=args.beam, pool=args.pool, batch_size=args.batch_size,
-                               progress=progress_wanted(args.progress))  # fmt: skip
-    from rich.table import Table
-
+    base = build_encoder(args, **SPEED_ENCODER_DEFAULTS)
+    outcome = run_demo_search(base, search, progress=progress_wanted(args.progress), say=con.print)
+    sel = outcome.selection
     rows, none_score = sel.rows, sel.no_demo_score
     table = Table(title=f"best demonstrations on {sel.split.name} (no demonstration: {none_score:.2f})")
     for col in ("rank", "score", "gain", "demonstrations"):
@@ -148,20 +133,11 @@ def run_search(args: argparse.Namespace) -> int:
         demos = " + ".join(f"{d['sentence']!r} -> {d['word']}" for d in r["demonstrations"]) or "(none)"
         table.add_row(str(i), f"{r['score']:.2f}", f"{r['score'] - none_score:+.2f}", demos)
     con.print(table)
-    best = sel.best
-    if not best["demonstrations"]:
+    if not sel.best["demonstrations"]:
         con.print("no candidate beat the score without a demonstration: the best choice is none")
-    if args.save_preset:
-        from ..encoder.prompts.presets import save_preset
-
-        record = preset_record(sel, candidates=args.candidates, command=" ".join(["prompteol", *args.argv]),
-                               max_pairs=args.max_pairs, rescore=args.rescore, seed=args.seed)  # fmt: skip
-        path = save_preset(args.model, args.save_preset, record, args.preset_file)
-        con.print(f"saved preset {args.save_preset!r} for {args.model} in {path}")
-    if report:
-        from ..evaluation import evaluate
-
-        enc = base.derive(demonstrations=[tuple(d.values()) for d in best["demonstrations"]])
-        res = evaluate(enc, tasks=report, data_dir=args.data_dir)
+    if outcome.preset_path is not None:
+        con.print(f"saved preset {args.save_preset!r} for {base.config.model} in {outcome.preset_path}")
+    if outcome.report is not None:
+        res = outcome.report
         con.print(json.dumps({"tasks": {t: round(r["score"], 2) for t, r in res["tasks"].items()}, "averages": res["averages"]}, indent=1))
     return 0

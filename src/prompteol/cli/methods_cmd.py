@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..encoder.config import SPEED_ENCODER_DEFAULTS
 from .common import add_encoder_args, build_encoder, console, progress_wanted
@@ -80,19 +79,20 @@ def run_presets(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from ..demos.search import check_split, load_selection_split, parse_grid, search_options
-
-    grid = parse_grid(args.grid)  # bad axes fail here, before any model is loaded
-    check_split(args.split)
-    split = load_selection_split(args.split, (), args.data_dir, args.max_pairs, args.seed)
-    base = build_encoder(args, **SPEED_ENCODER_DEFAULTS)
-    results = Path(args.results or f"outputs/methods/{Path(base.config.model).name}_{args.split}.jsonl")
-    con = console()
-    con.print(f"scoring {len(grid)} settings on {split.name}: {split.description}, {len(split)} pairs; "
-              f"results -> {results}")  # fmt: skip
-    rows = search_options(base, grid, split, results, batch_size=args.batch_size, progress=progress_wanted(args.progress))
     from rich.table import Table
 
+    from ..demos.settings import SettingsSearch, run_settings_search
+
+    search = SettingsSearch(
+        tuple(args.grid), split=args.split, results=args.results, max_pairs=args.max_pairs, seed=args.seed,
+        batch_size=args.batch_size, data_dir=args.data_dir, save_preset=args.save_preset,
+        preset_file=args.preset_file, command=" ".join(["prompteol", *args.argv]),
+    )  # fmt: skip
+    search.check()  # bad axes, a refused split, missing data: before any model is loaded
+    con = console()
+    base = build_encoder(args, **SPEED_ENCODER_DEFAULTS)
+    outcome = run_settings_search(base, search, progress=progress_wanted(args.progress), say=con.print)
+    rows, split = outcome.rows, outcome.split
     plain = next((r["score"] for r in rows if not r["options"]), None)
     table = Table(title=f"best settings on {split.name}" + (f" (base: {plain:.2f})" if plain is not None else ""))
     for col in ("rank", "score", "setting"):
@@ -100,32 +100,9 @@ def run_search(args: argparse.Namespace) -> int:
     for i, r in enumerate(rows[: args.top], start=1):
         table.add_row(str(i), f"{r['score']:.2f}", json.dumps(r["options"], ensure_ascii=False) or "(base)")
     con.print(table)
-    if args.save_preset:
-        from ..encoder.prompts.presets import save_preset
-        from ..records import provenance
-
-        if "leakfree" in args.save_preset and not split.leak_free:
-            con.print(f"refusing to save {args.save_preset!r}: {split.name} is not leak-free")
-            return 2
-        best = rows[0]
-        base_options = {k: v for k, v in base.config.to_dict().items()
-                        if k in base.config.fields_of_kind("prompt") and v != _default(k)}  # fmt: skip
-        record = {
-            "options": {**base_options, **best["options"]}, "score": best["score"], "split": split.name,
-            "split_description": split.description, "n_pairs": len(split), "leak_free": split.leak_free,
-            "n_scored": len(rows), "grid": args.grid, "command": " ".join(["prompteol", *args.argv]),
-            "provenance": provenance(["prompteol", *args.argv], device=str(base.config.device)),
-        }  # fmt: skip
-        path = save_preset(base.config.model, args.save_preset, record, args.preset_file)
-        con.print(f"saved method preset {args.save_preset!r} for {base.config.model} in {path}")
+    if outcome.preset_path is not None:
+        con.print(f"saved method preset {args.save_preset!r} for {base.config.model} in {outcome.preset_path}")
     return 0
-
-
-def _default(name: str):
-    from ..encoder.config import EncoderConfig
-
-    value = EncoderConfig().to_dict()[name]
-    return value
 
 
 def run_report(args: argparse.Namespace) -> int:

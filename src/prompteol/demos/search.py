@@ -26,9 +26,10 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,6 +141,50 @@ def read_results(path: str | Path) -> tuple[dict, list[dict]]:
     return header, rows
 
 
+class ResultsFile:
+    """A search's results file (JSONL): a header line saying what every score was computed with (the base
+    encoder's fingerprint covers the weights, every vector-changing option and prompteol's fingerprint
+    version; the split), then one line per scored item, written as soon as it is scored (a kill loses at
+    most one). A rerun with the same header resumes (what is there is not scored again); the file of
+    another search is refused. The one resume mechanism of both searches (demonstrations, settings)."""
+
+    def __init__(self, path: str | Path, header: dict, compared: Sequence[str], refusal: Callable[[dict], str]):
+        self.path = Path(path)
+        old_header, rows = read_results(self.path)
+        if old_header and {k: old_header.get(k) for k in compared} != {k: header[k] for k in compared}:
+            raise ConfigError(refusal(old_header))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not old_header:
+            self._append({"search": header})
+        self.done: dict[str, dict] = {r["key"]: r for r in rows}
+
+    def _append(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def run(self, items: Sequence[Any], key: Callable[[Any], str], score: Callable[[Any], tuple[dict, str] | None],
+            desc: str, unit: str, progress: bool | None) -> None:  # fmt: skip
+        """Score the items not done yet: ``score(item)`` -> ``(the row's fields, the fingerprint)``, or ``None``
+        to skip it; each row is written with its key and the seconds it took."""
+        from tqdm.auto import tqdm
+
+        show = sys.stderr.isatty() if progress is None else progress
+        todo = [item for item in items if key(item) not in self.done]
+        with tqdm(total=len(items), initial=len(items) - len(todo), disable=not show, desc=desc, unit=unit) as bar:
+            for item in todo:
+                t = time.perf_counter()
+                scored = score(item)
+                if scored is not None:
+                    fields, fingerprint = scored
+                    row = {"key": key(item), **fields, "seconds": round(time.perf_counter() - t, 2),
+                           "fingerprint": fingerprint}  # fmt: skip
+                    self._append(row)
+                    self.done[row["key"]] = row
+                bar.update(1)
+                if self.done:
+                    bar.set_postfix(best=f"{max(r['score'] for r in self.done.values()):.2f}")
+
+
 def search(
     base,
     candidates: Sequence[Candidate],
@@ -156,46 +201,26 @@ def search(
     ``beam`` sequences are kept after each round; round ``r > 1`` extends them with each of the
     ``pool`` best single candidates not already in the sequence.
     """
-    from tqdm.auto import tqdm
-
     if k < 1 or beam < 1 or pool < 1:
         raise ConfigError(f"k, beam and pool should be >= 1, got k={k}, beam={beam}, pool={pool}")
-    results_path = Path(results_path)
-    # The header says what every score in the file was computed with: the base encoder (its
-    # fingerprint covers the weights, every vector-changing option and prompteol's fingerprint
-    # version) and the split. A file of another search is never resumed.
     header = {
         "base_fingerprint": base.fingerprint, "encoder": base.describe(), "split": split.name,
         "split_description": split.description, "n_pairs": len(split), "leak_free": split.leak_free,
     }  # fmt: skip
     compared = ("base_fingerprint", "split", "split_description", "n_pairs", "leak_free")
-    old_header, rows = read_results(results_path)
-    if old_header and {k_: old_header.get(k_) for k_ in compared} != {k_: header[k_] for k_ in compared}:
-        raise ConfigError(
-            f"{results_path} holds results of another search (split {old_header.get('split')}, base encoder "
-            f"{old_header.get('base_fingerprint') or old_header.get('weights_id')}); use another --results file"
-        )
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    if not old_header:
-        with open(results_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"search": header}, ensure_ascii=False) + "\n")
-    done = {r["key"]: r for r in rows}
-    show = sys.stderr.isatty() if progress is None else progress
+    results = ResultsFile(results_path, header, compared, lambda old: (
+        f"{results_path} holds results of another search (split {old.get('split')}, base encoder "
+        f"{old.get('base_fingerprint') or old.get('weights_id')}); use another --results file"))  # fmt: skip
+    done = results.done
+
+    def score(combo: list[Demonstration]) -> tuple[dict, str]:
+        enc = base.derive(demonstrations=combo)
+        fields = {"demonstrations": [d.to_dict() for d in combo], "k": len(combo),
+                  "score": score_split(enc, split, batch_size)}  # fmt: skip
+        return fields, enc.fingerprint
 
     def run(combos: list[list[Demonstration]], desc: str) -> None:
-        todo = [c for c in combos if _combo_key(c) not in done]
-        with tqdm(total=len(combos), initial=len(combos) - len(todo), disable=not show, desc=desc, unit="demo") as bar:
-            for combo in todo:
-                t = time.perf_counter()
-                enc = base.derive(demonstrations=combo)
-                score = score_split(enc, split, batch_size)
-                row = {"key": _combo_key(combo), "demonstrations": [d.to_dict() for d in combo], "k": len(combo),
-                       "score": score, "seconds": round(time.perf_counter() - t, 2), "fingerprint": enc.fingerprint}  # fmt: skip
-                with open(results_path, "a", encoding="utf-8") as f:  # one line per result: a kill loses at most one
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                done[row["key"]] = row
-                bar.update(1)
-                bar.set_postfix(best=f"{max(r['score'] for r in done.values()):.2f}")
+        results.run(combos, _combo_key, score, desc, "demo", progress)
 
     singles = [[d] for d in dict.fromkeys(c.demonstration for c in candidates)]
     run([[]] + singles, "demos k=1")
@@ -264,40 +289,23 @@ def search_options(
     Resumable like :func:`search`: one JSONL line per scored setting, a rerun skips what is there,
     and a file of another search (other base encoder or split) is refused.
     """
-    from tqdm.auto import tqdm
-
-    results_path = Path(results_path)
     header = {
         "kind": "options", "base_fingerprint": base.fingerprint, "encoder": base.describe(), "split": split.name,
         "split_description": split.description, "n_pairs": len(split), "leak_free": split.leak_free,
     }  # fmt: skip
     compared = ("kind", "base_fingerprint", "split", "split_description", "n_pairs", "leak_free")
-    old_header, rows = read_results(results_path)
-    if old_header and {k: old_header.get(k) for k in compared} != {k: header[k] for k in compared}:
-        raise ConfigError(f"{results_path} holds results of another search; use another --results file")
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    if not old_header:
-        with open(results_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"search": header}, ensure_ascii=False) + "\n")
-    done = {r["key"]: r for r in rows}
-    show = sys.stderr.isatty() if progress is None else progress
-    todo = [g for g in grid if _options_key(g) not in done]
-    with tqdm(total=len(grid), initial=len(grid) - len(todo), disable=not show, desc="settings", unit="setting") as bar:
-        for options in todo:
-            t = time.perf_counter()
-            try:
-                enc = base.derive(**options)
-            except ConfigError as exc:  # e.g. a layer this model does not have: skipped, said once
-                log.warning("skipping setting %s: %s", options, exc)
-                bar.update(1)
-                continue
-            score = score_split(enc, split, batch_size)
-            row = {"key": _options_key(options), "options": json.loads(_options_key(options)), "score": score,
-                   "seconds": round(time.perf_counter() - t, 2), "fingerprint": enc.fingerprint}  # fmt: skip
-            with open(results_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            done[row["key"]] = row
-            bar.update(1)
-            bar.set_postfix(best=f"{max(r['score'] for r in done.values()):.2f}")
+    results = ResultsFile(results_path, header, compared,
+                          lambda old: f"{results_path} holds results of another search; use another --results file")
+
+    def score(options: dict) -> tuple[dict, str] | None:
+        try:
+            enc = base.derive(**options)
+        except ConfigError as exc:  # e.g. a layer this model does not have: skipped, said once
+            log.warning("skipping setting %s: %s", options, exc)
+            return None
+        return {"options": json.loads(_options_key(options)), "score": score_split(enc, split, batch_size)}, enc.fingerprint
+
+    results.run(list(grid), _options_key, score, "settings", "setting", progress)
+    done = results.done
     wanted = {_options_key(g) for g in grid}
     return sorted((r for k, r in done.items() if k in wanted), key=lambda x: -x["score"])

@@ -22,7 +22,7 @@ from pathlib import Path
 from .candidates import Candidate
 from .search import SelectionSplit, load_selection_split, search
 
-__all__ = ["Selection", "select_demonstration", "preset_record"]
+__all__ = ["Selection", "DemoSearch", "select_demonstration", "preset_record", "run_demo_search"]
 
 
 @dataclass
@@ -102,3 +102,87 @@ def preset_record(sel: Selection, *, candidates: Sequence[str], command: str, ma
                                "note": f"candidates screened on {screened_on} (same family and tokenizer); only "
                                f"the {rescore} finalists were scored with this model"}  # fmt: skip
     return record
+
+
+@dataclass(frozen=True)
+class DemoSearch:
+    """A demonstration search as ``prompteol demos search`` runs it: everything but the base encoder.
+
+    :meth:`check` refuses what needs no model to refuse (a test split, a split reported in the same run,
+    ``rescore`` without ``max_pairs``); :func:`run_demo_search` runs it on a loaded base encoder.
+    """
+
+    candidate_files: tuple[str, ...]
+    split: str = "stsb-dev"
+    results: str | None = None  #: default: outputs/demos/<model>_<split>.jsonl
+    k: int = 1
+    beam: int = 1
+    pool: int = 20
+    max_pairs: int | None = None
+    max_candidates: int | None = None
+    rescore: int = 0
+    seed: int = 0
+    batch_size: int = 64
+    data_dir: str | None = None
+    report: tuple[str, ...] = ()  #: tasks to evaluate the chosen demonstration on afterwards
+    save_preset: str | None = None  #: the preset name to store the choice under (for the base's model)
+    preset_file: str | None = None  #: default: the user's presets file
+    command: str = ""
+
+    def check(self) -> None:
+        from ..errors import ConfigError
+        from .search import check_split
+
+        check_split(self.split, self.report)  # before any model is loaded
+        if self.rescore and not self.max_pairs:
+            raise ConfigError("--rescore needs --max-pairs (the first stage scores a sample)")
+        load_selection_split(self.split, self.candidates(), self.data_dir, self.max_pairs, self.seed)  # data there
+
+    def candidates(self) -> list[Candidate]:
+        from .candidates import read_candidates
+
+        return [c for f in self.candidate_files for c in read_candidates(f)[0]]
+
+    def results_path(self, model: str) -> Path:
+        return Path(self.results or f"outputs/demos/{Path(model).name}_{self.split}.jsonl")
+
+
+@dataclass
+class DemoSearchOutcome:
+    selection: Selection
+    preset_path: Path | None = None  #: where the preset was saved (``save_preset``)
+    report: dict | None = None  #: ``evaluate`` of the chosen demonstration on ``report`` tasks
+
+
+def run_demo_search(base, search: DemoSearch, *, progress: bool | None = None,
+                    say=lambda text: None) -> DemoSearchOutcome:  # fmt: skip
+    """Select a demonstration for ``base`` (no demonstration of its own) as ``search`` says, save it as a
+    preset and evaluate it when asked; ``say`` hears what is about to be done."""
+    from ..errors import ConfigError
+
+    search.check()
+    if base.config.demonstrations:
+        raise ConfigError("do not combine --demo/--demo-preset with a search")
+    cands = search.candidates()
+    results = search.results_path(base.config.model)
+    n = len(sample_candidates(cands, search.max_candidates, search.seed))
+    split = load_selection_split(search.split, cands, search.data_dir, search.max_pairs, search.seed)
+    say(f"searching {n} candidates (k={search.k}) on {split.name}: {split.description}, {len(split)} pairs; "
+        f"results -> {results}" + (f", then the {search.rescore} best on the whole split" if search.rescore else ""))
+    sel = select_demonstration(base, cands, search.split, results, data_dir=search.data_dir,
+                               max_candidates=search.max_candidates, max_pairs=search.max_pairs,
+                               rescore=search.rescore, seed=search.seed, k=search.k, beam=search.beam,
+                               pool=search.pool, batch_size=search.batch_size, progress=progress)  # fmt: skip
+    outcome = DemoSearchOutcome(sel)
+    if search.save_preset:
+        from ..encoder.prompts.presets import save_preset
+
+        record = preset_record(sel, candidates=list(search.candidate_files), command=search.command,
+                               max_pairs=search.max_pairs, rescore=search.rescore, seed=search.seed)  # fmt: skip
+        outcome.preset_path = save_preset(base.config.model, search.save_preset, record, search.preset_file)
+    if search.report:
+        from ..evaluation import evaluate
+
+        enc = base.derive(demonstrations=[tuple(d.values()) for d in sel.best["demonstrations"]])
+        outcome.report = evaluate(enc, tasks=list(search.report), data_dir=search.data_dir)
+    return outcome
