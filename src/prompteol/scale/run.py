@@ -24,10 +24,8 @@ Returns a :class:`SweepResult`; the CLI exits non-zero when any cell failed.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
-import math
 import time
 import traceback
 from collections.abc import Callable
@@ -40,22 +38,16 @@ from ..encoder.encode_options import EncodeOptions
 from ..encoder.prompts.templates import Demonstration
 from ..errors import ConfigError
 from ..fileio import FileLock, write_json_atomic
-from .grid import CELL_SCHEMA, Cell, build_cells, cell_state, resolve_demo
-from .memory import CHARS_PER_TOKEN, DtypeDecision, ModelSize, choose_dtype, model_size, resolve_device
+from .grid import CELL_SCHEMA, Cell, build_cells
+from .memory import resolve_device
+from .plan import PROBE_SENTENCES, CellPlan, ModelPlan, SweepPlanner, error_text, fmt_seconds, loaded_dtype, param_count
 
 __all__ = ["SweepOptions", "SweepResult", "run_sweep", "PROBE_SENTENCES", "host_info", "PARTIAL_SCHEMA", "partial_path"]
 
 log = logging.getLogger(__name__)
 
-#: sentences of the throughput probe (the first unique ones of STS-B dev, as the harness presents them)
-PROBE_SENTENCES = 64
-_WARMUP = 4
 #: version tag of a cell's partial record (``<cell id>.partial.json``: the tasks finished so far)
 PARTIAL_SCHEMA = "prompteol.scale-partial/1"
-#: weights (bytes) from which freeing a model runs the garbage collector
-_COLLECT_ABOVE = 64 * 2**20
-
-
 @dataclass
 class SweepOptions:
     """What a sweep runs; the CLI fills it from its flags."""
@@ -88,36 +80,6 @@ class SweepOptions:
     def tag_options(self) -> dict[str, Any]:
         """The options that make a cell's file name differ from the defaults' (an explicit dtype is one)."""
         return {**self.encoder_options, **({"dtype": self.dtype} if self.dtype != "auto" else {})}
-
-
-@dataclass
-class CellPlan:
-    cell: Cell
-    state: str  # done | pending | retry | unreadable
-    preset: str | None = None
-    demonstrations: list[Demonstration] | None = None
-    error: str | None = None
-    sentences: int = 0
-    cached: int | None = None
-    estimate_s: float | None = None
-
-    @property
-    def runs(self) -> bool:
-        return self.state != "done"
-
-
-@dataclass
-class ModelPlan:
-    model: str
-    cells: list[CellPlan]
-    size: ModelSize | None = None
-    decision: DtypeDecision | None = None
-    error: str | None = None
-    rate: float | None = None  # sentences per second of the probe
-    load_s: float | None = None
-    num_parameters: int | None = None
-    parameters_source: str | None = None
-    encoder: Any = None  # the probe's encoder, kept for the sweep (first model only)
 
 
 @dataclass
@@ -172,75 +134,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _error_text(exc: BaseException) -> str:
-    text = str(exc).strip() or repr(exc)
-    return f"{type(exc).__name__}: {text}"
-
-
-def _unique(data) -> list[str]:
-    from ..evaluation.data import StsPairs
-
-    if isinstance(data, StsPairs):
-        return list(dict.fromkeys(data.sentences1 + data.sentences2))
-    return list(dict.fromkeys(s for ex in data.values() for s in ex.sentences()))
-
-
-def task_sentences(task_list, root) -> dict[str, list[str]]:
-    """Each task's unique sentences (what the harness encodes for it)."""
-    from ..evaluation.data import load_task_data
-
-    return {t.name: _unique(load_task_data(t, root)) for t in task_list}
-
-
-def probe_sample(root, fallback: list[str]) -> list[str]:
-    """The first :data:`PROBE_SENTENCES` unique STS-B dev sentences (else the tasks' own first ones)."""
-    try:
-        from ..evaluation.data import load_sts_pairs
-
-        pairs = load_sts_pairs("STSBenchmark-dev", root)
-        sentences = list(dict.fromkeys(s for pair in zip(pairs.sentences1, pairs.sentences2) for s in pair))
-    except Exception:  # noqa: BLE001 - no STS-B dev in this data root: the tasks' sentences
-        sentences = fallback
-    return sentences[:PROBE_SENTENCES]
-
-
-def measure_rate(encoder, sample: list[str], options: EncodeOptions) -> float:
-    """Sentences per second of ``encoder`` on ``sample`` with ``options`` (warm-up first, no embedding cache)."""
-    probe = options.replace(use_embedding_cache=False, show_progress=False)
-    encoder.encode(sample[:_WARMUP], options=probe)
-    t0 = time.perf_counter()
-    encoder.encode(sample, options=probe)
-    return len(sample) / max(time.perf_counter() - t0, 1e-9)
-
-
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 90:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _param_count(model_ref: str, encoder) -> tuple[int, str]:
-    from ..models.registry import PACKAGED_MODELS
-
-    spec = PACKAGED_MODELS.get(model_ref)
-    if spec is not None and spec.num_parameters:
-        return spec.num_parameters, "registry"
-    return int(sum(p.numel() for p in encoder.model.parameters())), "counted after load"
-
-
-def _loaded_dtype(encoder) -> str:
-    try:
-        return str(next(encoder.model.parameters()).dtype).removeprefix("torch.")
-    except StopIteration:  # pragma: no cover
-        return encoder.config.dtype
-
-
 # ------------------------------------------------------------------------------------ the sweep
-class _Sweep:
+class _Sweep(SweepPlanner):
+    """A sweep: its plan (:class:`~prompteol.scale.plan.SweepPlanner`), then its cells run model by model."""
+
     def __init__(self, opts: SweepOptions, console):
         from ..evaluation import resolve_data_dir, resolve_tasks, verify_data
 
@@ -260,186 +157,6 @@ class _Sweep:
         self.result = SweepResult(self.cells, dry_run=opts.dry_run)
         self._sentences: dict[str, list[str]] | None = None
         self.host = host_info(self.device)
-
-    # ---------------------------------------------------------------- data
-    @property
-    def sentences(self) -> dict[str, list[str]]:
-        if self._sentences is None:
-            self._sentences = task_sentences(self.task_list, self.root)
-        return self._sentences
-
-    def n_sentences(self) -> int:
-        return sum(len(v) for v in self.sentences.values())
-
-    def prompt_tokens(self, demos: list[Demonstration]) -> int:
-        """The longest prompt of the cell, in tokens, estimated from characters (no tokenizer yet)."""
-        from ..encoder.config import EncoderConfig
-
-        cfg = EncoderConfig.from_options(**self.opts.encoder_options)
-        longest = max((len(s) for v in self.sentences.values() for s in v), default=0)
-        sentence_tokens = math.ceil(longest / CHARS_PER_TOKEN)
-        if cfg.max_length:
-            sentence_tokens = min(sentence_tokens, cfg.max_length)
-        try:
-            template = len(cfg.template.render("", tuple(demos)))
-        except Exception:  # noqa: BLE001 - a template without demonstrations: the cell fails later, with the message
-            template = len(cfg.template.render("", ()))
-        return sentence_tokens + math.ceil(template / CHARS_PER_TOKEN) + 2
-
-    # ---------------------------------------------------------------- loading
-    def load(self, model: str, dtype: str):
-        from ..encoder.config import EncoderConfig
-        from ..encoder.encoder import Encoder
-
-        config = EncoderConfig.from_options(model=model, dtype=dtype, **self.opts.encoder_options)
-        return Encoder.from_config(config, embedding_cache=self.opts.encode.use_embedding_cache,
-                                   cache_dir=self.opts.cache_dir, progress=self.opts.progress)  # fmt: skip
-
-    @staticmethod
-    def weights_bytes(encoder) -> int:
-        try:
-            return int(sum(p.numel() * p.element_size() for p in encoder.model.parameters()))
-        except Exception:  # noqa: BLE001
-            return _COLLECT_ABOVE
-
-    @staticmethod
-    def collect(weights: int) -> None:
-        """After the last reference to a model is dropped: collect reference cycles (a full ``gc`` pass
-        costs ~1 s in a large process, so only when the weights are big enough to matter) and return
-        the CUDA cache, so the next model's memory check sees the memory free."""
-        if weights < _COLLECT_ABOVE:
-            return
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover
-            pass
-
-    def decide(self, plan: ModelPlan) -> DtypeDecision:
-        size = plan.size or ModelSize(None, None, "unknown")
-        tokens = max((self.prompt_tokens(c.demonstrations or []) for c in plan.cells if c.runs), default=1)
-        opts = self.opts
-        return choose_dtype(size, opts.dtype, batch_size=opts.encode.batch_size, prompt_tokens=tokens, device=self.device,
-                            quantization=opts.encoder_options.get("quantization"),
-                            max_batch_tokens=opts.encode.max_batch_tokens)  # fmt: skip
-
-    # ---------------------------------------------------------------- planning
-    def plan(self) -> list[ModelPlan]:
-        by_model: dict[str, list[CellPlan]] = {}
-        for cell in self.cells:
-            state = cell_state(cell.path(self.opts.output))
-            if state == "unreadable":
-                log.warning("%s is unreadable; the cell runs again", cell.path(self.opts.output))
-            by_model.setdefault(cell.model, []).append(CellPlan(cell, state))
-        plans = [ModelPlan(model, cells) for model, cells in by_model.items()]
-        todo = [p for p in plans if any(c.runs for c in p.cells)]
-        # the first model is probed last and kept loaded: its sweep reuses the probe's load
-        for i, plan in enumerate(todo[1:] + todo[:1]):
-            self.plan_model(plan, keep=(i == len(todo) - 1) and not self.opts.dry_run)
-        return plans
-
-    def resolve_demos(self, plan: ModelPlan, params: int | None) -> None:
-        for cp in plan.cells:
-            if not cp.runs:
-                continue
-            if cp.cell.demo in self.opts.demo_overrides:
-                cp.preset, cp.demonstrations = self.opts.demo_overrides[cp.cell.demo]
-                cp.error = None
-                continue
-            try:
-                cp.preset, cp.demonstrations = resolve_demo(cp.cell.demo, plan.model, params)
-                cp.error = None
-            except Exception as exc:  # noqa: BLE001 - an unknown preset: this cell fails, the others run
-                cp.preset, cp.demonstrations, cp.error = None, None, _error_text(exc)
-
-    def plan_model(self, plan: ModelPlan, keep: bool) -> None:
-        from ..models.registry import PACKAGED_MODELS
-
-        try:
-            plan.size = model_size(plan.model, self.opts.cache_dir)
-        except Exception as exc:  # noqa: BLE001
-            plan.size = ModelSize(None, None, f"unknown: {_error_text(exc)}")
-        spec = PACKAGED_MODELS.get(plan.model)
-        pre_params = spec.num_parameters if spec else plan.size.num_parameters
-        self.resolve_demos(plan, pre_params)
-        plan.decision = self.decide(plan)
-        if plan.decision.refused:
-            plan.error = f"refused by the memory rule: {plan.decision.reason}"
-            return
-        n = self.n_sentences()
-        for cp in plan.cells:
-            cp.sentences = n
-        if not self.opts.probe:
-            return
-        self.out.print(f"probing {plan.model} ({plan.decision.dtype}) ...")
-        try:
-            t0 = time.perf_counter()
-            encoder = self.load(plan.model, plan.decision.dtype or "float32")
-            plan.load_s = time.perf_counter() - t0
-            first_task = next(iter(self.sentences.values()))
-            plan.rate = measure_rate(encoder, probe_sample(self.root, first_task), self.opts.encode)
-        except Exception as exc:  # noqa: BLE001 - an unknown model, a broken download, ...: its cells fail
-            plan.error = f"loading {plan.model} failed: {_error_text(exc)}"
-            log.debug("probe of %s failed", plan.model, exc_info=True)
-            return
-        plan.num_parameters, plan.parameters_source = _param_count(plan.model, encoder)
-        self.resolve_demos(plan, plan.num_parameters)
-        for cp in plan.cells:
-            if not cp.runs or cp.error:
-                continue
-            cp.estimate_s = cp.sentences / plan.rate if plan.rate else None
-            try:
-                derived = encoder.derive(demonstrations=tuple(cp.demonstrations or ()), layer=cp.cell.layer)
-                cache = derived.embedding_cache
-                cp.cached = cache.count(derived.fingerprint) if cache is not None else None
-            except Exception as exc:  # noqa: BLE001 - e.g. a layer out of range, a template without demos
-                cp.error = _error_text(exc)
-        if keep:
-            plan.encoder = encoder
-        else:
-            weights = self.weights_bytes(encoder)
-            encoder = derived = None  # the last references: the model is freed here
-            self.collect(weights)
-
-    def print_plan(self, plans: list[ModelPlan]) -> None:
-        from rich.table import Table
-
-        table = Table(title=f"prompteol scale: {len(self.cells)} cells -> {self.opts.output}", title_justify="left")
-        for col in ("#", "cell (file name without .json)", "dtype", "sentences", "estimate", "cached", "state"):
-            table.add_column(col, justify="right" if col in ("#", "sentences", "estimate", "cached") else "left")
-        i = 0
-        for plan in plans:
-            for cp in plan.cells:
-                i += 1
-                if cp.state == "done":
-                    table.add_row(str(i), cp.cell.id, "", "", "", "", "done (skipped)")
-                    continue
-                dtype = plan.decision.dtype if plan.decision and plan.decision.dtype else "-"
-                error = plan.error or cp.error
-                if error:
-                    state = f"will fail: {error}"
-                else:
-                    state = {"pending": "to run", "retry": "to run again (failed before)",
-                             "unreadable": "to run (unreadable file)"}[cp.state]  # fmt: skip
-                cached = "" if cp.cached is None else f"{cp.cached:,}"
-                table.add_row(str(i), cp.cell.id, dtype, f"{cp.sentences:,}" if cp.sentences else "",
-                              _fmt_s(cp.estimate_s) if not error else "", cached, state)  # fmt: skip
-        self.out.print(table)
-        for plan in plans:
-            if plan.decision and any(c.runs for c in plan.cells):
-                rate = (f"{plan.rate:.1f} sentences/s on the probe" if plan.rate
-                        else "probe failed" if plan.error else "not probed")  # fmt: skip
-                params = f"{plan.num_parameters:,} parameters ({plan.parameters_source})" if plan.num_parameters else ""
-                self.out.print(f"  {plan.model}: {plan.decision.reason}; {rate}" + (f"; {params}" if params else ""))
-        self.out.print(
-            "  estimate = sentences the cell's tasks encode / the probe's rate (64 STS-B dev sentences); the "
-            "embedding cache may make a cell faster ('cached' = vectors of that cell's encoder already cached; "
-            "an STS and a transfer cell of the same encoder share them, demonstration settings do not); transfer "
-            "tasks add their classifier fits"
-        )
 
     # ---------------------------------------------------------------- running
     def record(self, cp: CellPlan, plan: ModelPlan, *, status: str, error: str | None = None,
@@ -491,10 +208,10 @@ class _Sweep:
                     t0 = time.perf_counter()
                     encoder = self.load(plan.model, plan.decision.dtype or "float32")
                     plan.load_s = time.perf_counter() - t0
-                    plan.num_parameters, plan.parameters_source = _param_count(plan.model, encoder)
+                    plan.num_parameters, plan.parameters_source = param_count(plan.model, encoder)
                     self.resolve_demos(plan, plan.num_parameters)
                 except Exception as exc:  # noqa: BLE001
-                    plan.error = f"loading {plan.model} failed: {_error_text(exc)}"
+                    plan.error = f"loading {plan.model} failed: {error_text(exc)}"
         try:
             for cp in todo:
                 tag = counter()
@@ -542,7 +259,7 @@ class _Sweep:
         opts = self.opts
         self.out.print(f"{tag} running {cp.cell.id} ...")
         started, t0 = _now(), time.perf_counter()
-        dtype = _loaded_dtype(base)
+        dtype = loaded_dtype(base)
         cell_file = cp.cell.path(opts.output)
         ppath = partial_path(cell_file)
         fingerprint = None
@@ -560,13 +277,13 @@ class _Sweep:
                                                          "command": opts.command}}  # fmt: skip
                 write_json_atomic(ppath, partial)
                 self.out.print(f"  {name}: {res['score']:.2f} ({res['sentences']:,} sentences, "
-                               f"{_fmt_s(res['elapsed_s']['total'])})")  # fmt: skip
+                               f"{fmt_seconds(res['elapsed_s']['total'])})")  # fmt: skip
 
             results = evaluate(encoder, self.task_list, data_dir=self.root, mode=opts.mode,
                                options=opts.encode.replace(show_progress=opts.progress), classifier=opts.classifier,
                                seeds=opts.seeds, done=done, on_task=on_task)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - any failure of one cell is recorded; the sweep goes on
-            error = _error_text(exc)
+            error = error_text(exc)
             self.out.print(f"{tag} [red]failed[/red] {cp.cell.id}: {error}")
             self.record(cp, plan, status="failed", error=error, dtype=dtype, wall_s=time.perf_counter() - t0,
                         started=started, tb="".join(traceback.format_exception(exc))[-4000:],
@@ -581,7 +298,7 @@ class _Sweep:
         scores = ", ".join(f"{k} {v:.2f}" for k, v in avg.items()) or ", ".join(
             f"{k} {v['score']:.2f}" for k, v in list(results["tasks"].items())[:4]
         )
-        self.out.print(f"{tag} [green]ok[/green] {cp.cell.id} in {_fmt_s(wall)} ({scores})")
+        self.out.print(f"{tag} [green]ok[/green] {cp.cell.id} in {fmt_seconds(wall)} ({scores})")
 
 
 def run_sweep(opts: SweepOptions, console=None) -> SweepResult:
