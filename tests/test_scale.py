@@ -239,12 +239,13 @@ def test_memory_rule_float32_bfloat16_or_refuse(monkeypatch):
 
 def test_memory_sources(tmp_path, monkeypatch):
     """MemAvailable from /proc/meminfo; parameters from safetensors headers whatever the stored dtype."""
-    from prompteol.scale import memory
+    from prompteol.encoder import limits
+    from prompteol.scale import memory, model_size
 
     info = tmp_path / "meminfo"
     info.write_text("MemTotal:       24683584 kB\nMemAvailable:   2048 kB\n")
-    assert memory._meminfo_available(str(info)) == 2048 * 1024
-    assert memory._meminfo_available(str(tmp_path / "none")) is None
+    assert limits._meminfo_available(str(info)) == 2048 * 1024
+    assert limits._meminfo_available(str(tmp_path / "none")) is None
     for stored, code in (("bfloat16", "BF16"), ("float32", "F32")):
         folder = tmp_path / stored
         folder.mkdir()
@@ -255,7 +256,7 @@ def test_memory_sources(tmp_path, monkeypatch):
         blob = json.dumps(header).encode()
         (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * (300 * width))
         (folder / "config.json").write_text(json.dumps({"hidden_size": 20}))
-        size = memory.folder_size(folder)
+        size = model_size.folder_size(folder)
         assert (size.num_parameters, size.stored_dtype, size.hidden_size) == (200, stored, 20)  # no LM head
     assert memory.model_size("smollm2-135m").num_parameters == 134_500_000  # the registry, nothing pulled
     import gguf
@@ -272,10 +273,10 @@ def test_memory_sources(tmp_path, monkeypatch):
     writer.close()
     size = memory.model_size(str(tmp_path / "m.gguf"))
     assert (size.num_parameters, size.hidden_size, size.source) == (320 + 1024, 32, "gguf")
-    opt = memory.config_size({"model_type": "opt", "hidden_size": 768, "ffn_dim": 3072, "num_hidden_layers": 12,
+    opt = model_size.config_size({"model_type": "opt", "hidden_size": 768, "ffn_dim": 3072, "num_hidden_layers": 12,
                               "num_attention_heads": 12, "vocab_size": 50272, "max_position_embeddings": 2048})  # fmt: skip
     assert abs(opt.num_parameters - 125_239_296) / 125_239_296 < 0.01  # OPT-125M's base model
-    monkeypatch.setattr(memory, "_meminfo_available", lambda path="/proc/meminfo": None)
+    monkeypatch.setattr(limits, "_meminfo_available", lambda path="/proc/meminfo": None)
     assert memory.cpu_available()[1] in ("psutil", "cgroup limit - usage") or memory.cpu_available()[0] is None
 
 

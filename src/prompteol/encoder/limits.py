@@ -45,7 +45,7 @@ from pathlib import Path
 from .batching import MemoryLimitError, _size, plan_batches
 
 __all__ = [
-    "MEMORY_FRACTION", "ActivationShape", "activation_shape", "available_memory", "max_positions",
+    "MEMORY_FRACTION", "ActivationShape", "activation_shape", "available_memory", "cpu_free_memory", "max_positions",
     "plan_in_memory", "MemoryLimitError",
 ]  # fmt: skip
 
@@ -147,19 +147,32 @@ def available_memory(device=None) -> int | None:
             return None
     if kind not in ("cpu", "mps"):
         return None
-    found = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
-    if found:
-        return min(found)
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return int(psutil.virtual_memory().available)
+    return cpu_free_memory()[0]
 
 
-def _meminfo_available() -> int | None:
+def cpu_free_memory() -> tuple[int | None, str]:
+    """Free CPU memory in bytes now, and where the number comes from: ``MemAvailable`` of
+    ``/proc/meminfo`` (psutil where there is no ``/proc``), capped by what the cgroup's memory limit
+    leaves. The one reader of free memory (the batches here, the scaling study's dtype rule)."""
+    free, source = _meminfo_available(), "/proc/meminfo MemAvailable"
+    if free is None:
+        try:
+            import psutil
+
+            free, source = int(psutil.virtual_memory().available), "psutil"
+        except Exception:  # noqa: BLE001 - not installed / unsupported platform
+            free = None
+    limited = _cgroup_available()
+    if limited is not None and (free is None or limited < free):
+        return limited, "cgroup limit - usage"
+    if free is None:
+        return None, "unknown (no /proc/meminfo, no psutil)"
+    return free, source
+
+
+def _meminfo_available(path: str = "/proc/meminfo") -> int | None:
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
+        with open(path, encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
