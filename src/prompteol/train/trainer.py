@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +26,8 @@ from typing import Any
 from ..errors import ConfigError, DataError
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import Triplet, file_sha256, read_triplets
+from .data import file_sha256, read_triplets
+from .runtime import Batches, barrier, count_cut, device_for, init_distributed, log_file, run_info, run_provenance
 from .sts_dev import TASK
 
 __all__ = ["train", "TrainResult", "init_distributed"]
@@ -54,142 +54,6 @@ class TrainResult:
     @property
     def best_dir(self) -> Path:
         return Path(self.output_dir) / "best"
-
-
-# ---------------------------------------------------------------------------------------------- processes
-def init_distributed(device: str) -> tuple[int, int, bool]:
-    """Join the process group a launcher (torchrun, accelerate) describes in the environment.
-
-    Returns ``(rank, world_size, initialised_here)``; ``(0, 1, False)`` without a launcher.
-    """
-    import torch.distributed as dist
-
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return 0, 1, False
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size(), True
-
-
-def _device(cfg: TrainConfig, world_size: int) -> str:
-    import torch
-
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and world_size > 1:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    return device
-
-
-def _barrier(world_size: int) -> None:
-    if world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-# ---------------------------------------------------------------------------------------------- logging
-@contextlib.contextmanager
-def _log_file(path: Path | None):
-    """Send the package's log records (INFO and up) to ``path`` for the duration of the run."""
-    logger = logging.getLogger("prompteol")
-    handler = None
-    old_level = logger.level
-    if path is not None:
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setLevel(logging.INFO)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        if logger.getEffectiveLevel() > logging.INFO:
-            logger.setLevel(logging.INFO)
-    cut_filter = _DropCutWarnings()
-    logging.getLogger("prompteol.encoder.encoder").addFilter(cut_filter)
-    try:
-        yield
-    finally:
-        logging.getLogger("prompteol.encoder.encoder").removeFilter(cut_filter)
-        if handler is not None:
-            logger.removeHandler(handler)
-            handler.close()
-            logger.setLevel(old_level)
-
-
-class _DropCutWarnings(logging.Filter):
-    """The per-batch "N sentences were cut to max_length" warning; training reports the count once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "were cut to max_length" not in str(record.msg)
-
-
-# ---------------------------------------------------------------------------------------------- run info
-def _base_model_ref(model: str) -> str:
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else model
-
-
-def _provenance(cfg: TrainConfig) -> dict[str, Any]:
-    """The run's provenance block (:func:`prompteol.records.provenance`): commit, machine, versions, command."""
-    from ..records import provenance
-
-    return provenance(device=str(cfg.encoder.device), packages=("peft", "bitsandbytes"))
-
-
-def _run_info(
-    cfg: TrainConfig, encoder, data: dict[str, Any], world_size: int, step: int, score=None
-) -> dict[str, Any]:
-    enc = cfg.encoder.replace(model=_base_model_ref(cfg.model)).to_dict()
-    prov = _provenance(cfg)
-    return {
-        "format": 1,
-        "base_model": _base_model_ref(cfg.model),
-        "encoder": enc,
-        "train": cfg.to_dict(),
-        "data": data,
-        "world_size": world_size,
-        "step": step,
-        "eval": None if score is None else {"task": TASK, "score": score, "step": step},
-        "versions": prov["versions"],
-        "provenance": prov,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- batches
-class _Batches:
-    """Global batch ``step`` -> row indices; epoch ``e`` is a permutation seeded by (seed, e)."""
-
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.per_epoch = n // batch_size  # an incomplete last batch is dropped
-        self._epoch = -1
-        self._order: list[int] = []
-
-    def rows(self, step: int) -> list[int]:
-        import torch
-
-        epoch, k = divmod(step, self.per_epoch)
-        if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._epoch, self._order = epoch, torch.randperm(self.n, generator=gen).tolist()
-        return self._order[k * self.batch_size : (k + 1) * self.batch_size]
-
-
-def _count_cut(encoder, data: list[Triplet], limit: int | None, sample: int = 10_000) -> None:
-    """Log how many sentences the cutoff shortens (once, instead of a warning per batch)."""
-    if limit is None:
-        return
-    rows = data[:sample]  # a 275k-row file: the first rows tell enough, in a second
-    texts = [t for row in rows for t in (row.anchor, row.positive, row.negative) if t is not None]
-    lengths = [len(ids) for ids in encoder.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    cut = sum(n > limit for n in lengths)
-    scope = "" if len(rows) == len(data) else f" (in the first {len(rows)} rows)"
-    log.info("%d of %d training sentences%s are longer than cutoff_len=%d tokens and are cut before templating",
-             cut, len(texts), scope, limit)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -224,7 +88,7 @@ def train(
     # everything that can fail on the user's input fails here, before any model is loaded
     data = read_triplets(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     data_info = {"path": str(Path(cfg.data).resolve()), "sha256": file_sha256(cfg.data), "rows": len(data)}
-    batches = _Batches(len(data), cfg.batch_size, cfg.seed)
+    batches = Batches(len(data), cfg.batch_size, cfg.seed)
     if batches.per_epoch < 1:
         raise DataError(f"{cfg.data} has {len(data)} usable rows, fewer than one global batch of {cfg.batch_size}; "
                         f"lower --batch-size")  # fmt: skip
@@ -247,9 +111,9 @@ def train(
             )
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-        _barrier(world_size)
-        with _log_file(out / "train.log" if rank == 0 else None):
-            trainer = _Trainer(cfg, data, data_info, batches, scorer, rank, world_size, _device(cfg, world_size),
+        barrier(world_size)
+        with log_file(out / "train.log" if rank == 0 else None):
+            trainer = _Trainer(cfg, data, data_info, batches, scorer, rank, world_size, device_for(cfg, world_size),
                                cache_dir)  # fmt: skip
             return trainer.run(start, stop_after, deadline, progress)
     finally:
@@ -308,7 +172,7 @@ class _Trainer:
 
             for p in self.params:
                 dist.broadcast(p.data, src=0)
-        _count_cut(self.encoder, data, cfg.cutoff_len)
+        count_cut(self.encoder, data, cfg.cutoff_len)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, cfg.warmup_steps, self.total)
         fp16 = cfg.dtype == "float16" and str(device).startswith("cuda")
@@ -317,7 +181,7 @@ class _Trainer:
 
     # ------------------------------------------------------------------ pieces
     def info(self, step: int, score: float | None = None) -> dict[str, Any]:
-        return _run_info(self.cfg, self.encoder, self.data_info, self.world_size, step, score)
+        return run_info(self.cfg, self.encoder, self.data_info, self.world_size, step, score)
 
     def restore(self, folder: Path) -> int:
         state = ckpt.load_checkpoint(folder, self.model, self.rank)
@@ -349,7 +213,7 @@ class _Trainer:
                 r.best, r.best_step = score, step
                 self.save_adapter("best", step, score)
                 log.info("new best %.2f at step %d -> %s", score, step, self.out / "best")
-        _barrier(self.world_size)
+        barrier(self.world_size)
 
     def save_adapter(self, name: str, step: int, score: float | None) -> None:
         folder = self.out / name
@@ -361,7 +225,7 @@ class _Trainer:
         folder = self.out / f"checkpoint-{step}"
         if self.rank == 0:
             ckpt.begin_folder(folder)
-        _barrier(self.world_size)
+        barrier(self.world_size)
         tmp = ckpt.temporary_folder(folder)
         ckpt.save_rng(tmp, self.rank)
         if self.rank == 0:
@@ -370,12 +234,12 @@ class _Trainer:
                      "scaler": self.scaler.state_dict() if self.scaler is not None else None, "before": r.before,
                      "best": r.best, "best_step": r.best_step, "history": r.history}  # fmt: skip
             ckpt.save_checkpoint(tmp, self.model, self.info(step), state)
-        _barrier(self.world_size)
+        barrier(self.world_size)
         if self.rank == 0:
             ckpt.commit_folder(folder)
             ckpt.prune_checkpoints(self.out, self.cfg.keep_checkpoints)
             log.info("checkpoint %s", folder)
-        _barrier(self.world_size)
+        barrier(self.world_size)
 
     def step(self, step: int):
         """One optimisation step on global batch ``step``; returns (loss, lr, grad norm)."""
@@ -477,7 +341,7 @@ class _Trainer:
             self.save_adapter("final", step, r.after)
             summary = {"task": TASK, "steps": step, "before": r.before, "after": r.after, "best": r.best,
                        "best_step": r.best_step, "last_loss": r.last_loss, "history": r.history,
-                       "provenance": _provenance(self.cfg)}  # fmt: skip
+                       "provenance": run_provenance(self.cfg)}  # fmt: skip
             ckpt.write_json(self.out / "summary.json", summary)
             if r.history:
                 log.info("done after %d steps: %s before %s, after %s, best %s (step %s); adapters in %s", step,
@@ -486,7 +350,7 @@ class _Trainer:
                     log.warning("no trained adapter beat the model before training (%.2f <= %.2f)", r.best, r.before)
             else:
                 log.info("done after %d steps (not evaluated); adapter in %s", step, self.out / "final")
-        _barrier(self.world_size)
+        barrier(self.world_size)
         return r
 
 
