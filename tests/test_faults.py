@@ -901,7 +901,7 @@ GGUF_CASES = {
 @pytest.mark.parametrize("case", list(GGUF_CASES))
 def test_damaged_gguf_is_a_clear_error(tmp_path, case):
     from prompteol.errors import ModelNotFoundError
-    from prompteol.models.pull import check_gguf
+    from prompteol.models.gguf import check_gguf
 
     path = _gguf_case(tmp_path, case)
     with pytest.raises(ModelNotFoundError, match=GGUF_CASES[case]) as info:
@@ -927,7 +927,7 @@ def test_gguf_transformers_cannot_load_is_a_clear_error(tmp_path):
     """A whole, well-formed GGUF file that transformers cannot use (no tokenizer here): its failure
     becomes one error naming the file, and no half-converted folder is left."""
     from prompteol.errors import ModelNotFoundError
-    from prompteol.models.pull import convert_gguf
+    from prompteol.models.gguf import convert_gguf
 
     path = _tiny_gguf(tmp_path / "no-tokenizer.gguf")
     target = tmp_path / "converted"

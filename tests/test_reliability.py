@@ -262,7 +262,7 @@ def test_7_gguf_conversion_bars_are_off_in_a_log(capsys):
     gguf_utils = pytest.importorskip("transformers.modeling_gguf_pytorch_utils")
     from transformers.utils import logging as hf_logging
 
-    from prompteol.models.pull import _conversion_bars
+    from prompteol.models.gguf import _conversion_bars
 
     with _conversion_bars(progress=True):  # (stderr is not a terminal here)
         for _ in gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."):

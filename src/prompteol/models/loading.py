@@ -21,7 +21,8 @@ from urllib.parse import urlparse
 from ..encoder.identity import files_sha256, folder_identity  # noqa: F401 - re-exported (the identity of a folder)
 from ..errors import ConfigError, ModelNotFoundError
 from ..paths import cache_root, models_dir
-from .pull import MARKER, convert_gguf, is_pulled, packaged_path, pull, sha256_file
+from .gguf import convert_gguf
+from .pull import MARKER, is_pulled, packaged_path, pull, sha256_file
 from .registry import PACKAGED_MODELS
 from .testing import RANDOM_MODELS, save_tiny_model, weights_id
 
