@@ -200,7 +200,7 @@ def no_ray_start(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("started Ray or loaded a model before validating the input")
 
-    monkeypatch.setattr("prompteol.corpus.distributed._start_ray", boom)
+    monkeypatch.setattr("prompteol.corpus.distributed.start_ray", boom)
     monkeypatch.setattr("prompteol.models.loading.resolve_model", boom)
 
 

@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import socket
-import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -48,8 +46,9 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..encoder.config import EncoderConfig
 from ..encoder.encode_options import EncodeOptions
-from ..errors import ConfigError, InputError, PrompteolError, require
+from ..errors import ConfigError, InputError, PrompteolError
 from .formats import InputFile, list_input_files, validate_inputs
+from .ray_setup import check_resources, max_rss_mib, ray_module, start_ray, user_error
 from .resume import MANIFEST_VERSION, manifest_settings, output_lock, prepare_manifest
 from .shards import (
     ACTOR_COLUMN,
@@ -152,19 +151,6 @@ def _as_config(config: EncoderConfig | Mapping[str, Any]) -> EncoderConfig:
     return config
 
 
-def _ray():
-    require("ray.data", "ray", "Encoding on Ray", package="ray[data]")
-    import ray
-    import ray.data
-
-    return ray
-
-
-def _max_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
-
-
 class _EmbedActor:
     """One per actor: loads the encoder once, then embeds a ``pyarrow.Table`` batch per call."""
 
@@ -211,7 +197,7 @@ class _EmbedActor:
         if self.with_actor_stats:
             n = table.num_rows
             out = out.append_column(ACTOR_COLUMN, pa.array([self.actor] * n, pa.string()))
-            out = out.append_column(RSS_COLUMN, pa.array([_max_rss_mib()] * n, pa.float64()))
+            out = out.append_column(RSS_COLUMN, pa.array([max_rss_mib()] * n, pa.float64()))
         return out
 
 
@@ -247,7 +233,7 @@ def embed_dataset(
     The vectors equal ``Encoder.from_config(config).encode(texts)`` row for row (up to float
     rounding of different batch shapes). Every other column is kept.
     """
-    ray = _ray()
+    ray = ray_module()
     config = _as_config(config)
     job = _job(job, options, **fields)
     job.check_device(config)
@@ -269,40 +255,6 @@ def embed_dataset(
             batch_format="pyarrow", num_cpus=job.cpus_per_actor, num_gpus=job.gpus_per_actor or None,
             compute=compute, **remote_args,
         )  # fmt: skip
-
-
-def _start_ray(address: str | None, quiet: bool = True) -> bool:
-    """Join ``address`` (or ``$RAY_ADDRESS``), or start a local Ray with the machine's cores; reuse a
-    running session. Returns whether this call started (and so should stop) it."""
-    ray = _ray()
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    level = logging.WARNING if quiet else logging.INFO
-    if address:
-        ray.init(address=address, logging_level=level, log_to_driver=True)
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=level, log_to_driver=True)
-    return True
-
-
-def _user_error(exc: BaseException) -> PrompteolError | None:
-    """The prompteol error (bad input, bad option) behind ``exc``: raised in the driver, or in a Ray
-    task or actor (Ray wraps it; its ``cause`` is the original, with the original message)."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, PrompteolError):
-            return cause
-        if isinstance(e, PrompteolError) and not type(e).__module__.startswith("ray"):
-            return e
-        todo += [cause if isinstance(cause, BaseException) else None, e.__cause__, e.__context__]
-    return None
 
 
 def encode_files(
@@ -361,7 +313,7 @@ def _encode_shards(shards: list[Shard], infos: list[InputFile], out_dir: Path, c
         summary.update(wall_s=round(time.perf_counter() - t0, 3), rows_per_s=0.0)
         return summary
 
-    ray = _ray()
+    ray = ray_module()
     local = not (address or os.environ.get("RAY_ADDRESS"))
     if local and not ray.is_initialized():
         cores = os.cpu_count() or 1
@@ -378,10 +330,10 @@ def _encode_shards(shards: list[Shard], infos: list[InputFile], out_dir: Path, c
         resolve_model(config.model, cache_dir=job.cache_dir, progress=job.progress, revision=config.revision)
     t_ray = time.perf_counter()
     summary["resolve_model_s"] = round(t_ray - t_resolve, 3)
-    started = _start_ray(address, quiet=job.quiet)
+    started = start_ray(address, quiet=job.quiet)
     summary["ray_init_s"] = round(time.perf_counter() - t_ray, 3)
     try:
-        _check_resources(ray, job, strict=local)
+        check_resources(ray, job, strict=local)
         t_run = time.perf_counter()
         # one machine: an actor that dies (out of memory, most likely) fails the run at once and a
         # rerun resumes from the finished shards, rather than being restarted into the same death;
@@ -398,21 +350,6 @@ def _encode_shards(shards: list[Shard], infos: list[InputFile], out_dir: Path, c
                 for a, n in sorted(assembler.actor_rows.items())},
     )  # fmt: skip
     return summary
-
-
-def _check_resources(ray, job: RayJob, strict: bool) -> None:
-    """An actor pool that the cluster cannot place would wait forever: fail (one machine) or warn (a
-    cluster, which may scale up)."""
-    have = ray.cluster_resources()
-    need = {"CPU": job.actors * job.cpus_per_actor, "GPU": job.actors * job.gpus_per_actor}
-    short = {k: v for k, v in need.items() if v > have.get(k, 0.0) + 1e-9}
-    if not short:
-        return
-    msg = (f"the actor pool needs {need['CPU']:g} CPUs and {need['GPU']:g} GPUs; Ray has "
-           f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs")  # fmt: skip
-    if strict:
-        raise ConfigError(msg + ": lower --num-actors, --cpus-per-actor or --gpus-per-actor")
-    log.warning("%s; the job waits until the cluster provides them", msg)
 
 
 def _run_pipeline(ray, pending: list[Shard], out_dir: Path, config: EncoderConfig, job: RayJob,
@@ -447,7 +384,7 @@ def _run_pipeline(ray, pending: list[Shard], out_dir: Path, config: EncoderConfi
             assembler.add(batch)
     except BaseException as exc:
         assembler.abort()
-        user = _user_error(exc) if isinstance(exc, Exception) else None
+        user = user_error(exc) if isinstance(exc, Exception) else None
         if user is not None and user is not exc:
             raise user from None  # the message alone, without Ray's wrapping and remote traceback
         raise

@@ -17,20 +17,9 @@
 :meth:`Encoder.encode` (CLI, evaluation, demonstration search, serving) and :meth:`Encoder.embed`
 (training, with gradients) go through the same prompts and runner.
 
-The conveniences users of sentence-transformers expect (docs/ecosystem.md):
-
-- ``encode(texts, prompt="promptbert")`` (alias ``prompt_name=``): another template (preset name or
-  text with ``{sentence}``) for this call, e.g. queries vs documents; it encodes with
-  ``self.derive(template=prompt)``, built once per prompt and kept on the encoder, with its own
-  fingerprint (so its own embedding-cache entries);
-- ``encode(texts, truncate_dim=N)``: the first N dimensions, before ``normalize`` (which then
-  re-normalises the truncated vector). Plain truncation: PromptEOL vectors are not trained
-  Matryoshka-style;
-- ``encode(texts, precision="int8", calibration=vectors)``: float32, float16, int8, uint8, binary or
-  ubinary, as sentence-transformers' ``quantize_embeddings`` (:mod:`prompteol.encoder.postprocess`); int8/uint8
-  are calibrated on ``calibration`` when given, else on the call's own embeddings;
-- ``similarity(a, b)`` (len(a), len(b)) and ``similarity_pairwise(a, b)`` (n,): cosine, float32, of
-  texts (encoded) or already computed vectors.
+The conveniences users of sentence-transformers expect (docs/ecosystem.md): ``encode(texts, prompt=...)``
+(another template for the call), ``truncate_dim``, ``precision`` (``quantize_embeddings``' semantics) and
+``similarity`` / ``similarity_pairwise`` (cosine, of texts or vectors): see :meth:`Encoder.encode`.
 """
 
 from __future__ import annotations
