@@ -6,8 +6,8 @@ post-processing: ``truncate_dim``, ``normalize``, ``precision``), plus ``prompt`
 this call. :meth:`Encoder.encode <prompteol.encoder.encoder.Encoder.encode>` takes them as keywords or as
 ``options=``; every other caller carries one object instead of threading the fields through its
 signatures: the evaluation harness and the study (``evaluate(..., options=)``), the server, both corpus
-executors, the searches. Each field is declared with :func:`~prompteol.options.option`, like the
-encoder's options, so a command can derive its flags from it (:func:`encode_arguments`).
+executors. Each field is declared with :func:`~prompteol.options.option`, like the encoder's options
+(help, range, flag), and :meth:`EncodeOptions.options` lists the declarations.
 
 An encoder that takes the options sets ``takes_encode_options = True`` (prompteol's ``Encoder``, the
 sentence-transformers baselines); :func:`encode_with` calls any other one as ``encode(texts)``.
