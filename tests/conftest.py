@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
+import faults
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,3 +95,26 @@ def smollm2_encoder():
     from prompteol import Encoder
 
     return Encoder.from_pretrained("smollm2-135m", cache_dir=USER_CACHE)
+
+
+# ---------------------------------------------------------------------------------------------- fault injection
+# (the helpers these fixtures use, and the cases' own: tests/faults.py)
+@pytest.fixture
+def fault_cli(capsys, monkeypatch, test_cache_dir):
+    return lambda *args: faults._cli(capsys, monkeypatch, test_cache_dir, *args)
+
+
+@pytest.fixture(scope="module")
+def fault_server(tiny_encoder):
+    """A live server on the tiny encoder; its --max-input-tokens (4096) is above the model's 2048
+    positions, so the model's own limit is what refuses long texts."""
+    require("fastapi")
+    from types import SimpleNamespace
+
+    from prompteol.serve import ServeSettings, create_app, serve_in_thread
+
+    settings = ServeSettings(model=faults.FAULT_MODEL, max_inputs=8, max_input_tokens=4096, max_request_bytes=256 * 1024,
+                             max_wait_ms=1, max_batch_size=4)  # fmt: skip
+    app = create_app(settings, tiny_encoder)
+    with serve_in_thread(app) as url:
+        yield SimpleNamespace(url=url, state=app.state.prompteol)

@@ -64,12 +64,12 @@ def test_no_test_skips_a_dependency_of_the_dev_extra_with_importorskip():
     dev = _dev_distributions()
     owners = packages_distributions()
     found = []
-    for path in sorted(HERE.glob("test_*.py")):
+    for path in sorted(HERE.rglob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "importorskip"
                     and node.args and isinstance(node.args[0], ast.Constant)):  # fmt: skip
                 top = str(node.args[0].value).split(".")[0]
                 dists = {d.lower().replace("_", "-") for d in owners.get(top, [top.replace("_", "-")])}
                 if dists & dev:
-                    found.append(f"{path.name}:{node.lineno}: importorskip({node.args[0].value!r})")
+                    found.append(f"{path.relative_to(HERE)}:{node.lineno}: importorskip({node.args[0].value!r})")
     assert not found, "use conftest.require for the dev extra's packages:\n" + "\n".join(found)

@@ -1,4 +1,4 @@
-"""Unit tests of the persistent embedding cache (schema, checksums, the open check); faults: tests/test_faults.py."""
+"""Unit tests of the persistent embedding cache (schema, checksums, the open check); faults: tests/cache/test_cache_faults.py."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def test_method_templates_have_their_exact_strings_and_sources(name):
 
     assert name in TEMPLATE_SOURCES
     # a copy of shared/docs/beyond.md, committed so the check runs on a fresh clone (tests/data/shared/README.md)
-    doc = Path(__file__).resolve().parent / "data" / "shared" / "beyond.md"
+    doc = Path(__file__).resolve().parents[1] / "data" / "shared" / "beyond.md"
     text = doc.read_text()
     if name == "echo":  # the zero-shot form, with the document's {text} slot and its written "\\n"
         want = re.search(r"a plain zero-shot form is `(.+?)`", text).group(1)

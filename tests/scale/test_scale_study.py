@@ -14,7 +14,7 @@ from prompteol.errors import InputError
 from prompteol.scale import study
 from prompteol.scale.study import STUDY_MODELS, StudyOptions, build_plan, run_queue
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _root(tmp_path: Path) -> Path:

@@ -11,7 +11,7 @@ from prompteol.errors import DataError
 from prompteol.train.data import Triplet, TripletDataError, read_triplets, write_triplets
 from prompteol.train.snli import snli_triplets
 
-SNLI_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "snli-devtest"
+SNLI_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "snli-devtest"
 
 
 def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:
