@@ -1,4 +1,6 @@
-"""What every configuration's runner is: load once, count the prompt tokens, embed (the harness times
+"""The runner every configuration has (load, count tokens, embed) and the registry of runners by kind.
+
+What every configuration's runner is: load once, count the prompt tokens, embed (the harness times
 it); :data:`RUNNERS` maps each worker kind to its runner, one module per peer."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The parent: run every configuration in its own subprocess, judge each against its float32 reference,
+"""The benchmark's parent process: run each configuration in a subprocess, judge it, compute the ratios.
+
+The parent: run every configuration in its own subprocess, judge each against its float32 reference,
 compute the speed ratios, and write the record (``prompteol bench``)."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""llama.cpp (``llama-cpp-python``) on the GGUF file itself (``llamacpp``): same rendered prompts, pooling
+"""The llama.cpp peer (``llamacpp``): llama-cpp-python on the GGUF file itself.
+
+llama.cpp (``llama-cpp-python``) on the GGUF file itself (``llamacpp``): same rendered prompts, pooling
 ``LAST``, token ids checked against prompteol's tokenizer."""
 
 from __future__ import annotations

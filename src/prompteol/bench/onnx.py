@@ -1,4 +1,6 @@
-"""ONNX Runtime and OpenVINO on a ``torch.onnx`` export of the same weights (``onnx-ort``, ``onnx-openvino``,
+"""The ONNX Runtime and OpenVINO peers (``onnx-*``) on a torch.onnx export of the same weights.
+
+ONNX Runtime and OpenVINO on a ``torch.onnx`` export of the same weights (``onnx-ort``, ``onnx-openvino``,
 ``onnx-openvino-bf16``), run on prompteol's token ids."""
 
 from __future__ import annotations

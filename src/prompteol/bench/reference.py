@@ -1,4 +1,6 @@
-"""The paper's code path (``reference``, ``reference-demo``): the full causal LM with vocabulary logits,
+"""The paper's code path (``reference``, ``reference-demo``): the full causal LM, as method.md runs it.
+
+The paper's code path (``reference``, ``reference-demo``): the full causal LM with vocabulary logits,
 ``output_hidden_states=True``, batch 16 in the given order, left padding, the demonstration in every prompt."""
 
 from __future__ import annotations

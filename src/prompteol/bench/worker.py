@@ -1,4 +1,6 @@
-"""One configuration in its own process: load, warm up, time the encoding, score the STS-B subset, and
+"""One benchmark configuration in its own process, printing one ``RESULT`` line for the parent.
+
+One configuration in its own process: load, warm up, time the encoding, score the STS-B subset, and
 print one ``RESULT`` line for the parent (``python -m prompteol.bench --worker CONFIG``)."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""``prompteol scale``: the paper's scaling study (models x demonstration settings x layers) as one
+"""``prompteol scale``: the scaling study's sweep, report, import and queue commands.
+
+``prompteol scale``: the paper's scaling study (models x demonstration settings x layers) as one
 resumable sweep, one results file per cell; ``scale report`` and ``scale import`` (docs/scaling.md).
 
 Nothing here imports torch or matplotlib at the top.

@@ -1,4 +1,6 @@
-"""Ray for the Ray executor: joining or starting it, checking that the actor pool fits, an actor's peak
+"""Ray for the Ray executor: start or join it, check the pool's resources, find the user's error.
+
+Ray for the Ray executor: joining or starting it, checking that the actor pool fits, an actor's peak
 memory, and the user's error behind Ray's wrapping."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Resumption of the corpus engine, for both executors: the output lock, the settings-differ, and the
+"""Resumption of both executors: the output lock, the settings-differ and the resume records.
+
+Resumption of the corpus engine, for both executors: the output lock, the settings-differ, and the
 record a rerun resumes from.
 
 - :func:`output_lock`: one ``flock`` per output (the local executor's file, the Ray executor's folder):

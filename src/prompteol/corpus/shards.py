@@ -1,4 +1,6 @@
-"""The Ray executor's shards: plan them from the validated inputs, cut them into read pieces, read them in
+"""The Ray executor's shards: planned from the inputs, read in Ray tasks, assembled in row order.
+
+The Ray executor's shards: plan them from the validated inputs, cut them into read pieces, read them in
 Ray tasks (rows tagged with shard and row), and assemble the embedded rows back into one Parquet file per
 shard, in input row order, renamed into place when complete."""
 

@@ -1,4 +1,6 @@
-"""Reading a Parquet or JSONL file (or a row range of it) as Arrow tables, every column kept, the
+"""A Parquet or JSONL file (or a row range of it) as Arrow tables, every column kept.
+
+Reading a Parquet or JSONL file (or a row range of it) as Arrow tables, every column kept, the
 text column checked; JSONL records typed into one schema over the range. pyarrow is imported when a
 function runs."""
 

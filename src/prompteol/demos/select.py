@@ -1,4 +1,6 @@
-"""Choosing a model's demonstration: screen candidates on a sample, rescore the best on the whole
+"""Choosing a model's demonstration (screen, rescore, preset record) and the demonstration search.
+
+Choosing a model's demonstration: screen candidates on a sample, rescore the best on the whole
 split, and describe the choice as a preset record (used by ``prompteol demos search`` and the
 study queue, so the library can redo what made a shipped preset).
 

@@ -1,4 +1,6 @@
-"""The settings search (``prompteol methods search``): a grid of encoder settings scored on a selection
+"""The settings search (``prompteol methods search``) and its method preset.
+
+The settings search (``prompteol methods search``): a grid of encoder settings scored on a selection
 split with ``Encoder.derive(**setting)`` on one loaded model (:func:`~prompteol.demos.search.search_options`,
 resumable), and the best one stored as a method preset for the model, with its provenance."""
 

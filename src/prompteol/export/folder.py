@@ -1,4 +1,6 @@
-"""Writing the exported folder: the config record, ``modules.json``, the sentence-transformers config, the
+"""Writing an exported sentence-transformers folder, under a temporary name renamed into place.
+
+Writing the exported folder: the config record, ``modules.json``, the sentence-transformers config, the
 model card and (``copy_weights``) the weights, built under a temporary name and renamed into place."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""``PromptEOLModule``: the sentence-transformers module class an exported folder names, rebuilt from its
+"""``PromptEOLModule``: the sentence-transformers module class an exported folder names.
+
+``PromptEOLModule``: the sentence-transformers module class an exported folder names, rebuilt from its
 config record (imports torch and sentence-transformers when built: :mod:`prompteol.export` builds it on
 first access)."""
 

@@ -1,4 +1,6 @@
-"""GGUF files: checked before anything trusts them (:func:`check_gguf`: header, metadata and tensor table
+"""GGUF files: checked before anything trusts them, converted once into a transformers folder.
+
+GGUF files: checked before anything trusts them (:func:`check_gguf`: header, metadata and tensor table
 walked without loading the data, sizes checked against the file) and converted once into a plain
 transformers folder (:func:`convert_gguf`: loaded with transformers, dequantised to float32, saved with
 its tokenizer and a marker naming the GGUF's sha256 and the versions that converted it), under a temporary

@@ -1,4 +1,6 @@
-"""``prompteol scale import RESULTS_JSON --demo NAME --output DIR``: an existing ``prompteol eval``
+"""``prompteol scale import``: an existing evaluation results file as a cell of the study.
+
+``prompteol scale import RESULTS_JSON --demo NAME --output DIR``: an existing ``prompteol eval``
 results file as a cell file (marked as imported, with the source file's name).
 
 The results file must carry what a cell needs: the scores (``tasks``, each with a ``score``), the

@@ -1,4 +1,6 @@
-"""The methods study's tables from its records alone (``prompteol methods report``): per model, what the
+"""The methods study's tables from its committed records (``prompteol methods report``).
+
+The methods study's tables from its records alone (``prompteol methods report``): per model, what the
 settings search chose on the leak-free split and what it scores on the 7 STS tasks, each gain reported
 twice: against plain PromptEOL at the same read-out layer, and against plain PromptEOL at its own best layer.
 

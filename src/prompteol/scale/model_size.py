@@ -1,4 +1,6 @@
-"""The size of a model before it is loaded (``prompteol scale``'s memory rule needs it): the parameter
+"""A model's parameter count and hidden size before it is loaded (for the memory rule).
+
+The size of a model before it is loaded (``prompteol scale``'s memory rule needs it): the parameter
 count and the hidden size.
 
 The parameter count comes, in this order of preference, from the registry (packaged models:

@@ -1,4 +1,6 @@
-"""Planning a sweep (``prompteol scale``): each model's size before loading, the dtype of the memory rule,
+"""Planning a sweep: model sizes, the dtype of the memory rule, the throughput probe, the plan.
+
+Planning a sweep (``prompteol scale``): each model's size before loading, the dtype of the memory rule,
 the throughput probe, every cell's estimate and state, and the printed plan. :class:`SweepPlanner` is the
 first half of the sweep (:mod:`prompteol.scale.run` runs the cells)."""
 

@@ -1,4 +1,6 @@
-"""The study queue's plan (``prompteol scale queue``): the models, the searches' settings, and every step
+"""The study queue's plan: the models, the searches' settings, and every step in priority order.
+
+The study queue's plan (``prompteol scale queue``): the models, the searches' settings, and every step
 in priority order (:func:`build_plan`); :mod:`prompteol.scale.study` runs them."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The study queue (``prompteol scale queue``): the whole study of the packaged models as one
+"""The study queue (``prompteol scale queue``): the whole study as one resumable list of steps.
+
+The study queue (``prompteol scale queue``): the whole study of the packaged models as one
 resumable list of steps, cheapest and most informative first, run across as many sittings as it takes.
 
 Steps, in this order (each stage gives every model a result before the next spends more on one):

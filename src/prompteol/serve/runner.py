@@ -1,4 +1,6 @@
-"""Run the app with uvicorn: in the foreground (``prompteol serve``) or in a background thread
+"""Running the app with uvicorn, in the foreground or in a background thread.
+
+Run the app with uvicorn: in the foreground (``prompteol serve``) or in a background thread
 (tests, benchmarks, notebooks)."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Request and response bodies, mirroring OpenAI's embeddings API (``POST /v1/embeddings``) and
+"""Request and response bodies of the OpenAI and text-embeddings-inference routes.
+
+Request and response bodies, mirroring OpenAI's embeddings API (``POST /v1/embeddings``) and
 text-embeddings-inference's (``POST /embed``, ``POST /tokenize``, ``GET /info``; the ``TEI*`` models).
 
 Differences from OpenAI, on purpose: token-id input (an array of ints, or an array of such arrays,

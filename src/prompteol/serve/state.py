@@ -1,4 +1,6 @@
-"""The state of one server app: the encoder (loaded in the lifespan hook), the micro-batcher, the
+"""The state of one server app and the one way every route gets raw vectors.
+
+The state of one server app: the encoder (loaded in the lifespan hook), the micro-batcher, the
 tokenizer thread, the metrics and the settings, and the one way every route gets raw vectors
 (:meth:`ServerState.vectors`).
 

@@ -1,4 +1,6 @@
-"""text-embeddings-inference (TEI) routes beside the OpenAI ones: ``POST /embed`` (and ``POST /``, TEI's
+"""text-embeddings-inference's routes (``/embed``, ``/``, ``/tokenize``, ``/info``) beside OpenAI's.
+
+text-embeddings-inference (TEI) routes beside the OpenAI ones: ``POST /embed`` (and ``POST /``, TEI's
 route for embedding models, which ``huggingface_hub.InferenceClient(base_url).feature_extraction``
 posts to), ``POST /tokenize``, ``GET /info``, with TEI's request and response shapes; errors leave in
 TEI's body ``{"error": "...", "error_type": "Validation"}`` (:mod:`prompteol.serve.errors`). Tokenizing,

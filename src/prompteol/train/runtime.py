@@ -1,4 +1,6 @@
-"""What the training loop runs on: the process group (torchrun, accelerate), the device, the run's log file,
+"""What the training loop runs on: processes, device, log file, run record, epoch batches.
+
+What the training loop runs on: the process group (torchrun, accelerate), the device, the run's log file,
 the run record (``prompteol_train.json``: encoder, data, provenance) and the batches of every epoch, a function
 of (seed, epoch), so a resumed run sees exactly the batches it would have seen."""
 
