@@ -23,13 +23,26 @@ def _cli(capsys, monkeypatch, cache_dir: Path, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def _assert_one_line_error(code: int, err: str, *words: str) -> None:
+def _assert_one_line_error(code: int, err: str, *words: str) -> str:
+    """Exit code 2, one ``error: ...`` line holding every word, no traceback; returns the line."""
     assert code == 2, err
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, err
     for word in words:
         assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def refuse_model_loads(monkeypatch, message: str, *more_targets: str) -> None:
+    """Resolving or loading a model (and each of ``more_targets``) fails the test with ``message``: every
+    check must come before."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(message)
+
+    for target in ("prompteol.models.loading.resolve_model", "prompteol.encoder.Encoder.from_config", *more_targets):
+        monkeypatch.setattr(target, refuse)
 
 
 def _encode_args(src: Path, out: Path, *more: str) -> list[str]:

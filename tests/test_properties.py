@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
+from faults import refuse_model_loads
 
 hypothesis = require("hypothesis")
 from hypothesis import HealthCheck, assume, event, given, settings  # noqa: E402
@@ -247,11 +248,7 @@ def _below(parse) -> st.SearchStrategy[str]:
 
 @pytest.fixture
 def no_model(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was resolved or loaded before the options were checked")
-
-    monkeypatch.setattr("prompteol.models.loading.resolve_model", refuse)
-    monkeypatch.setattr("prompteol.encoder.Encoder.from_config", refuse)
+    refuse_model_loads(monkeypatch, "a model was resolved or loaded before the options were checked")
 
 
 def test_every_command_declares_its_counts_with_a_range():

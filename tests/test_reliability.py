@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
+from faults import _assert_one_line_error, refuse_model_loads
 
 from prompteol.cli.main import main
 
@@ -34,26 +35,14 @@ def _cli(capsys, *args) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def _one_line(code: int, err: str, *words: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
+_one_line = _assert_one_line_error
 
 
 @pytest.fixture
 def no_model(monkeypatch):
     """Resolving or loading a model fails the test: every check must come before."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was resolved or loaded before the options were checked")
-
-    monkeypatch.setattr("prompteol.models.loading.resolve_model", refuse)
-    monkeypatch.setattr("prompteol.encoder.Encoder.from_config", refuse)
-    monkeypatch.setattr("prompteol.cli.encode_cmd.build_encoder", refuse)
+    refuse_model_loads(monkeypatch, "a model was resolved or loaded before the options were checked",
+                       "prompteol.cli.encode_cmd.build_encoder")
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
+from faults import refuse_model_loads
 
 ray = require("ray")
 pa = require("pyarrow")
@@ -196,12 +197,8 @@ def test_embed_dataset_api(ray_session, tiny_encoder, test_cache_dir):
 @pytest.fixture
 def no_ray_start(monkeypatch):
     """Any attempt to start Ray or load a model fails the test."""
-
-    def boom(*a, **k):
-        raise AssertionError("started Ray or loaded a model before validating the input")
-
-    monkeypatch.setattr("prompteol.corpus.distributed.start_ray", boom)
-    monkeypatch.setattr("prompteol.models.loading.resolve_model", boom)
+    refuse_model_loads(monkeypatch, "started Ray or loaded a model before validating the input",
+                       "prompteol.corpus.distributed.start_ray")
 
 
 def _cli(*argv: str) -> int:
