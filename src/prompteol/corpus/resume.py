@@ -5,24 +5,25 @@ record a rerun resumes from.
 
 - :func:`output_lock`: one ``flock`` per output (the local executor's file, the Ray executor's folder):
   a second run of the same output fails at once instead of interleaving with the first;
-- :func:`differences`: what changed between the settings a record holds and this run's (nested keys);
+- :func:`~prompteol.resume.differences`: what changed between the settings a record holds and this run's;
 - the local executor's progress record ``OUT.partial.json`` (:func:`load_progress`: the rows done, where
   the next row starts in the input and in the output; anything changed: start over, saying what) and the
   Ray executor's manifest ``_prompteol_manifest.json`` (:func:`prepare_manifest`: the inputs and settings
-  of the folder's run; anything changed: refused, saying what), both read by :func:`read_record`.
+  of the folder's run; anything changed: refused, saying what), both read by
+  :func:`~prompteol.resume.read_record`.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..encoder.config import EncoderConfig
 from ..errors import InputError
 from ..fileio import FileLock, write_text_atomic
+from ..resume import differences, read_record
 
 __all__ = [
     "output_lock", "differences", "read_record", "partial_paths", "load_progress", "progress_record",
@@ -47,29 +48,6 @@ def output_lock(out: Path, *, folder: bool = False) -> FileLock:
     lock = out.with_name(out.name + ".partial.lock")
     return FileLock(lock, f"another `prompteol encode` is writing {out.name} now (it holds {lock.name}); wait "
                     "for it or stop it")  # fmt: skip
-
-
-def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """``(key path, old value, new value)`` of every setting that differs (nested mappings key by key)."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append((f"{prefix}{key}", a, b))
-    return out
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """A resume record (progress record or manifest) as a dict; ``ValueError`` when it is unreadable."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(str(exc)) from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    return data
 
 
 # ---------------------------------------------------------------------------------------------- local executor

@@ -24,7 +24,6 @@ Returns a :class:`SweepResult`; the CLI exits non-zero when any cell failed.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -38,6 +37,7 @@ from ..encoder.encode_options import EncodeOptions
 from ..encoder.prompts.templates import Demonstration
 from ..errors import ConfigError
 from ..fileio import FileLock, write_json_atomic
+from ..resume import differences, read_record
 from .grid import CELL_SCHEMA, Cell, build_cells
 from .memory import resolve_device
 from .plan import PROBE_SENTENCES, CellPlan, ModelPlan, SweepPlanner, error_text, fmt_seconds, loaded_dtype, param_count
@@ -240,14 +240,14 @@ class _Sweep(SweepPlanner):
         if not path.exists():
             return {}, fresh
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_record(path)
             old = data["partial"]["identity"]
             tasks = dict(data["tasks"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             log.warning("%s is unreadable; its tasks run again", path)
             return {}, fresh
-        if old != identity:
-            changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+        changed = sorted({key.split(".")[0] for key, _, _ in differences(old, identity)})
+        if changed:
             self.out.print(f"  {path.name} was computed with another {', '.join(changed)}; its tasks run again")
             return {}, fresh
         data["tasks"] = {k: v for k, v in tasks.items() if k in {t.name for t in self.task_list}}
