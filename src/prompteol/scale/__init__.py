@@ -24,9 +24,9 @@ _EXPORTS = {
     "parse_layers": ".grid",
     "resolve_demo": ".grid",
     "read_cell_file": ".grid",
-    "ModelSize": ".memory",
+    "ModelSize": ".model_size",
     "DtypeDecision": ".memory",
-    "model_size": ".memory",
+    "model_size": ".model_size",
     "estimate_need": ".memory",
     "available_memory": ".memory",
     "choose_dtype": ".memory",
@@ -73,7 +73,8 @@ if TYPE_CHECKING:  # pragma: no cover
         resolve_demo,
     )
     from .importer import import_results
-    from .memory import DtypeDecision, ModelSize, available_memory, choose_dtype, estimate_need, model_size
+    from .memory import DtypeDecision, available_memory, choose_dtype, estimate_need
+    from .model_size import ModelSize, model_size
     from .report import PUBLISHED_OPT, build_report
     from .run import SweepOptions, SweepResult, run_sweep
 
