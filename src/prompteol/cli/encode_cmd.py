@@ -19,7 +19,14 @@ from ..corpus.sinks import OUTPUT_FORMATS
 from ..corpus.source import DEFAULT_CHUNK_SIZE
 from ..errors import InputError
 from ..options import non_negative_float, positive_float, positive_int
-from .common import add_encoder_args, build_encoder, encoder_config_from_args, progress_wanted
+from .common import (
+    add_encode_args,
+    add_encoder_args,
+    build_encoder,
+    encode_options_from_args,
+    encoder_config_from_args,
+    progress_wanted,
+)
 from .output import check_output
 
 #: argparse dest -> flag, of the flags that only the Ray engine reads
@@ -45,13 +52,7 @@ def register(sub) -> None:
                    "or .parquet with a 'text' column")  # fmt: skip
     p.add_argument("-o", "--output", required=True,
                    help="output file: .npy, .jsonl or .parquet (chosen by extension)")  # fmt: skip
-    p.add_argument("--batch-size", "-b", type=positive_int, default=32, metavar="N",
-                   help="sentences per batch (default: %(default)s)")
-    p.add_argument("--max-batch-tokens", type=positive_int, default=None, metavar="N",
-                   help="padded tokens per batch (default: no limit)")
-    p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
-    p.add_argument("--no-cache", dest="use_embedding_cache", action="store_false",
-                   help="neither read nor write the persistent embedding cache")  # fmt: skip
+    add_encode_args(p, ("batch_size", "max_batch_tokens", "normalize", "use_embedding_cache"))
     p.add_argument("--text-column", default=None,
                    help="JSONL field / Parquet column holding the sentences (default: text)")  # fmt: skip
     p.add_argument("--output-dtype", choices=("float32", "float16"), default=None,
@@ -106,14 +107,6 @@ def check(args: argparse.Namespace) -> None:
         raise InputError(f"output {args.output!r} should end in one of {list(OUTPUT_SUFFIXES)}")
 
 
-def encode_options(args: argparse.Namespace):
-    """The call options of every ``encode`` of the run, from the flags (one object for both engines)."""
-    from ..encoder.encode_options import EncodeOptions
-
-    return EncodeOptions(batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, normalize=args.normalize,
-                         use_embedding_cache=args.use_embedding_cache)  # fmt: skip
-
-
 def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         return run_ray(args)
@@ -130,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             encoder = build_encoder(args, use_embedding_cache=args.use_embedding_cache)
             summary = encode_to_file(
-                encoder, src, out, options=encode_options(args), chunk_size=chunk_size,
+                encoder, src, out, options=encode_options_from_args(args), chunk_size=chunk_size,
                 output_dtype=args.output_dtype or "float32", progress=progress_wanted(args.progress, logs=True),
                 resume=args.resume, lock=False,
             )  # fmt: skip
@@ -145,7 +138,7 @@ def run_ray(args: argparse.Namespace) -> int:
 
     config = encoder_config_from_args(args)  # (validated with every other option before any file was read)
     job = RayJob(
-        options=encode_options(args), text_column=_value(args, "text_column", RayJob.text_column),
+        options=encode_options_from_args(args), text_column=_value(args, "text_column", RayJob.text_column),
         num_actors=_value(args, "num_actors", RayJob.num_actors),
         cpus_per_actor=_value(args, "cpus_per_actor", RayJob.cpus_per_actor),
         gpus_per_actor=_value(args, "gpus_per_actor", RayJob.gpus_per_actor),

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from ..encoder.config import SPEED_ENCODER_DEFAULTS
-from ..encoder.encode_options import EncodeOptions
 from ..fileio import write_atomic, write_text_atomic
 from ..options import positive_int
-from .common import add_encoder_args, build_encoder, console, progress_wanted
+from .common import add_encode_args, add_encoder_args, build_encoder, console, encode_options_from_args, progress_wanted
 from .output import check_output
 
 _BASELINE_NAMES = ("all-minilm-l6-v2", "all-mpnet-base-v2")  # = evaluation.baselines.BASELINES (checked by a test)
@@ -45,10 +44,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help="print the results JSON to stdout instead of the table (one document; logs and "
                    "progress stay on stderr)")  # fmt: skip
-    p.add_argument("--batch-size", "-b", type=positive_int, default=32, metavar="N",
-                   help="sentences per batch (default: %(default)s)")
-    p.add_argument("--no-cache", dest="use_embedding_cache", action="store_false",
-                   help="neither read nor write the embedding cache")  # fmt: skip
+    add_encode_args(p, ("batch_size", "use_embedding_cache"))
     p.add_argument("--baseline", action="append", default=[], choices=_BASELINE_NAMES, metavar="NAME",
                    help=f"also (or, without --model, only) evaluate a sentence-transformers baseline; repeatable; "
                    f"one of {', '.join(_BASELINE_NAMES)}")  # fmt: skip
@@ -99,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"[bold]evaluating {name}[/bold] on {', '.join(t.name for t in tasks)} ({args.mode} mode)")
         encoder = _load(kind, name, args)
         try:
-            options = EncodeOptions(batch_size=args.batch_size, show_progress=progress)
+            options = encode_options_from_args(args, show_progress=progress)
             res = evaluate(encoder, tasks, data_dir=root, mode=args.mode, options=options,
                            classifier=args.classifier, seeds=args.seeds,
                            on_task=_task_line(out, name, len(tasks), getattr(args, "quiet", False)))  # fmt: skip

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..encoder.config import SPEED_ENCODER_DEFAULTS
-from .common import add_encoder_args, build_encoder, console, progress_wanted
+from .common import add_encode_args, add_encoder_args, build_encoder, console, progress_wanted
 
 
 def register(sub) -> None:
@@ -54,7 +54,7 @@ def register(sub) -> None:
                    help="store the best setting (with the base options) as a method preset for the model")  # fmt: skip
     s.add_argument("--preset-file", default=None, help="presets JSON to write (default: the user's, in the cache root)")
     s.add_argument("--top", type=int, default=10)
-    s.add_argument("--batch-size", type=int, default=64)
+    add_encode_args(s, ("batch_size",), defaults={"batch_size": 64})
     s.add_argument("--data-dir", default=None)
     prog = s.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..options import positive_int
-from .common import add_encoder_args, build_encoder, console, progress_wanted
+from .common import add_encode_args, add_encoder_args, build_encoder, console, progress_wanted
 
 
 def register(sub) -> None:
@@ -28,9 +27,7 @@ def register(sub) -> None:
                    "(default: the encoder's template)")  # fmt: skip
     p.add_argument("--prompt-document", default=None, metavar="TEMPLATE",
                    help="template of MTEB's documents (default: the encoder's template)")
-    p.add_argument("--batch-size", "-b", type=positive_int, default=32, help="sentences per batch (default: %(default)s)")
-    p.add_argument("--no-cache", dest="use_embedding_cache", action="store_false",
-                   help="neither read nor write the embedding cache")  # fmt: skip
+    add_encode_args(p, ("batch_size", "use_embedding_cache"))
     p.add_argument("--overwrite", action="store_true",
                    help="run every task again (default: only the splits missing from --output)")
     prog = p.add_mutually_exclusive_group()

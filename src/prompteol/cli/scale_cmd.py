@@ -14,7 +14,14 @@ import shlex
 import sys
 
 from ..encoder.config import SPEED_ENCODER_DEFAULTS
-from .common import add_encoder_args, console, encoder_values, progress_wanted
+from .common import (
+    add_encode_args,
+    add_encoder_args,
+    console,
+    encode_options_from_args,
+    encoder_values,
+    progress_wanted,
+)
 
 #: options the sweep sets per cell (and dtype, which scale takes as auto | float32 | bfloat16 | float16)
 EXCLUDED = ("model", "demonstrations", "demo_preset", "layer", "dtype")
@@ -67,7 +74,7 @@ def register(sub) -> None:
     q.add_argument("--models", default=None, metavar="A,B", help="only these packaged models (default: all four)")
     q.add_argument("--stages", default="abcdf", help="stages to run, in order (default: %(default)s)")
     q.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N steps")
-    q.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
+    add_encode_args(q, ("batch_size",))
     q.add_argument("--data-dir", default=None, help="SentEval data root (default: $PROMPTEOL_DATA)")
     q.add_argument("--dry-run", "--status", dest="dry_run", action="store_true",
                    help="print the state and the estimate only")  # fmt: skip
@@ -90,9 +97,7 @@ def register(sub) -> None:
                    help="transfer protocol: test = 10-fold, fast = 5-fold; STS is the same (default: %(default)s)")  # fmt: skip
     g.add_argument("--output", "-o", default=None, help="folder of the cell files (required)")
     g.add_argument("--data-dir", default=None, help="SentEval data root (default: $PROMPTEOL_DATA)")
-    g.add_argument("--batch-size", "-b", type=int, default=32, help="sentences per batch (default: %(default)s)")
-    g.add_argument("--max-batch-tokens", type=int, default=None, metavar="N",
-                   help="also cap each batch at N padded tokens (default: no cap)")  # fmt: skip
+    add_encode_args(g, ("batch_size", "max_batch_tokens"))
     g.add_argument("--classifier", choices=["lbfgs", "senteval"], default="lbfgs",
                    help="transfer classifier (see `prompteol eval --help`; default: %(default)s)")  # fmt: skip
     g.add_argument("--seeds", type=int, default=1, metavar="N", help="transfer classifier seeds (default: 1)")
@@ -103,8 +108,7 @@ def register(sub) -> None:
     g.add_argument("--dry-run", action="store_true", help="print the cells, dtypes and estimates, then stop")
     g.add_argument("--no-probe", dest="probe", action="store_false",
                    help="skip the throughput probe (no time estimates; each model is loaded only by the sweep)")  # fmt: skip
-    g.add_argument("--no-cache", dest="use_embedding_cache", action="store_false",
-                   help="neither read nor write the embedding cache")  # fmt: skip
+    add_encode_args(g, ("use_embedding_cache",))
     prog = g.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")
@@ -115,7 +119,6 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..encoder.encode_options import EncodeOptions
     from ..errors import ConfigError
     from ..scale.grid import parse_demo_settings, parse_layers, split_list
     from ..scale.run import SweepOptions, run_sweep
@@ -131,8 +134,7 @@ def run(args: argparse.Namespace) -> int:
     opts = SweepOptions(
         models=models, demos=parse_demo_settings(args.demos or ["none"]), layers=parse_layers(args.layers),
         output=Path(args.output), tasks=args.tasks, mode=args.mode, data_dir=args.data_dir,
-        encode=EncodeOptions(batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
-                             use_embedding_cache=args.use_embedding_cache),
+        encode=encode_options_from_args(args),
         classifier=args.classifier,
         seeds=args.seeds, dtype=args.dtype,
         encoder_options={"fused": SPEED_ENCODER_DEFAULTS["fused"], **encoder_values(args, exclude=EXCLUDED)},
