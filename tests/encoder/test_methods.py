@@ -230,3 +230,41 @@ def test_methods_compose(base):
     v = _enc(combo)
     assert v.shape == (len(TEXTS), base.dim) and np.isfinite(v).all()
     np.testing.assert_allclose(v, _enc(combo.derive(prefix_cache=False)), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- the protocol
+def test_a_new_method_is_a_registered_class_and_the_encoder_is_not_edited(base):
+    """A method the encoder has never heard of: registered by name, turned on by its config, its read-out
+    applied."""
+    from prompteol.encoder.methods import METHODS, Method, register
+
+    class Doubled(Method):  # a read-out map
+        name = "doubled-for-test"
+
+        @classmethod
+        def applies(cls, config):
+            return config.layer == -1 and config.pooling == "mean"
+
+        def readout(self, vectors):
+            return 2 * vectors
+
+    register(Doubled)
+    try:
+        mean = base.derive(pooling="mean")
+        assert [m.name for m in mean.methods] == ["doubled-for-test"]
+        doubled = _enc(mean)
+    finally:
+        del METHODS["doubled-for-test"]
+    np.testing.assert_allclose(doubled, 2 * _enc(base.derive(pooling="mean")), rtol=1e-6)
+    assert base.derive(pooling="mean").methods == []
+
+
+def test_methods_are_built_in_registry_order_and_an_ensemble_alone(base):
+    from prompteol.encoder.methods import METHODS
+
+    assert list(METHODS) == ["ensemble", "embed_filter", "token_prepending", "contrastive_prompting", "echo"]
+    both = base.derive(token_prepending=(0, 1), contrastive_layer=1)
+    assert [m.name for m in both.methods] == ["token_prepending", "contrastive_prompting"]
+    ensemble = base.derive(prompts=("cot",), token_prepending=(0, 1))
+    assert [m.name for m in ensemble.methods] == ["ensemble"]  # its members apply Token Prepending themselves
+    assert all([m.name for m in member.methods] == ["token_prepending"] for member in ensemble.methods[0].members)
