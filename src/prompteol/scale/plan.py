@@ -138,6 +138,14 @@ class SweepPlanner:
     options, tasks, data root, cells and device): each model's plan (size, dtype, probe rate, the cells'
     estimates) and the printed plan."""
 
+    opts: SweepOptions
+    out: Any  #: the console the plan is printed on
+    task_list: list[Any]  #: the tasks (:class:`~prompteol.evaluation.tasks.Task`)
+    root: Path
+    cells: list[Cell]
+    device: str
+    _sentences: dict[str, list[str]] | None
+
     # ---------------------------------------------------------------- data
     @property
     def sentences(self) -> dict[str, list[str]]:
