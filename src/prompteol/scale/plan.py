@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..encoder.encode_options import EncodeOptions
@@ -19,7 +20,7 @@ from .grid import Cell, cell_state, resolve_demo
 from .memory import CHARS_PER_TOKEN, DtypeDecision, ModelSize, choose_dtype, model_size
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
+    from .run import SweepOptions
 
 __all__ = ["SweepPlanner", "CellPlan", "ModelPlan", "PROBE_SENTENCES", "probe_sample", "measure_rate"]
 
