@@ -348,10 +348,10 @@ def test_report_from_the_cell_files_alone(sweep, tmp_path, monkeypatch, capsys):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
         width, height = struct.unpack(">II", data[16:24])
         assert 700 <= width <= 2000 and 400 <= height <= 1200
-    from prompteol.scale import report
+    from prompteol.scale import plots
 
     for name in ("plot_sts_avg", "plot_transfer_avg", "plot_sts_tasks"):  # drawn above; here only where files go
-        monkeypatch.setattr(report, name, lambda rows, path: path.write_bytes(b"png"))
+        monkeypatch.setattr(plots, name, lambda rows, path: path.write_bytes(b"png"))
     other = tmp_path / "report"
     assert main(["scale", "report", str(folder), "-o", str(other)]) == 0
     assert sorted(p.name for p in other.iterdir()) == sorted(["results.csv", "results.md", *PLOT_FILES])

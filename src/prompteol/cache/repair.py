@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["CacheFile", "CacheOff", "SCHEMA_VERSION"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("prompteol.cache")  # one logger for the store and its repair, as before the split
 
 SCHEMA_VERSION = 2  # 1: no checksum column (user_version 0); 2: per-row blake2b checksum
 

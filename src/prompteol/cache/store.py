@@ -36,7 +36,7 @@ from .repair import SCHEMA_VERSION, CacheFile, CacheOff
 
 __all__ = ["EmbeddingCache", "sentence_key", "row_checksum", "SCHEMA_VERSION"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("prompteol.cache")  # one logger for the store and its repair, as before the split
 
 _IN_CHUNK = 500  # keys per SELECT ... IN (...): well under SQLite's host-parameter limit
 
