@@ -11,10 +11,7 @@ from docs_numbers import ROOT, SHARED_COPIES, check_document, documents
 
 #: documents whose numbers are being rewritten by their owners (issue 23): their unchecked numbers are listed
 #: by ``python tests/docs_numbers.py docs/<name>.md``. Strict: a document that passes must leave this list.
-PENDING: dict[str, str] = {
-    "docs/performance.md": "its record marker names src/prompteol/bench.py, now the bench/ package (issue 22: "
-    "TOLERANCES in src/prompteol/bench/configs.py); its owner updates the path",
-}
+PENDING: dict[str, str] = {}
 
 
 def _params():
