@@ -5,6 +5,7 @@ size x 4 bytes) leave the cache, matmuls slow down. This prints sentences/s for 
 that `--batch-size` / `--max-batch-tokens` can be chosen for a machine.
 
     python benchmarks/batch_sweep.py --model smollm2-135m --n 300 --threads 1 --batch-sizes 8 16 32 64
+    python benchmarks/batch_sweep.py --dtype auto --fused --threads 2 --batch-sizes 32 64 128
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ def main() -> None:
     p.add_argument("--n", type=int, default=300, help="STS-B train sentences (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
-    p.add_argument("--max-batch-tokens", type=int, nargs="*", default=[], help="also try these token budgets (batch 256)")
+    p.add_argument(
+        "--max-batch-tokens", type=int, nargs="*", default=[], help="also try these token budgets (batch 256)"
+    )
+    p.add_argument(
+        "--dtype", default="float32", help="the encoder's dtype, e.g. auto or bfloat16 (default: %(default)s)"
+    )
+    p.add_argument("--fused", action="store_true", help="compiled blocks (the first call compiles and checks them)")
+    p.add_argument("--packing", action="store_true", help="pack a batch's sentences into rows (no padding computed)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("-o", "--output", default=None, help="write the JSON record here")
     args = p.parse_args()
@@ -32,9 +40,13 @@ def main() -> None:
     from prompteol import Encoder
     from prompteol.bench import load_sentences
 
-    enc = Encoder.from_pretrained(args.model, embedding_cache=False)
+    enc = Encoder.from_pretrained(
+        args.model, embedding_cache=False, dtype=args.dtype, fused=args.fused, packing=args.packing
+    )
     sentences = load_sentences(args.data_dir, args.n)
-    enc.encode(sentences[:16], use_embedding_cache=False)  # warm-up
+    t = time.perf_counter()
+    enc.encode(sentences[:16], use_embedding_cache=False)  # warm-up (and, fused, the first compilation)
+    warmup_s = time.perf_counter() - t
     settings = [(b, None) for b in args.batch_sizes] + [(256, t) for t in args.max_batch_tokens]
     rows = []
     for bs, mbt in settings:
@@ -46,11 +58,14 @@ def main() -> None:
     best = max(rows, key=lambda r: r["sentences_per_s"])
     from prompteol.records import provenance
 
-    record = {"model": args.model, "n": len(sentences), "threads": args.threads, "rows": rows, "best": best,
+    record = {"model": args.model, "n": len(sentences), "threads": args.threads, "encoder": enc.describe(),
+              "warmup_s": round(warmup_s, 2), "rows": rows, "best": best,
               "provenance": provenance(threads=args.threads)}  # fmt: skip
     print(json.dumps(record))
     if args.output:
-        Path(args.output).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        from prompteol.fileio import write_json_atomic
+
+        write_json_atomic(Path(args.output), record)
 
 
 if __name__ == "__main__":
