@@ -120,6 +120,33 @@ def test_a_wrong_compiled_result_is_caught_by_the_first_call_check(test_cache_di
     assert any("switched off" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("factor, kept", [(1e9, True), (0.0, False)])
+def test_compiled_blocks_slower_than_eager_go_back_to_eager(test_cache_dir, monkeypatch, caplog, factor, kept):
+    """The first call after the warm calls is timed against eager; clearly slower blocks are switched off
+    (SLOWER_FACTOR 0: any fused time counts as slower; 1e9: never), and the vectors stay eager's."""
+    import torch
+
+    import prompteol.encoder.forward.fused as fused_mod
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # "compiled" = the eager forward: no compiling
+    monkeypatch.setattr(fused_mod, "SLOWER_FACTOR", factor)
+    kw = {"embedding_cache": False, "cache_dir": test_cache_dir}
+    eager = Encoder.from_pretrained("tiny-random-qwen2", **kw)
+    fused = Encoder.from_pretrained("tiny-random-qwen2", fused=True, **kw)
+    many = [f"{s} ({i})" for i in range(4) for s in SENTENCES]
+    with caplog.at_level(logging.WARNING, logger="prompteol.encoder.forward.fused"):
+        got = fused.encode(many, batch_size=2)
+    assert np.abs(got - eager.encode(many, batch_size=2)).max() < 1e-6
+    state = fused.describe()["fused"]
+    check = state["speed_check"]
+    assert check is not None and check["call"] == fused_mod.WARM_CALLS + 1 and check["eager_s"] > 0
+    switched = [r.getMessage() for r in caplog.records if "switched off" in r.getMessage()]
+    if kept:
+        assert state["fallback"] is None and not switched
+    else:
+        assert "slower than eager" in state["fallback"] and len(switched) == 1
+
+
 # ------------------------------------------------------------------------------------ dtype auto
 @pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, "float32")])
 def test_dtype_auto_follows_the_cpu(test_cache_dir, monkeypatch, native, expected):

@@ -17,6 +17,9 @@ Safety:
 - **fallback**: any exception while compiling or running falls back to eager with one warning (the
   prefix cache is cropped back first, so the retry sees the same inputs); so does a model that keeps
   recompiling after its first calls (new shapes or paths: the compile time would never pay off);
+- **timed**: the first call after the warm calls (when the compiling should be over) is timed against
+  the same call run eagerly; compiled blocks that are clearly slower (gemma3-270m's measured 2-5x
+  slower than eager on a 2-core CPU) switch the model back to eager with one warning;
 - methods that hook inside a forward (Token Prepending, Contrastive Prompting) run eagerly; the
   encoder's ``describe()`` says so.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 __all__ = ["FusedBlocks", "fused_blocks", "truncate_cache"]
@@ -43,6 +47,9 @@ TOLERANCE = {"float32": 1e-4, "other": 1e-2}
 WARM_CALLS = 4
 LATE_COMPILE_S = 1.0
 MAX_LATE_COMPILES = 3
+#: the timed call: fused is kept unless it took over SLOWER_FACTOR x the eager time of the same call (one
+#: call's time varies by ~10-15% on a busy machine; a fused path within that spread is kept)
+SLOWER_FACTOR = 1.25
 
 
 class FusedBlocks:
@@ -56,11 +63,13 @@ class FusedBlocks:
         self.compile_s = 0.0  # time spent by dynamo/inductor compiling, summed over the model's life
         self.calls = 0
         self.late_compiles = 0  # calls after the first WARM_CALLS that compiled again
+        self.speed_check: dict[str, float] | None = None  # the timed call: fused and eager seconds
 
     # ------------------------------------------------------------------ state
     def describe(self) -> dict[str, Any]:
         return {"compiled_blocks": len(self.blocks), "calls": self.calls, "compile_s": round(self.compile_s, 1),
-                "late_compiles": self.late_compiles, "verified_max_diff": self.verified, "fallback": self.failed}  # fmt: skip
+                "late_compiles": self.late_compiles, "verified_max_diff": self.verified,
+                "speed_check": self.speed_check, "fallback": self.failed}  # fmt: skip
 
     def _compile(self) -> None:
         import torch
@@ -101,6 +110,7 @@ class FusedBlocks:
         if self.failed is not None:
             return call()
         before = _compile_seconds()
+        started = time.perf_counter()
         try:
             with self.active():
                 out: Any = call()
@@ -112,14 +122,36 @@ class FusedBlocks:
             if reset is not None:
                 reset()
             return call()
-        self._count(before)
+        fused_s = time.perf_counter() - started
+        compiled_now = self._count(before)
         if self.verified is None:
             out = self._verify(out, call, reset)
+        elif self.speed_check is None and self.failed is None and self.calls > WARM_CALLS and not compiled_now:
+            out = self._time_against_eager(out, fused_s, call, reset)
         if isinstance(out, StopForward):
             raise out
         return out
 
-    def _count(self, before: float) -> None:
+    def _time_against_eager(self, fused_out, fused_s: float, call, reset):
+        """Run the call eagerly too, timed; eager from now on when the fused call was clearly slower."""
+        from .runner import StopForward
+
+        if reset is not None:
+            reset()
+        started = time.perf_counter()
+        try:
+            eager_out: Any = call()
+        except StopForward as stop:
+            eager_out = stop
+        eager_s = time.perf_counter() - started
+        self.speed_check = {"fused_s": round(fused_s, 4), "eager_s": round(eager_s, 4), "call": self.calls}
+        if fused_s > SLOWER_FACTOR * eager_s:
+            self._fail(f"the compiled blocks were slower than eager on the same call ({fused_s:.3f} s vs "
+                       f"{eager_s:.3f} s, call {self.calls})")  # fmt: skip
+        return eager_out
+
+    def _count(self, before: float) -> bool:
+        """Count one call and the compiling it did; whether it compiled (for over a tenth of a second)."""
         self.calls += 1
         spent = max(0.0, _compile_seconds() - before)
         self.compile_s += spent
@@ -128,6 +160,7 @@ class FusedBlocks:
             if self.late_compiles >= MAX_LATE_COMPILES:
                 self._fail(f"still compiling after {self.calls} calls ({self.late_compiles} recompilations for new "
                            f"input shapes or paths, {self.compile_s:.0f} s in all): eager is faster here")  # fmt: skip
+        return spent > 0.1
 
     def _verify(self, fused_out, call, reset):
         """Compute the first call eagerly too; keep the fused result only within tolerance."""
