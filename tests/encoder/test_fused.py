@@ -130,6 +130,7 @@ def test_compiled_blocks_slower_than_eager_go_back_to_eager(test_cache_dir, monk
 
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # "compiled" = the eager forward: no compiling
     monkeypatch.setattr(fused_mod, "SLOWER_FACTOR", factor)
+    monkeypatch.setattr(fused_mod, "MIN_TIMED_S", 0.0)  # the tiny model's calls are judged too
     kw = {"embedding_cache": False, "cache_dir": test_cache_dir}
     eager = Encoder.from_pretrained("tiny-random-qwen2", **kw)
     fused = Encoder.from_pretrained("tiny-random-qwen2", fused=True, **kw)
@@ -140,11 +141,27 @@ def test_compiled_blocks_slower_than_eager_go_back_to_eager(test_cache_dir, monk
     state = fused.describe()["fused"]
     check = state["speed_check"]
     assert check is not None and check["call"] == fused_mod.WARM_CALLS + 1 and check["eager_s"] > 0
+    assert check["judged"]
     switched = [r.getMessage() for r in caplog.records if "switched off" in r.getMessage()]
     if kept:
         assert state["fallback"] is None and not switched
     else:
         assert "slower than eager" in state["fallback"] and len(switched) == 1
+
+
+def test_a_call_too_short_to_time_keeps_the_compiled_blocks(test_cache_dir, monkeypatch):
+    """Below MIN_TIMED_S of eager time the check records the times and keeps fused (a tiny model's call)."""
+    import torch
+
+    import prompteol.encoder.forward.fused as fused_mod
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    monkeypatch.setattr(fused_mod, "SLOWER_FACTOR", 0.0)  # would switch off, were the call judged
+    monkeypatch.setattr(fused_mod, "MIN_TIMED_S", 1e9)
+    fused = Encoder.from_pretrained("tiny-random-qwen2", fused=True, embedding_cache=False, cache_dir=test_cache_dir)
+    fused.encode([f"{s} ({i})" for i in range(4) for s in SENTENCES], batch_size=2)
+    state = fused.describe()["fused"]
+    assert state["speed_check"]["judged"] is False and state["fallback"] is None and state["active"]
 
 
 # ------------------------------------------------------------------------------------ dtype auto
