@@ -245,6 +245,8 @@ def numbers(block: Block) -> Iterator[Number]:
         for m in _NUM.finditer(text):
             num, exp, suffix, sign = m["num"], m["exp"], m["suffix"] or "", m["sign"] or ""
             after = text[m.end() :]
+            if not after.strip() and offset + 1 < len(block.lines):  # "23.7" at a line's end, "min" on the next
+                after = " " + _clean(block.lines[offset + 1])
             nxt = re.match(r"\s*([^\s,;()|]+)", after)
             next_word = nxt.group(1).rstrip(".:") if nxt else ""
             before = [w.lower() for w in _words_before(text, m.start() + len(m["pre"]))]

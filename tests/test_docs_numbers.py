@@ -53,6 +53,13 @@ def test_a_cited_record_vouches_for_its_numbers(tmp_path, record):
         assert problems and problems[0].startswith(new.split()[0]), (old, new, problems)
 
 
+def test_a_unit_on_the_next_line_still_counts(tmp_path, record):
+    """A paragraph wrapped between a number and its unit: "22.8\nmin" is 1368.3 s, not a bare 22.8."""
+    ok = "Run (`run.json`): task B took 22.8\nmin of encoding.\n"
+    assert _check(tmp_path, ok) == []
+    assert len(_check(tmp_path, ok.replace("22.8", "22.9"))) == 1
+
+
 def test_derived_numbers_are_checked_against_the_values_they_come_from(tmp_path, record):
     table = ("Record `run.json`.\n\n| | rate | change | ratio |\n|---|---|---|---|\n| plain | 26.7 | | |\n"
              "| demo | 25.5 | -5% | 0.95x |\n")  # fmt: skip
