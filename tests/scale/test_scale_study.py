@@ -21,7 +21,10 @@ def _root(tmp_path: Path) -> Path:
     """A checkout-like root with the committed smollm2-135m cells and presets."""
     root = tmp_path / "root"
     (root / "src" / "prompteol" / "data").mkdir(parents=True)
-    shutil.copy(REPO / "src/prompteol/data/demo_presets.json", root / "src/prompteol/data/demo_presets.json")
+    # only smollm2-135m's presets: the shipped file gains the other models' as the real study goes on
+    presets = json.loads((REPO / "src/prompteol/data/demo_presets.json").read_text(encoding="utf-8"))
+    kept = {k: v for k, v in presets.items() if k == "smollm2-135m" or not isinstance(v, dict) or k.startswith("_")}
+    (root / "src/prompteol/data/demo_presets.json").write_text(json.dumps(kept, indent=2), encoding="utf-8")
     (root / "docs/scaling/cells").mkdir(parents=True)
     for cell in (REPO / "docs/scaling/cells").glob("smollm2-135m__*__L-1__sts-test.json"):  # its 3 first cells
         shutil.copy(cell, root / "docs/scaling/cells" / cell.name)
