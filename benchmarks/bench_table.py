@@ -46,10 +46,15 @@ def table(record: dict) -> str:
         sts_text = _f(sts, ".2f") + (f" ({change:+.2f})" if change is not None else "")
         cos = f"{r['cos_min']:.4f} / {r['cos_mean']:.4f}" if r.get("cos_min") is not None else ""
         fused = r.get("fused") or {}
+        backend = r.get("backend") or {}
         warm = _f(r.get("warmup_s"), ".1f") + (f" ({fused['compile_s']:.0f})" if fused.get("compile_s") else "")
+        if backend.get("export_s"):
+            warm += f" (export {backend['export_s']:.0f})"
         status = r.get("status", "")
         if fused.get("fallback"):
             status += f"; fused fell back to eager: {fused['fallback'][:60]}"
+        if backend.get("fallback"):
+            status += f"; ONNX Runtime fell back to torch: {backend['fallback'][:60]}"
         rate = _f(sps, ".2f" if sps is not None and sps < 10 else ".1f")  # (2 decimals below 10/s: the ratio stays exact)
         lines.append(f"| `{name}` | {rate} | {_f(sps / base if sps and base else None, '.2f')}x | {own} | "
                      f"{sts_text} | {cos} | {_f(r.get('max_abs_diff'), '.1e')} | {warm} | "

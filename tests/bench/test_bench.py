@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from prompteol import bench
 from prompteol.errors import ModelNotFoundError
@@ -240,8 +241,8 @@ def test_benchmark_run_on_a_tiny_model(monkeypatch, test_cache_dir, data_dir, tm
 def test_onnx_export_and_runtimes_match_prompteol(monkeypatch, tmp_path, test_cache_dir, data_dir):
     """The torch.onnx export (in a child process, cached) run by ONNX Runtime and OpenVINO computes
     prompteol's float32 vectors (tiny model)."""
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+    require("onnx")
+    require("onnxruntime")
     monkeypatch.setenv("PROMPTEOL_CACHE", str(test_cache_dir))
     args = _args(model="tiny-random-llama", n=6, sts_pairs=0, batch_size=4, data_dir=str(data_dir))
     _, ref = bench.measure(bench.CONFIGS["prompteol"], args)

@@ -43,4 +43,6 @@ class EncoderRunner(Runner):
         self.extra["precision"] = desc["precision"]
         if desc.get("fused"):
             self.extra["fused"] = desc["fused"]  # compile time, calls, the first-call check, any fallback
+        if desc.get("backend"):
+            self.extra["backend"] = desc["backend"]  # the export and its time, the first-call check, any fallback
         return out

@@ -40,7 +40,7 @@ def parse_layer_range(text: str) -> tuple[int, int] | None:
         raise ValueError(f"expected START:EXIT (e.g. 1:7), got {text!r}")
     return int(start), int(stop)
 
-__all__ = ["EncoderConfig", "POOLINGS", "DTYPES", "QUANTIZATIONS", "DEMO_PRESET", "encoder_options"]
+__all__ = ["EncoderConfig", "POOLINGS", "DTYPES", "QUANTIZATIONS", "BACKENDS", "DEMO_PRESET", "encoder_options"]
 
 POOLINGS = tuple(POOLERS)
 #: ``bf16-mixed``: bfloat16 matmuls (Linear weights in bfloat16, under autocast) with the residual
@@ -49,6 +49,9 @@ DTYPES = ("float32", "auto", "bfloat16", "float16", "bf16-mixed")
 #: ``int8-dynamic`` is torch's dynamic int8 quantisation of Linear layers (CPU);
 #: ``4bit``/``8bit`` use bitsandbytes on CUDA.
 QUANTIZATIONS = (None, "int8-dynamic", "4bit", "8bit")
+#: what runs the forward: torch (every option), or ONNX Runtime on a float32 export of the same weights
+#: (CPU; measured 1.1-1.3x torch float32 on the packaged models: docs/performance.md)
+BACKENDS = ("torch", "onnxruntime")
 
 
 #: encoder options whose default differs on the server: packing, measured on the load test
@@ -161,6 +164,14 @@ class EncoderConfig:
         "float rounding); methods that hook inside the forward run eagerly",
     )  # fmt: skip
 
+    backend: str = option(
+        "torch", kind="runtime", vector=False, choices=BACKENDS,
+        help="what runs the forward: torch, or onnxruntime (CPU, float32: the model up to the read-out layer exported "
+        "once to ONNX under the cache folder, checked against torch on the first batch, torch on any failure and for "
+        "methods that hook inside the forward; vectors equal torch's to float rounding; pip install "
+        "'prompteol[onnx]')",
+    )  # fmt: skip
+
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the values once, here
         set_(self, "template", get_template(self.template))
@@ -228,6 +239,18 @@ class EncoderConfig:
         for name in ("normalize_text", "prefix_cache", "packing", "fused"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} should be true or false, got {getattr(self, name)!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend should be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "onnxruntime":
+            clash = [what for what, bad in (
+                (f"dtype={self.dtype!r} (it runs float32; 'auto' resolves to float32 with it)",
+                 self.dtype not in ("float32", "auto")),
+                (f"quantization={self.quantization!r}", self.quantization is not None),
+                ("fused=True (the ONNX graph is the fused float32 path)", self.fused),
+                (f"device={self.device!r} (CPU only)", self.device != "cpu"),
+            ) if bad]  # fmt: skip
+            if clash:
+                raise ConfigError("backend='onnxruntime' cannot run with " + "; ".join(clash))
         if not isinstance(self.device, str) or not self.device:
             raise ConfigError(f"device should be a device string (cpu, cuda, cuda:1, auto), got {self.device!r}")
         if self.adapter is not None:

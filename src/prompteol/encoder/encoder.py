@@ -36,6 +36,7 @@ from . import limits
 from .batching import plan_batches
 from .config import EncoderConfig
 from .encode_options import EncodeOptions
+from .forward.choice import attach_forwards, backend_state, fused_state
 from .forward.prefix import SharedPrefix
 from .forward.runner import ModelRunner
 from .identity import FINGERPRINT_VERSION, fingerprint
@@ -71,6 +72,7 @@ class Encoder:
         embedding_cache: EmbeddingCache | None = None,
         source: dict | None = None,
         precision: DtypeChoice | None = None,
+        cache_dir=None,
     ):
         from ..models.loading import resolve_layer
 
@@ -81,12 +83,13 @@ class Encoder:
         self.num_layers = num_layers
         self.layer_index = resolve_layer(config.layer, num_layers)
         self.source = source or {}
+        self.cache_dir = cache_dir  # where exports (backend="onnxruntime") are kept; None: the default cache
         self.max_positions = limits.max_positions(model)  # longer prompts are refused (ContextLengthError)
         autocast = "bfloat16" if config.dtype == "bf16-mixed" else None
 
         def member(member_config: EncoderConfig) -> Encoder:  # another encoder on this model (an ensemble's)
             return Encoder(model, tokenizer, member_config, identity=identity, num_layers=num_layers,
-                           adapter_identity=adapter_identity, source=self.source)  # fmt: skip
+                           adapter_identity=adapter_identity, source=self.source, cache_dir=cache_dir)  # fmt: skip
 
         #: the training-free methods this config turns on (:mod:`prompteol.encoder.methods`)
         self.methods: list[Method] = build_methods(MethodSetup(
@@ -103,11 +106,7 @@ class Encoder:
             self.runner.readout = _chain(readouts)
         #: the dtype decision (``dtype="auto"`` resolved when loading; :mod:`prompteol.encoder.precision`)
         self.precision = precision or DtypeChoice(config.dtype, config.dtype, "given")
-        if config.fused:
-            from ..models.loading import find_decoder_layers
-            from .forward.fused import fused_blocks
-
-            self.runner.fused = fused_blocks(model, find_decoder_layers(model, num_layers)[2])
+        attach_forwards(self.runner, model, config, num_layers, identity, adapter_identity, self._weights_state, cache_dir)
         self.prefix = SharedPrefix(self.prompts.prefix_ids, self._weights_state)
         self._for_prompt: dict[Template, Encoder] = {}  # encode(prompt=...): the derived encoder per template
         self.embedding_cache = embedding_cache
@@ -146,7 +145,7 @@ class Encoder:
         from ..models.loading import load_base_model, load_tokenizer, num_layers, resolve_model
         from .precision import resolve_dtype
 
-        precision = resolve_dtype(config.dtype, config.device)
+        precision = resolve_dtype(config.dtype, config.device, config.backend)
         config = config.replace(dtype=precision.dtype)
         resolved = resolve_model(config.model, cache_dir=cache_dir, progress=progress, revision=config.revision)
         adapter = config.adapter or resolved.adapter
@@ -172,7 +171,7 @@ class Encoder:
         return cls(
             model, tokenizer, config, identity=identity, num_layers=num_layers(model),
             adapter_identity=adapter_identity, embedding_cache=embedding_cache or None, source=source,
-            precision=precision,
+            precision=precision, cache_dir=cache_dir,
         )  # fmt: skip
 
     def derive(self, **changes: Any) -> Encoder:
@@ -190,7 +189,7 @@ class Encoder:
         derived = Encoder(
             self.model, self.tokenizer, self.config.replace(**changes), identity=self.identity,
             num_layers=self.num_layers, adapter_identity=self.adapter_identity,
-            embedding_cache=self.embedding_cache, source=self.source, precision=self.precision,
+            embedding_cache=self.embedding_cache, source=self.source, precision=self.precision, cache_dir=self.cache_dir,
         )  # fmt: skip
         derived.runner.padding_side = self.runner.padding_side
         if derived.layer_index == self.layer_index and not self.config.differences(derived.config, dim_fields()):
@@ -250,21 +249,9 @@ class Encoder:
             "fingerprint_version": FINGERPRINT_VERSION,
             "source": self.source,
             "precision": self.precision.to_dict(),
-            "fused": self._fused_state(),
+            "fused": fused_state(self.config, self.methods, self.runner),
+            "backend": backend_state(self.config, self.methods, self.runner),
         }
-
-    def _fused_state(self) -> dict[str, Any] | None:
-        """Whether the forwards are compiled, and why not where they were asked for but are not."""
-        if not self.config.fused:
-            return None
-        fused = self.runner.fused
-        eager = None
-        hooking = [m.name for m in self.methods if m.hooks_forward]
-        if hooking:
-            eager = f"a method hooks into the forward ({', '.join(hooking)}): eager"
-        state = fused.describe() if fused is not None else {}
-        return {"requested": True, "active": eager is None and not state.get("fallback"), "eager_because": eager,
-                **state}  # fmt: skip
 
     def __repr__(self) -> str:
         c = self.config

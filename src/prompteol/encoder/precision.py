@@ -45,9 +45,11 @@ def _on_cuda(device: str) -> bool:
     return str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
-def resolve_dtype(dtype: str, device: str = "cpu") -> DtypeChoice:
-    """Resolve ``auto`` for ``device``; warn once when an explicit bfloat16 will be slow on this CPU."""
+def resolve_dtype(dtype: str, device: str = "cpu", backend: str = "torch") -> DtypeChoice:
+    """Resolve ``auto`` for ``device`` and ``backend``; warn once when an explicit bfloat16 will be slow on this CPU."""
     flags = cpu_flags()
+    if backend == "onnxruntime" and dtype == "auto":
+        return DtypeChoice("float32", "auto", "backend onnxruntime: float32 (its CPU kernels' fast precision)", flags)
     if _on_cuda(device):
         if dtype != "auto":
             return DtypeChoice(dtype, dtype, "given", flags)

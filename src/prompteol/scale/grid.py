@@ -70,7 +70,7 @@ SPECIAL_DEMOS = {
 }
 
 #: encoder options that never change a vector, left out of the options hash of a file name
-_NOT_IN_TAG = ("device", "prefix_cache", "packing", "fused")
+_NOT_IN_TAG = ("device", "prefix_cache", "packing", "fused", "backend")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 

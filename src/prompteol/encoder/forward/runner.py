@@ -78,6 +78,8 @@ class ModelRunner:
         self.autocast = autocast
         #: the model's compiled block forwards (``fused=True``, :mod:`prompteol.encoder.forward.fused`); None: eager
         self.fused: Any = None
+        #: the ONNX Runtime forward (``backend="onnxruntime"``, :mod:`prompteol.encoder.forward.onnx`); None: torch
+        self.onnx: Any = None
         self.blocks = find_decoder_layers(model, num_layers)[2] if layer_index < num_layers else None
         self._all_blocks = None
         self._all_model = None
@@ -126,7 +128,14 @@ class ModelRunner:
         """Hidden states (B, T, H) at the read-out layer. ``mask`` covers the prefix too when ``kv``
         (a transformers cache, filled in place) holds one. ``eager`` bypasses the fused forwards (the
         one-off prefix computation: compiling it would specialise every block on an empty cache and a
-        batch of one, twice the compilations for one call)."""
+        batch of one, twice the compilations for one call; the prefix is computed by torch on the ONNX
+        Runtime backend too)."""
+        if self.onnx is not None and not self.interventions and not eager:
+            return self.onnx.hidden(ids, mask, positions, kv, prefix_len,
+                                    lambda: self._torch_hidden(ids, mask, positions, kv, prefix_len, rows, eager))  # fmt: skip
+        return self._torch_hidden(ids, mask, positions, kv, prefix_len, rows, eager)
+
+    def _torch_hidden(self, ids, mask, positions, kv, prefix_len: int, rows: list[int] | None, eager: bool):
         import torch
 
         kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": kv is not None}

@@ -1,0 +1,272 @@
+"""ONNX Runtime forwards (``backend="onnxruntime"``): the model up to the read-out layer exported once, float32.
+
+The base model up to the read-out layer is exported once with ``torch.onnx`` and run by ONNX Runtime,
+in float32, with the shared-prefix cache kept.
+
+Why: on the CPUs measured here ONNX Runtime's float32 kernels (MLAS) run a decoder's forward at
+90-100% of the float32 matmul peak against 65-76% for torch's eager path (docs/performance.md), and
+torch.compile did not close that gap. The export takes the shared prefix's keys and values as inputs
+(``past_k{i}`` / ``past_v{i}``, batch 1, any length, zero included) and an additive 4-D attention mask,
+so the demonstrations and the template's opening are still computed once per encoder, by torch.
+
+The export is one ONNX graph per (weights, adapter, read-out layer): blocks above the read-out layer
+are not in it (ONNX Runtime computes every node of a graph, whatever output is asked for: measured), so
+a layer search exports once per layer. It is written atomically under
+``<cache>/onnx/<key>/model.onnx`` (``model.onnx.data`` beside it above 2 GB) and reused by every
+later process. The loaded torch model stays: it computes the prefix, and every call the graph cannot
+take (methods that hook inside the forward, packed rows, a prompt longer than a sliding window).
+
+Safety, as for the fused forwards (:mod:`prompteol.encoder.forward.fused`): the first call is computed by
+torch too and compared (max abs difference <= 1e-4 x max(1, max |h|)); beyond it, or on any export or
+runtime error, or once the weights changed in place (training), the model goes back to torch with one
+warning. ``describe()`` reports the export, its time, the check and any fallback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OnnxForward", "onnx_forward", "EXPORT_VERSION", "TOLERANCE", "check_onnxruntime"]
+
+log = logging.getLogger(__name__)
+
+#: bumped whenever the exported graph changes (inputs, outputs, how it is traced): a new export
+EXPORT_VERSION = 1
+#: the first call's check: max abs difference relative to max(1, max |hidden|), as fused float32
+TOLERANCE = 1e-4
+
+
+def check_onnxruntime() -> str:
+    """ONNX Runtime's version; a clear error when it is not installed."""
+    from ...errors import ConfigError
+
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ConfigError("backend='onnxruntime' needs ONNX Runtime and onnx: pip install 'prompteol[onnx]'") from exc
+    return str(onnxruntime.__version__)
+
+
+class _Export:
+    """The base model up to block ``layer``: hidden states (B, T, H) from ids, an additive 4-D mask,
+    position ids and the prefix's keys/values (batch 1, expanded to the batch inside the graph)."""
+
+    def __init__(self, model, blocks, layer: int, num_layers: int):
+        import torch
+
+        self.torch = torch
+        self.model, self.blocks, self.layer, self.num_layers = model, list(blocks), layer, num_layers
+
+    def module(self):
+        torch = self.torch
+        from transformers import DynamicCache
+
+        model, blocks, layer, top = self.model, self.blocks, self.layer, self.layer == self.num_layers
+
+        class Truncated(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = model
+
+            def forward(self, input_ids, attention_mask, position_ids, *past):
+                b = input_ids.shape[0]
+                pairs = [(past[2 * i].expand(b, -1, -1, -1), past[2 * i + 1].expand(b, -1, -1, -1))
+                         for i in range(len(past) // 2)]  # fmt: skip
+                cache = DynamicCache(pairs)
+                got: list = []
+                hook = None
+                if not top:  # the input of block ``layer`` = the output of block ``layer - 1``, before any norm
+                    hook = blocks[layer - 1].register_forward_hook(
+                        lambda mod, args, out: got.append(out[0] if isinstance(out, tuple) else out)
+                    )
+                try:
+                    out = self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                 past_key_values=cache, use_cache=True).last_hidden_state  # fmt: skip
+                finally:
+                    if hook is not None:
+                        hook.remove()
+                return out if top else got[-1]
+
+        return Truncated()
+
+    def write(self, folder: Path, heads: int, head_dim: int) -> None:
+        """Trace and write ``folder/model.onnx`` (the caller makes the folder atomic)."""
+        import warnings
+
+        from ...models.loading import find_decoder_layers
+
+        torch = self.torch
+        parent, attr, full = find_decoder_layers(self.model, self.num_layers)
+        b, t, p = 2, 3, 2
+        ids = torch.tensor([[5, 6, 7], [5, 6, 1]])
+        positions = p + torch.tensor([[0, 1, 2], [0, 1, 1]])
+        mask = torch.zeros(b, 1, t, p + t)
+        past, names = [], []
+        axes: dict[str, dict[int, str]] = {"input_ids": {0: "batch", 1: "tokens"}, "position_ids": {0: "batch", 1: "tokens"},
+                                           "attention_mask": {0: "batch", 2: "tokens", 3: "total"},
+                                           "hidden": {0: "batch", 1: "tokens"}}  # fmt: skip
+        for i in range(self.layer):
+            for kind in ("k", "v"):
+                past.append(torch.zeros(1, heads, p, head_dim))
+                names.append(f"past_{kind}{i}")
+                axes[names[-1]] = {2: "past"}
+        impl = getattr(self.model.config, "_attn_implementation", None)
+        setattr(parent, attr, torch.nn.ModuleList(list(full)[: self.layer]))  # no block above the read-out layer
+        try:
+            if impl not in (None, "eager"):
+                self.model.set_attn_implementation("eager")  # the additive float mask, plain matmuls
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(self.module(), (ids, mask, positions, *past), str(folder / "model.onnx"), dynamo=False,
+                                  opset_version=17, input_names=["input_ids", "attention_mask", "position_ids", *names],
+                                  output_names=["hidden"], dynamic_axes=axes)  # fmt: skip
+        finally:
+            setattr(parent, attr, full)
+            if impl not in (None, "eager"):
+                self.model.set_attn_implementation(impl)
+
+
+class OnnxForward:
+    """One loaded model's ONNX Runtime forward at one read-out layer (exported on first use)."""
+
+    def __init__(self, model, blocks, layer: int, num_layers: int, identity: dict, weights_state: Callable[[], Hashable],
+                 cache_dir=None):  # fmt: skip
+        self.model, self.blocks, self.layer, self.num_layers = model, list(blocks), layer, num_layers
+        self.identity = identity
+        self._weights_state = weights_state
+        self._exported_state: Hashable | None = None
+        self.cache_dir = cache_dir
+        self.session: Any = None
+        self.path: Path | None = None
+        self.failed: str | None = None
+        self.verified: float | None = None
+        self.export_s: float | None = None  # None: the export was already on disk
+        self.session_s = 0.0
+        self.calls = 0
+        self.torch_calls = 0  # calls the graph could not take (a long prompt past a sliding window)
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.heads = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
+        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        self.window = getattr(cfg, "sliding_window", None)
+
+    # ------------------------------------------------------------------ state
+    def key(self) -> str:
+        import torch
+        import transformers
+
+        ident = {"identity": self.identity, "layer": self.layer, "layers": self.num_layers, "export": EXPORT_VERSION,
+                 "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__}  # fmt: skip
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "onnxruntime", "layer": self.layer, "export": str(self.path) if self.path else None,
+                "export_s": None if self.export_s is None else round(self.export_s, 1),
+                "session_s": round(self.session_s, 1), "calls": self.calls, "torch_calls": self.torch_calls,
+                "verified_max_diff": self.verified, "fallback": self.failed}  # fmt: skip
+
+    def _fail(self, reason: str) -> None:
+        if self.failed is None:
+            log.warning("ONNX Runtime backend switched off for this model, torch from now on: %s", reason)
+        self.failed = reason
+        self.session = None
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+        import torch
+
+        from ...fileio import write_folder_atomic
+        from ...paths import cache_root
+
+        folder = cache_root(self.cache_dir) / "onnx" / self.key()
+        if not (folder / "model.onnx").is_file():
+            log.info("exporting the model (layer %d) to ONNX under %s (once)", self.layer, folder)
+            started = time.perf_counter()
+            with write_folder_atomic(folder) as tmp:
+                _Export(self.model, self.blocks, self.layer, self.num_layers).write(tmp, self.heads, self.head_dim)
+                (tmp / "identity.json").write_text(json.dumps({"identity": self.identity, "layer": self.layer,
+                                                              "export": EXPORT_VERSION}, default=str, indent=1))  # fmt: skip
+            self.export_s = time.perf_counter() - started
+        started = time.perf_counter()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = torch.get_num_threads(), 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        self.session_s = time.perf_counter() - started
+        self.path = folder
+        self._exported_state = self._weights_state()
+
+    # ------------------------------------------------------------------ one call
+    def takes(self, mask, prefix_len: int) -> bool:
+        """Whether the graph computes this call exactly (a 2-D mask; no sliding window shorter than it)."""
+        if self.failed is not None or mask.dim() != 2:
+            return False
+        return self.window is None or mask.shape[1] <= int(self.window)
+
+    def hidden(self, ids, mask, positions, kv, prefix_len: int, torch_call: Callable[[], Any]):
+        """Hidden states (B, T, H) at the read-out layer, float32; ``torch_call()`` computes the same with torch
+        (the first call's check, and every call after a failure). ``mask`` covers the prefix when ``kv`` has one."""
+        import torch
+
+        if not self.takes(mask, prefix_len):
+            self.torch_calls += 1
+            return torch_call()
+        try:
+            if self.session is None:
+                self._load()
+            elif self._weights_state() != self._exported_state:
+                self._fail("the weights changed in place since the export (training)")
+                return torch_call()
+            out = torch.from_numpy(self.session.run(["hidden"], self._feed(ids, mask, positions, kv, prefix_len))[0])
+        except Exception as exc:  # noqa: BLE001 - any export/runtime failure: torch, once warned
+            self._fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            return torch_call()
+        self.calls += 1
+        if self.verified is None:
+            ref = torch_call()
+            real = mask[:, prefix_len:].bool()
+            diff = float((out - ref)[real].abs().max()) / max(1.0, float(ref[real].abs().max())) if real.any() else 0.0
+            self.verified = diff
+            if not diff <= TOLERANCE:
+                self._fail(f"the first call differed from torch: relative max difference {diff:.2e} "
+                           f"(tolerance {TOLERANCE:g})")  # fmt: skip
+                return ref
+        return out.to(ids.device)
+
+    def _feed(self, ids, mask, positions, kv, prefix_len: int) -> dict[str, Any]:
+        import numpy as np
+        import torch
+
+        b, t = ids.shape
+        total = mask.shape[1]
+        causal = torch.arange(total).unsqueeze(0) <= (prefix_len + torch.arange(t)).unsqueeze(1)  # (T, P+T)
+        allowed = causal.unsqueeze(0).unsqueeze(0) & mask.bool().cpu()[:, None, None, :]  # (B, 1, T, P+T)
+        additive = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        feed: dict[str, Any] = {"input_ids": ids.cpu().numpy(), "attention_mask": additive.numpy(),
+                                "position_ids": positions.cpu().numpy()}  # fmt: skip
+        layers = [layer for layer in getattr(kv, "layers", []) if getattr(layer, "keys", None) is not None] if kv else []
+        if prefix_len and len(layers) != self.layer:
+            raise RuntimeError(f"the prefix cache has {len(layers)} layers, the export takes {self.layer}")
+        if prefix_len:  # a few MB per call at most (the prefix's keys and values, batch 1)
+            arrays = [np.ascontiguousarray(tensor[:1, :, :prefix_len].detach().float().cpu().numpy())
+                      for layer in layers for tensor in (layer.keys, layer.values)]  # fmt: skip
+        else:
+            empty = np.zeros((1, self.heads, 0, self.head_dim), dtype=np.float32)
+            arrays = [empty] * (2 * self.layer)
+        for i in range(self.layer):
+            feed[f"past_k{i}"], feed[f"past_v{i}"] = arrays[2 * i], arrays[2 * i + 1]
+        return feed
+
+
+def onnx_forward(model, blocks, layer: int, num_layers: int, identity: dict, weights_state, cache_dir=None) -> OnnxForward:
+    """The model's :class:`OnnxForward` at ``layer`` (one per loaded model and layer, shared by derived encoders)."""
+    forwards = model.__dict__.setdefault("_prompteol_onnx", {})
+    key = (layer, json.dumps(identity, sort_keys=True, default=str))
+    if key not in forwards:
+        forwards[key] = OnnxForward(model, blocks, layer, num_layers, identity, weights_state, cache_dir)
+    return forwards[key]
