@@ -8,7 +8,7 @@ tag=$(grep -q -m1 -E 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo avx512bf16 || 
 configs="gemm gemm-bf16 prompteol prompteol-ort prompteol-demo prompteol-demo-ort prompteol-auto onnx-ort"
 declare -A n=([smollm2-135m]=300 [gemma3-270m]=200 [qwen2.5-coder-0.5b]=150 [qwen2.5-coder-1.5b]=64)
 declare -A pairs=([smollm2-135m]=300 [gemma3-270m]=200 [qwen2.5-coder-0.5b]=150 [qwen2.5-coder-1.5b]=100)
-for model in "${@:-smollm2-135m gemma3-270m qwen2.5-coder-0.5b}"; do
+for model in "${@:-smollm2-135m gemma3-270m qwen2.5-coder-0.5b qwen2.5-coder-1.5b}"; do
   for m in $model; do
     prompteol --threads 2 bench --model "$m" --n "${n[$m]}" --sts-pairs "${pairs[$m]}" --batch-size 32 \
       --configs $configs --output "docs/results/bench_${m}_${tag}_ort.json"

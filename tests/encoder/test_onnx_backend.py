@@ -59,17 +59,20 @@ def test_every_read_out_the_graph_takes(pair, changes):
     assert state["active"] and state["calls"] >= 1 and state["fallback"] is None, state
 
 
-def test_methods_that_hook_inside_the_forward_and_packing_run_on_torch(pair):
+def test_methods_that_hook_inside_the_forward_run_on_torch_and_packing_gives_way(pair):
     torch_enc, ort_enc, _ = pair
     for changes in ({"token_prepending": (1, 2)}, {"contrastive_layer": 1}):
         o = ort_enc.derive(**changes)
         assert np.abs(o.encode(SENTENCES[:3]) - torch_enc.derive(**changes).encode(SENTENCES[:3])).max() < 1e-5
         state = o.describe()["backend"]
         assert state["active"] is False and "hooks into the forward" in state["torch_because"]
-    packed = ort_enc.derive(packing=True)
-    before = packed.runner.onnx.torch_calls
+    packed = ort_enc.derive(packing=True)  # the server's default: ONNX Runtime takes the padded batches instead
+    before = packed.runner.onnx.calls
     assert np.abs(packed.encode(SENTENCES) - torch_enc.encode(SENTENCES)).max() < 1e-4
-    assert packed.runner.onnx.torch_calls > before  # packed rows (a 4-D mask) are computed by torch
+    assert packed.runner.onnx.calls > before
+    forward = packed.runner.onnx
+    ids, mask = packed.runner.collate([[5, 6, 7], [5, 6]])
+    assert not forward.takes(mask.unsqueeze(1).unsqueeze(1).bool(), 0)  # a packed (4-D) mask: torch
 
 
 def test_bad_combinations_are_refused_with_the_reason():
@@ -149,3 +152,20 @@ def test_weights_changed_in_place_go_back_to_torch(test_cache_dir, tmp_path, cap
     with torch.no_grad():
         next(again.model.parameters()).add_(0.5)
     assert np.abs(got - again.encode(SENTENCES[:2])).max() < 1e-6
+
+
+@pytest.mark.slow
+def test_onnx_runtime_equals_torch_on_smollm2(smollm2_encoder, tmp_path):
+    """A real model (its export takes seconds): the ONNX Runtime vectors equal torch's (< 1e-4), with and
+    without a demonstration in the shared prefix, at the last layer and below it."""
+    from conftest import USER_CACHE
+
+    ort_enc = Encoder.from_pretrained("smollm2-135m", backend="onnxruntime", embedding_cache=False, cache_dir=USER_CACHE)
+    ort_enc.runner.onnx.cache_dir = ort_enc.cache_dir = tmp_path
+    for changes in ({}, {"demonstrations": [("A man is smoking.", "Smoking")]}, {"layer": -4}):
+        t, o = smollm2_encoder.derive(**changes), ort_enc.derive(**changes)
+        a = t.encode(SENTENCES * 4, use_embedding_cache=False)
+        b = o.encode(SENTENCES * 4)
+        # float32 rounding, relative to the largest coordinate (hundreds below the last layer's norm)
+        assert np.abs(a - b).max() < 1e-4 * max(1.0, float(np.abs(a).max())), changes
+        assert o.describe()["backend"]["active"], changes

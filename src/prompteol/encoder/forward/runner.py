@@ -238,8 +238,9 @@ class ModelRunner:
     # ------------------------------------------------------------------ packed rows
     def can_pack(self, seqs: Sequence[Sequence[int]], prefix_len: int) -> bool:
         """Packing is exact when no method acts inside the forward and no sequence (with the prefix)
-        is longer than a sliding attention window (the packed mask replaces the window's mask)."""
-        if self.interventions:
+        is longer than a sliding attention window (the packed mask replaces the window's mask). With the
+        ONNX Runtime backend active the padded batches go to its graph instead (its 2-D masks only)."""
+        if self.interventions or (self.onnx is not None and self.onnx.failed is None):
             return False
         cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
         window = getattr(cfg, "sliding_window", None)
