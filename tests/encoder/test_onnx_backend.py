@@ -169,3 +169,12 @@ def test_onnx_runtime_equals_torch_on_smollm2(smollm2_encoder, tmp_path):
         # float32 rounding, relative to the largest coordinate (hundreds below the last layer's norm)
         assert np.abs(a - b).max() < 1e-4 * max(1.0, float(np.abs(a).max())), changes
         assert o.describe()["backend"]["active"], changes
+
+
+def test_the_differentiable_path_stays_on_torch(pair):
+    """``Encoder.embed`` (training) needs gradients: its forwards never go to ONNX Runtime."""
+    torch_enc, ort_enc, _ = pair
+    before = ort_enc.runner.onnx.calls
+    out = ort_enc.embed(SENTENCES[:2])
+    assert out.requires_grad and ort_enc.runner.onnx.calls == before
+    out.sum().backward()

@@ -130,7 +130,7 @@ class ModelRunner:
         one-off prefix computation: compiling it would specialise every block on an empty cache and a
         batch of one, twice the compilations for one call; the prefix is computed by torch on the ONNX
         Runtime backend too)."""
-        if self.onnx is not None and not self.interventions and not eager:
+        if self.onnx is not None and not self.interventions and not eager and not _grad_enabled():  # embed(): torch
             return self.onnx.hidden(ids, mask, positions, kv, prefix_len,
                                     lambda: self._torch_hidden(ids, mask, positions, kv, prefix_len, rows, eager))  # fmt: skip
         return self._torch_hidden(ids, mask, positions, kv, prefix_len, rows, eager)
@@ -340,6 +340,12 @@ def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
             rows.append([i])
             room.append(row_tokens - lengths[i])
     return rows
+
+
+def _grad_enabled() -> bool:
+    import torch
+
+    return torch.is_grad_enabled()
 
 
 def _stop_here(module, args, kwargs):
