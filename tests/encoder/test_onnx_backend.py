@@ -178,3 +178,17 @@ def test_the_differentiable_path_stays_on_torch(pair):
     out = ort_enc.embed(SENTENCES[:2])
     assert out.requires_grad and ort_enc.runner.onnx.calls == before
     out.sum().backward()
+
+
+def test_an_export_that_would_not_fit_is_refused_with_the_numbers(test_cache_dir, tmp_path, monkeypatch, caplog):
+    from prompteol.encoder.forward import onnx as onnx_mod
+
+    monkeypatch.setattr(onnx_mod, "_free_memory", lambda: 1024)
+    kw = {"embedding_cache": False, "cache_dir": test_cache_dir}
+    enc = Encoder.from_pretrained("tiny-random-llama", backend="onnxruntime", **kw)
+    enc.runner.onnx.cache_dir = tmp_path
+    with caplog.at_level(logging.WARNING, logger="prompteol.encoder.forward.onnx"):
+        enc.encode(SENTENCES[:2])
+    fallback = enc.describe()["backend"]["fallback"]
+    assert "not enough free memory" in fallback and "GB free" in fallback
+    assert not list(tmp_path.glob("onnx/*/model.onnx"))
