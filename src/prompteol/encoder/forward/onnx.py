@@ -32,6 +32,8 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
+from ...fileio import FileLock, write_folder_atomic
+
 __all__ = ["OnnxForward", "onnx_forward", "EXPORT_VERSION", "TOLERANCE", "check_onnxruntime"]
 
 log = logging.getLogger(__name__)
@@ -184,19 +186,14 @@ class OnnxForward:
         import onnxruntime as ort
         import torch
 
-        from ...fileio import write_folder_atomic
         from ...paths import cache_root
 
         folder = cache_root(self.cache_dir) / "onnx" / self.key()
         if not (folder / "model.onnx").is_file():
-            self._check_room(folder.parent)
-            log.info("exporting the model (layer %d) to ONNX under %s (once)", self.layer, folder)
-            started = time.perf_counter()
-            with write_folder_atomic(folder) as tmp:
-                _Export(self.model, self.blocks, self.layer, self.num_layers).write(tmp, self.heads, self.head_dim)
-                (tmp / "identity.json").write_text(json.dumps({"identity": self.identity, "layer": self.layer,
-                                                              "export": EXPORT_VERSION}, default=str, indent=1))  # fmt: skip
-            self.export_s = time.perf_counter() - started
+            # one exporter at a time (several processes of one corpus job): the others wait, then load its export
+            with FileLock(folder.with_name(folder.name + ".lock"), wait=None, remove=False):
+                if not (folder / "model.onnx").is_file():
+                    self._export(folder)
         started = time.perf_counter()
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = torch.get_num_threads(), 1
@@ -205,6 +202,16 @@ class OnnxForward:
         self.session_s = time.perf_counter() - started
         self.path = folder
         self._exported_state = self._weights_state()
+
+    def _export(self, folder: Path) -> None:
+        self._check_room(folder.parent)
+        log.info("exporting the model (layer %d) to ONNX under %s (once)", self.layer, folder)
+        started = time.perf_counter()
+        with write_folder_atomic(folder) as tmp:
+            _Export(self.model, self.blocks, self.layer, self.num_layers).write(tmp, self.heads, self.head_dim)
+            (tmp / "identity.json").write_text(json.dumps({"identity": self.identity, "layer": self.layer,
+                                                          "export": EXPORT_VERSION}, default=str, indent=1))  # fmt: skip
+        self.export_s = time.perf_counter() - started
 
     def _check_room(self, where: Path) -> None:
         """Refuse an export that would not fit: it holds about the float32 weights again in memory while
