@@ -3,18 +3,19 @@
 The base model up to the read-out layer is exported once with ``torch.onnx`` and run by ONNX Runtime,
 in float32, with the shared-prefix cache kept.
 
-Why: on the CPUs measured here ONNX Runtime's float32 kernels (MLAS) run a decoder's forward at
-90-100% of the float32 matmul peak against 65-76% for torch's eager path (docs/performance.md), and
-torch.compile did not close that gap. The export takes the shared prefix's keys and values as inputs
+Why: on the CPUs measured here ONNX Runtime's float32 kernels (MLAS) run a decoder's forward closer to
+the float32 matmul peak than torch's eager path (docs/performance.md), and torch.compile did not close
+that gap. The export takes the shared prefix's keys and values as inputs
 (``past_k{i}`` / ``past_v{i}``, batch 1, any length, zero included) and an additive 4-D attention mask,
 so the demonstrations and the template's opening are still computed once per encoder, by torch.
 
 The export is one ONNX graph per (weights, adapter, read-out layer): blocks above the read-out layer
 are not in it (ONNX Runtime computes every node of a graph, whatever output is asked for: measured), so
 a layer search exports once per layer. It is written atomically under
-``<cache>/onnx/<key>/model.onnx`` (``model.onnx.data`` beside it above 2 GB) and reused by every
-later process. The loaded torch model stays: it computes the prefix, and every call the graph cannot
-take (methods that hook inside the forward, packed rows, a prompt longer than a sliding window).
+``<cache>/onnx/<key>/model.onnx`` (above 2 GB its weights are files beside it), one process at a time
+(a lock), and reused by every later process. The loaded torch model stays: it computes the prefix,
+and every call the graph cannot take (methods that hook inside the forward, calls with gradients, a
+packed 4-D mask, a prompt longer than a sliding window).
 
 Safety, as for the fused forwards (:mod:`prompteol.encoder.forward.fused`): the first call is computed by
 torch too and compared (max abs difference <= 1e-4 x max(1, max |h|)); beyond it, or on any export or
