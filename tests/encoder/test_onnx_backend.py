@@ -32,6 +32,14 @@ def pair(test_cache_dir, tmp_path_factory):
     return torch_enc, ort_enc, exports
 
 
+def _fresh(model: str, test_cache_dir, exports, backend: str = "onnxruntime") -> Encoder:
+    """An encoder of ``model`` from the shared test cache, with its ONNX exports (if any) under ``exports``."""
+    enc = Encoder.from_pretrained(model, backend=backend, embedding_cache=False, cache_dir=test_cache_dir)
+    if enc.runner.onnx is not None:
+        enc.runner.onnx.cache_dir = enc.cache_dir = exports
+    return enc
+
+
 def test_vectors_equal_torch_and_the_export_is_reused(pair):
     torch_enc, ort_enc, exports = pair
     a, b = torch_enc.encode(SENTENCES, batch_size=2), ort_enc.encode(SENTENCES, batch_size=2)
@@ -98,10 +106,7 @@ def test_a_failed_export_falls_back_to_torch_with_one_warning(test_cache_dir, tm
         raise RuntimeError("exporter exploded")
 
     monkeypatch.setattr(onnx_mod._Export, "write", broken)
-    kw = {"embedding_cache": False, "cache_dir": test_cache_dir}
-    ref = Encoder.from_pretrained("tiny-random-qwen2", **kw)
-    enc = Encoder.from_pretrained("tiny-random-qwen2", backend="onnxruntime", **kw)
-    enc.runner.onnx.cache_dir = tmp_path
+    ref, enc = _fresh("tiny-random-qwen2", test_cache_dir, tmp_path, "torch"), _fresh("tiny-random-qwen2", test_cache_dir, tmp_path)
     with caplog.at_level(logging.WARNING, logger="prompteol.encoder.forward.onnx"):
         got = enc.encode(SENTENCES)
         enc.encode(SENTENCES[:2])
@@ -124,10 +129,7 @@ def test_a_failed_first_call_check_keeps_torch(test_cache_dir, tmp_path, monkeyp
         return feed
 
     monkeypatch.setattr(OnnxForward, "_feed", skewed)
-    kw = {"embedding_cache": False, "cache_dir": test_cache_dir}
-    ref = Encoder.from_pretrained("tiny-random-llama", **kw)
-    enc = Encoder.from_pretrained("tiny-random-llama", backend="onnxruntime", **kw)
-    enc.runner.onnx.cache_dir = tmp_path
+    ref, enc = _fresh("tiny-random-llama", test_cache_dir, tmp_path, "torch"), _fresh("tiny-random-llama", test_cache_dir, tmp_path)
     with caplog.at_level(logging.WARNING, logger="prompteol.encoder.forward.onnx"):
         got = enc.encode(SENTENCES)
     assert np.abs(got - ref.encode(SENTENCES)).max() < 1e-6
@@ -137,9 +139,7 @@ def test_a_failed_first_call_check_keeps_torch(test_cache_dir, tmp_path, monkeyp
 def test_weights_changed_in_place_go_back_to_torch(test_cache_dir, tmp_path, caplog):
     import torch
 
-    kw = {"embedding_cache": False, "cache_dir": test_cache_dir}
-    enc = Encoder.from_pretrained("tiny-random-llama", backend="onnxruntime", **kw)
-    enc.runner.onnx.cache_dir = tmp_path
+    enc = _fresh("tiny-random-llama", test_cache_dir, tmp_path)
     enc.encode(SENTENCES[:2])
     assert enc.describe()["backend"]["active"]
     with torch.no_grad():
@@ -148,7 +148,7 @@ def test_weights_changed_in_place_go_back_to_torch(test_cache_dir, tmp_path, cap
         got = enc.encode(SENTENCES[:2], use_embedding_cache=False)
     ref = enc.runner.onnx
     assert "weights changed" in (ref.failed or "")
-    again = Encoder.from_pretrained("tiny-random-llama", **kw)
+    again = _fresh("tiny-random-llama", test_cache_dir, tmp_path, "torch")
     with torch.no_grad():
         next(again.model.parameters()).add_(0.5)
     assert np.abs(got - again.encode(SENTENCES[:2])).max() < 1e-6
@@ -184,9 +184,7 @@ def test_an_export_that_would_not_fit_is_refused_with_the_numbers(test_cache_dir
     from prompteol.encoder.forward import onnx as onnx_mod
 
     monkeypatch.setattr(onnx_mod, "_free_memory", lambda: 1024)
-    kw = {"embedding_cache": False, "cache_dir": test_cache_dir}
-    enc = Encoder.from_pretrained("tiny-random-llama", backend="onnxruntime", **kw)
-    enc.runner.onnx.cache_dir = tmp_path
+    enc = _fresh("tiny-random-llama", test_cache_dir, tmp_path)
     with caplog.at_level(logging.WARNING, logger="prompteol.encoder.forward.onnx"):
         enc.encode(SENTENCES[:2])
     fallback = enc.describe()["backend"]["fallback"]
