@@ -69,8 +69,9 @@ SPECIAL_DEMOS = {
     "stsb-dev": "the preset searched-stsb-dev (selected on STS-B dev, as the paper did; not leak-free)",
 }
 
-#: encoder options that never change a vector, left out of the options hash of a file name
-_NOT_IN_TAG = ("device", "prefix_cache", "packing", "fused", "backend")
+#: encoder options that never change a vector, left out of the options hash of a file name: the device, and
+#: every runtime option declared ``vector=False`` (prefix_cache, packing, fused, backend, ...)
+_NOT_IN_TAG_LOAD = ("device",)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -115,11 +116,13 @@ def tasks_slug(tasks: str) -> str:
 def options_tag(options: dict[str, Any]) -> str | None:
     """A short hash of the encoder options given (other than the defaults), ``None`` without any."""
     from ..encoder.config import EncoderConfig
+    from ..options import options_of
 
+    not_in_tag = {*_NOT_IN_TAG_LOAD, *(n for n, o, _ in options_of(EncoderConfig) if o.kind == "runtime" and not o.vector)}
     defaults = EncoderConfig().to_dict()
     given: dict[str, Any] = {}
     for name, value in sorted(options.items()):
-        if name in _NOT_IN_TAG or value is None:
+        if name in not_in_tag or value is None:
             continue
         if name == "template":  # a name or a recorded template (dict): compared in the JSON form
             value = EncoderConfig.from_dict({"template": value}).to_dict()["template"]
