@@ -6,6 +6,7 @@ that `--batch-size` / `--max-batch-tokens` can be chosen for a machine.
 
     python benchmarks/batch_sweep.py --model smollm2-135m --n 300 --threads 1 --batch-sizes 8 16 32 64
     python benchmarks/batch_sweep.py --dtype auto --fused --threads 2 --batch-sizes 32 64 128
+    python benchmarks/batch_sweep.py --backend openvino --dtype bfloat16 --threads 2 --batch-sizes 32 64 128
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     )
     p.add_argument("--fused", action="store_true", help="compiled blocks (the first call compiles and checks them)")
     p.add_argument("--packing", action="store_true", help="pack a batch's sentences into rows (no padding computed)")
+    p.add_argument("--backend", default="torch", help="the encoder's backend: torch, onnxruntime, openvino, auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("-o", "--output", default=None, help="write the JSON record here")
     args = p.parse_args()
@@ -41,7 +43,7 @@ def main() -> None:
     from prompteol.bench import load_sentences
 
     enc = Encoder.from_pretrained(
-        args.model, embedding_cache=False, dtype=args.dtype, fused=args.fused, packing=args.packing
+        args.model, embedding_cache=False, dtype=args.dtype, fused=args.fused, packing=args.packing, backend=args.backend
     )
     sentences = load_sentences(args.data_dir, args.n)
     t = time.perf_counter()

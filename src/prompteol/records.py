@@ -33,10 +33,11 @@ __all__ = [
 PROVENANCE_SCHEMA = "prompteol.provenance/1"
 #: the libraries whose version can change a number (a writer adds its own: peft, the benchmark's peers, ...)
 LIBRARIES = ("prompteol", "torch", "transformers", "tokenizers", "safetensors", "gguf", "accelerate", "numpy",
-             "scipy", "scikit-learn", "sentence-transformers", "mteb", "peft")  # fmt: skip
+             "scipy", "scikit-learn", "sentence-transformers", "mteb", "peft", "onnx", "onnxruntime", "openvino")  # fmt: skip
 #: environment variables that change a run (recorded when set; never secrets such as PROMPTEOL_API_KEY)
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PROMPTEOL_DATA", "PROMPTEOL_CACHE",
-            "PROMPTEOL_THREADS", "CI", "TORCHINDUCTOR_FREEZING", "PROMPTEOL_ALLOW_LOSSY_INT8")  # fmt: skip
+            "PROMPTEOL_THREADS", "CI", "TORCHINDUCTOR_FREEZING", "PROMPTEOL_ALLOW_LOSSY_INT8", "PROMPTEOL_BACKEND",
+            "PROMPTEOL_DTYPE")  # fmt: skip
 
 #: the CPU flags recorded with every speed or precision number
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..encoder.config import SPEED_ENCODER_DEFAULTS
+from ..encoder.config import EVAL_ENCODER_DEFAULTS
 from ..fileio import write_atomic, write_text_atomic
 from ..options import positive_int
 from .common import add_encode_args, add_encoder_args, build_encoder, console, encode_options_from_args, progress_wanted
@@ -52,7 +52,7 @@ def register(sub) -> None:
     prog.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="show progress (default: a bar on a terminal, a line every 30 s in a log)")
     prog.add_argument("--no-progress", dest="progress", action="store_false", help="show no progress")
-    add_encoder_args(p, defaults=SPEED_ENCODER_DEFAULTS)
+    add_encoder_args(p, defaults=EVAL_ENCODER_DEFAULTS)
     p.set_defaults(func=run, check=check)
     esub = p.add_subparsers(dest="eval_command", metavar="[plot]", required=False,
                             description="without an action, `prompteol eval` evaluates (the options above)")  # fmt: skip
@@ -161,7 +161,7 @@ def _interrupted(encoder, kind: str, args: argparse.Namespace) -> str:
 
 def _load(kind: str, name: str, args: argparse.Namespace):
     if kind == "model":
-        return build_encoder(args, use_embedding_cache=args.use_embedding_cache, **{**SPEED_ENCODER_DEFAULTS, "model": name})
+        return build_encoder(args, use_embedding_cache=args.use_embedding_cache, **{**EVAL_ENCODER_DEFAULTS, "model": name})
     from ..evaluation.baselines import load_baseline
 
     device = args.device or "cpu"

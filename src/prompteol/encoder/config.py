@@ -40,7 +40,8 @@ def parse_layer_range(text: str) -> tuple[int, int] | None:
         raise ValueError(f"expected START:EXIT (e.g. 1:7), got {text!r}")
     return int(start), int(stop)
 
-__all__ = ["EncoderConfig", "POOLINGS", "DTYPES", "QUANTIZATIONS", "BACKENDS", "DEMO_PRESET", "encoder_options"]
+__all__ = ["EncoderConfig", "POOLINGS", "DTYPES", "QUANTIZATIONS", "BACKENDS", "DEMO_PRESET", "encoder_options",
+           "SPEED_ENCODER_DEFAULTS", "EVAL_ENCODER_DEFAULTS"]
 
 POOLINGS = tuple(POOLERS)
 #: ``bf16-mixed``: bfloat16 matmuls (Linear weights in bfloat16, under autocast) with the residual
@@ -51,7 +52,7 @@ DTYPES = ("float32", "auto", "bfloat16", "float16", "bf16-mixed")
 QUANTIZATIONS = (None, "int8-dynamic", "4bit", "8bit")
 #: what runs the forward: torch (every option), or ONNX Runtime on a float32 export of the same weights
 #: (CPU; measured 1.1-1.3x torch float32 on the packaged models: docs/performance.md)
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino", "auto")
 
 
 #: encoder options whose default differs on the server: packing, measured on the load test
@@ -64,6 +65,11 @@ SERVER_ENCODER_DEFAULTS: dict[str, Any] = {"packing": True}
 #: ``--dtype float32`` reproduces float32 exactly. Fused forwards stay opt-in (``--fused``): measured 1.18x on
 #: one model, none on another, and recompiling on a third
 SPEED_ENCODER_DEFAULTS: dict[str, Any] = {"dtype": "auto", "fused": False}
+#: ``prompteol eval`` also takes ``backend="auto"``: OpenVINO's bfloat16 where the computation is bfloat16 on a CPU
+#: (the main job, embedding cache off, 390.9 s against torch bfloat16's 450.8 s, STS avg 64.05 against 63.89,
+#: float32 64.03: docs/performance.md); scale and the searches stay on torch (many read-out layers, one export each; the
+#: study's cells computed one way)
+EVAL_ENCODER_DEFAULTS: dict[str, Any] = {**SPEED_ENCODER_DEFAULTS, "backend": "auto"}
 
 
 @dataclass(frozen=True)
@@ -166,10 +172,12 @@ class EncoderConfig:
 
     backend: str = option(
         "torch", kind="runtime", vector=False, choices=BACKENDS,
-        help="what runs the forward: torch, or onnxruntime (CPU, float32: the model up to the read-out layer exported "
-        "once to ONNX under the cache folder, checked against torch on the first batch, torch on any failure and for "
-        "methods that hook inside the forward; vectors equal torch's to float rounding; pip install "
-        "'prompteol[onnx]')",
+        help="what runs the forward: torch; onnxruntime (CPU, float32) or openvino (CPU, float32 or bfloat16; dtype "
+        "auto: bfloat16 where the CPU has it): the model up to the read-out layer exported once to ONNX under the "
+        "cache folder and run by that runtime, checked against torch on the first batch, torch (float32) on any "
+        "failure and for methods that hook inside the forward; float32 vectors equal torch's to float rounding; pip "
+        "install 'prompteol[onnx]' / 'prompteol[openvino]'; auto (eval's default): openvino where the computation "
+        "is bfloat16 on a CPU, OpenVINO is installed and the model fits, else torch",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -241,16 +249,18 @@ class EncoderConfig:
                 raise ConfigError(f"{name} should be true or false, got {getattr(self, name)!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend should be one of {list(BACKENDS)}, got {self.backend!r}")
-        if self.backend == "onnxruntime":
+        if self.backend in ("onnxruntime", "openvino"):
+            runs = ("float32", "auto") if self.backend == "onnxruntime" else ("float32", "bfloat16", "auto")
+            note = ("it runs float32; 'auto' resolves to float32 with it" if self.backend == "onnxruntime"
+                    else "it runs float32 or bfloat16; 'auto' picks bfloat16 where the CPU has it")  # fmt: skip
             clash = [what for what, bad in (
-                (f"dtype={self.dtype!r} (it runs float32; 'auto' resolves to float32 with it)",
-                 self.dtype not in ("float32", "auto")),
+                (f"dtype={self.dtype!r} ({note})", self.dtype not in runs),
                 (f"quantization={self.quantization!r}", self.quantization is not None),
-                ("fused=True (the ONNX graph is the fused float32 path)", self.fused),
+                ("fused=True (the exported graph is the fused path)", self.fused),
                 (f"device={self.device!r} (CPU only)", self.device != "cpu"),
             ) if bad]  # fmt: skip
             if clash:
-                raise ConfigError("backend='onnxruntime' cannot run with " + "; ".join(clash))
+                raise ConfigError(f"backend={self.backend!r} cannot run with " + "; ".join(clash))
         if not isinstance(self.device, str) or not self.device:
             raise ConfigError(f"device should be a device string (cpu, cuda, cuda:1, auto), got {self.device!r}")
         if self.adapter is not None:

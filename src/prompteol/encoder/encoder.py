@@ -36,7 +36,7 @@ from . import limits
 from .batching import plan_batches
 from .config import EncoderConfig
 from .encode_options import EncodeOptions
-from .forward.choice import attach_forwards, backend_state, fused_state
+from .forward.choice import BackendChoice, attach_forwards, backend_state, fused_state, resolve_backend
 from .forward.prefix import SharedPrefix
 from .forward.runner import ModelRunner
 from .identity import FINGERPRINT_VERSION, fingerprint
@@ -72,10 +72,16 @@ class Encoder:
         embedding_cache: EmbeddingCache | None = None,
         source: dict | None = None,
         precision: DtypeChoice | None = None,
+        backend: BackendChoice | None = None,
         cache_dir=None,
     ):
         from ..models.loading import resolve_layer
 
+        if config.backend == "auto":  # resolved by from_config, before loading; a model loaded elsewhere: torch
+            config = config.replace(backend="torch")
+            backend = BackendChoice("torch", "auto", "the encoder was built on a model loaded elsewhere: torch")
+        #: how the backend was chosen (``backend="auto"``: :func:`prompteol.encoder.forward.choice.resolve_backend`)
+        self.backend_choice = backend
         self.config = config
         self.tokenizer = tokenizer
         self.identity = identity
@@ -83,7 +89,7 @@ class Encoder:
         self.num_layers = num_layers
         self.layer_index = resolve_layer(config.layer, num_layers)
         self.source = source or {}
-        self.cache_dir = cache_dir  # where exports (backend="onnxruntime") are kept; None: the default cache
+        self.cache_dir = cache_dir  # where exports (backend onnxruntime/openvino) are kept; None: the default cache
         self.max_positions = limits.max_positions(model)  # longer prompts are refused (ContextLengthError)
         autocast = "bfloat16" if config.dtype == "bf16-mixed" else None
 
@@ -148,10 +154,15 @@ class Encoder:
         precision = resolve_dtype(config.dtype, config.device, config.backend)
         config = config.replace(dtype=precision.dtype)
         resolved = resolve_model(config.model, cache_dir=cache_dir, progress=progress, revision=config.revision)
+        backend = resolve_backend(config, resolved.path, cache_dir)
+        config = config.replace(backend=backend.backend)
         adapter = config.adapter or resolved.adapter
         offline = resolved.kind != "hub"
         tokenizer = load_tokenizer(resolved.path, offline=offline, revision=config.revision)
-        model = load_base_model(resolved.path, config.dtype, config.device, config.quantization, offline=offline,
+        # backend="openvino" computes in its own precision on a float32 export: torch keeps float32 weights (it
+        # computes the shared prefix and any call the graph cannot take)
+        weights_dtype = "float32" if config.backend == "openvino" else config.dtype
+        model = load_base_model(resolved.path, weights_dtype, config.device, config.quantization, offline=offline,
                                 revision=config.revision)  # fmt: skip
         identity = dict(resolved.identity)
         if resolved.kind == "hub":  # the resolved commit: another revision never shares vectors
@@ -171,7 +182,7 @@ class Encoder:
         return cls(
             model, tokenizer, config, identity=identity, num_layers=num_layers(model),
             adapter_identity=adapter_identity, embedding_cache=embedding_cache or None, source=source,
-            precision=precision, cache_dir=cache_dir,
+            precision=precision, backend=backend, cache_dir=cache_dir,
         )  # fmt: skip
 
     def derive(self, **changes: Any) -> Encoder:
@@ -189,7 +200,8 @@ class Encoder:
         derived = Encoder(
             self.model, self.tokenizer, self.config.replace(**changes), identity=self.identity,
             num_layers=self.num_layers, adapter_identity=self.adapter_identity,
-            embedding_cache=self.embedding_cache, source=self.source, precision=self.precision, cache_dir=self.cache_dir,
+            embedding_cache=self.embedding_cache, source=self.source, precision=self.precision,
+            backend=None if "backend" in changes else self.backend_choice, cache_dir=self.cache_dir,
         )  # fmt: skip
         derived.runner.padding_side = self.runner.padding_side
         if derived.layer_index == self.layer_index and not self.config.differences(derived.config, dim_fields()):
@@ -250,7 +262,7 @@ class Encoder:
             "source": self.source,
             "precision": self.precision.to_dict(),
             "fused": fused_state(self.config, self.methods, self.runner),
-            "backend": backend_state(self.config, self.methods, self.runner),
+            "backend": backend_state(self.config, self.methods, self.runner, self.backend_choice),
         }
 
     def __repr__(self) -> str:

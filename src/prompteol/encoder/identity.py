@@ -49,6 +49,10 @@ def fingerprint_payload(config, model_identity: dict, layer_index: int, adapter_
     values = config.to_dict()
     options = {name: values[name] for name in config.vector_fields()}
     options["layer"] = layer_index
+    if values.get("backend") == "openvino" and values.get("dtype") == "bfloat16":
+        # OpenVINO's bfloat16 rounds elsewhere than torch's: other vectors, never mixed with them in a cache (its
+        # float32, like ONNX Runtime's, equals torch's to float rounding: the same fingerprint)
+        options["runtime"] = "openvino-bfloat16"
     return {
         "fingerprint_version": FINGERPRINT_VERSION,
         "model": model_identity,

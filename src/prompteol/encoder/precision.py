@@ -50,6 +50,11 @@ def resolve_dtype(dtype: str, device: str = "cpu", backend: str = "torch") -> Dt
     flags = cpu_flags()
     if backend == "onnxruntime" and dtype == "auto":
         return DtypeChoice("float32", "auto", "backend onnxruntime: float32 (its CPU kernels' fast precision)", flags)
+    if backend == "openvino" and dtype == "auto":
+        if native_bf16():
+            return DtypeChoice("bfloat16", "auto", "backend openvino on a CPU with native bfloat16 (AVX512-BF16/AMX): "
+                               "bfloat16 inference precision", flags)  # fmt: skip
+        return DtypeChoice("float32", "auto", "backend openvino on a CPU without native bfloat16: float32", flags)
     if _on_cuda(device):
         if dtype != "auto":
             return DtypeChoice(dtype, dtype, "given", flags)

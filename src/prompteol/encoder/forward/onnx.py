@@ -1,26 +1,30 @@
-"""ONNX Runtime forwards (``backend="onnxruntime"``): the model up to the read-out layer exported once, float32.
+"""Forwards on a graph exported once (``backend="onnxruntime"`` / ``backend="openvino"``).
 
-The base model up to the read-out layer is exported once with ``torch.onnx`` and run by ONNX Runtime,
-in float32, with the shared-prefix cache kept.
+The base model up to the read-out layer is exported once with ``torch.onnx`` (float32) and run by
+ONNX Runtime (float32) or OpenVINO (float32, or bfloat16 inference precision where the CPU has native
+bfloat16), with the shared-prefix cache kept.
 
 Why: on the CPUs measured here ONNX Runtime's float32 kernels (MLAS) run a decoder's forward closer to
-the float32 matmul peak than torch's eager path (docs/performance.md), and torch.compile did not close
-that gap. The export takes the shared prefix's keys and values as inputs
+the float32 matmul peak than torch's eager path, and OpenVINO's CPU plugin, which fuses the norms,
+rotary embeddings and element-wise work into its oneDNN matmuls, runs the same graph in bfloat16
+closer to the bfloat16 peak than torch's eager bfloat16 (docs/performance.md); torch.compile did not
+close either gap. The export takes the shared prefix's keys and values as inputs
 (``past_k{i}`` / ``past_v{i}``, batch 1, any length, zero included) and an additive 4-D attention mask,
 so the demonstrations and the template's opening are still computed once per encoder, by torch.
 
-The export is one ONNX graph per (weights, adapter, read-out layer): blocks above the read-out layer
-are not in it (ONNX Runtime computes every node of a graph, whatever output is asked for: measured), so
-a layer search exports once per layer. It is written atomically under
+The export is one ONNX graph per (weights, adapter, read-out layer), shared by both runtimes: blocks above
+the read-out layer are not in it (ONNX Runtime computes every node of a graph, whatever output is asked
+for: measured), so a layer search exports once per layer. It is written atomically under
 ``<cache>/onnx/<key>/model.onnx`` (above 2 GB its weights are files beside it), one process at a time
-(a lock), and reused by every later process. The loaded torch model stays: it computes the prefix,
-and every call the graph cannot take (methods that hook inside the forward, calls with gradients, a
-packed 4-D mask, a prompt longer than a sliding window).
+(a lock), and reused by every later process. The loaded torch model (float32) stays: it computes the
+prefix, and every call the graph cannot take (methods that hook inside the forward, calls with
+gradients, a packed 4-D mask, a prompt longer than a sliding window).
 
 Safety, as for the fused forwards (:mod:`prompteol.encoder.forward.fused`): the first call is computed by
-torch too and compared (max abs difference <= 1e-4 x max(1, max |h|)); beyond it, or on any export or
-runtime error, or once the weights changed in place (training), the model goes back to torch with one
-warning. ``describe()`` reports the export, its time, the check and any fallback.
+torch too and compared (float32: max abs difference <= 1e-4 x max(1, max |h|); bfloat16: every hidden
+state's cosine to torch's float32 >= 0.99); beyond it, or on any export or runtime error, or once the
+weights changed in place (training), the model goes back to torch (float32) with one warning.
+``describe()`` reports the runtime, its precision, the export, its time, the check and any fallback.
 """
 
 from __future__ import annotations
@@ -35,29 +39,37 @@ from typing import Any
 
 from ...fileio import FileLock, write_folder_atomic
 
-__all__ = ["OnnxForward", "onnx_forward", "EXPORT_VERSION", "TOLERANCE", "check_onnxruntime"]
+__all__ = ["OnnxForward", "onnx_forward", "EXPORT_VERSION", "TOLERANCE", "RUNTIMES", "check_runtime"]
 
 log = logging.getLogger(__name__)
 
 #: bumped whenever the exported graph changes (inputs, outputs, how it is traced): a new export
 EXPORT_VERSION = 1
-#: the first call's check: max abs difference relative to max(1, max |hidden|), as fused float32
+#: the first call's check: float32, max abs difference relative to max(1, max |hidden|), as fused float32;
+#: bfloat16 (OpenVINO), 1 - the lowest cosine to torch's float32 hidden states, as fused 16-bit
 TOLERANCE = 1e-4
+COSINE_TOLERANCE = 1e-2
+#: backend name -> (the runtime's package, the extra that installs it)
+RUNTIMES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
 #: an export needs this many times the float32 weights' bytes free in memory (tracing, then the session's own
 #: copy) and on disk (the graph and its weights); less: torch, with one warning saying so
 MEMORY_FACTOR = 1.2
 DISK_FACTOR = 1.1
 
 
-def check_onnxruntime() -> str:
-    """ONNX Runtime's version; a clear error when it is not installed."""
+def check_runtime(backend: str) -> str:
+    """The runtime's version; a clear error when it (or onnx, which the export needs) is not installed."""
+    import importlib
+
     from ...errors import ConfigError
 
+    package, extra = RUNTIMES[backend]
     try:
-        import onnxruntime
+        module = importlib.import_module(package)
+        importlib.import_module("onnx")
     except ImportError as exc:
-        raise ConfigError("backend='onnxruntime' needs ONNX Runtime and onnx: pip install 'prompteol[onnx]'") from exc
-    return str(onnxruntime.__version__)
+        raise ConfigError(f"backend={backend!r} needs {package} and onnx: pip install 'prompteol[{extra}]'") from exc
+    return str(getattr(module, "__version__", "?"))
 
 
 class _Export:
@@ -140,10 +152,17 @@ class _Export:
 
 
 class OnnxForward:
-    """One loaded model's ONNX Runtime forward at one read-out layer (exported on first use)."""
+    """One loaded model's forward at one read-out layer on ``runtime`` (``onnxruntime`` or ``openvino``), in
+    ``precision`` (``float32``; ``bfloat16``: OpenVINO only), on the export (made on first use)."""
 
     def __init__(self, model, blocks, layer: int, num_layers: int, identity: dict, weights_state: Callable[[], Hashable],
-                 cache_dir=None):  # fmt: skip
+                 cache_dir=None, runtime: str = "onnxruntime", precision: str = "float32"):  # fmt: skip
+        if runtime not in RUNTIMES or precision not in ("float32", "bfloat16"):
+            raise ValueError(f"unknown runtime/precision {runtime!r}/{precision!r}")
+        if runtime == "onnxruntime" and precision != "float32":
+            raise ValueError("ONNX Runtime runs the export in float32 only")
+        self.runtime, self.precision = runtime, precision
+        self.inference_precision: str | None = None  # what the runtime reports it computes in (OpenVINO)
         self.model, self.blocks, self.layer, self.num_layers = model, list(blocks), layer, num_layers
         self.identity = identity
         self._weights_state = weights_state
@@ -169,22 +188,25 @@ class OnnxForward:
 
         ident = {"identity": self.identity, "layer": self.layer, "layers": self.num_layers, "export": EXPORT_VERSION,
                  "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__}  # fmt: skip
+        dtype = str(next(self.model.parameters()).dtype)
+        if dtype != "torch.float32":  # the graph holds the weights in the dtype they were traced in
+            ident["dtype"] = dtype
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "onnxruntime", "layer": self.layer, "export": str(self.path) if self.path else None,
+        return {"name": self.runtime, "precision": self.precision, "inference_precision": self.inference_precision,
+                "layer": self.layer, "export": str(self.path) if self.path else None,
                 "export_s": None if self.export_s is None else round(self.export_s, 1),
                 "session_s": round(self.session_s, 1), "calls": self.calls, "torch_calls": self.torch_calls,
                 "verified_max_diff": self.verified, "fallback": self.failed}  # fmt: skip
 
     def _fail(self, reason: str) -> None:
         if self.failed is None:
-            log.warning("ONNX Runtime backend switched off for this model, torch from now on: %s", reason)
+            log.warning("%s backend switched off for this model, torch (float32) from now on: %s", self.runtime, reason)
         self.failed = reason
         self.session = None
 
     def _load(self) -> None:
-        import onnxruntime as ort
         import torch
 
         from ...paths import cache_root
@@ -196,13 +218,29 @@ class OnnxForward:
                 if not (folder / "model.onnx").is_file():
                     self._export(folder)
         started = time.perf_counter()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = torch.get_num_threads(), 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        self.session = self._session(folder / "model.onnx", torch.get_num_threads())
         self.session_s = time.perf_counter() - started
         self.path = folder
         self._exported_state = self._weights_state()
+
+    def _session(self, path: Path, threads: int):
+        """Something with ``run(["hidden"], feed) -> [array]`` on ``path``, in this forward's runtime and precision."""
+        if self.runtime == "onnxruntime":
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        import openvino as ov
+
+        core = ov.Core()
+        props = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                 "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bfloat16" else "f32"}  # fmt: skip
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", props)
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: "bf16" / "f32"
+        self.inference_precision = str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)
+        return _OpenVinoSession(compiled)
 
     def _export(self, folder: Path) -> None:
         self._check_room(folder.parent)
@@ -260,11 +298,17 @@ class OnnxForward:
         if self.verified is None:
             ref = torch_call()
             real = mask[:, prefix_len:].bool()
-            diff = float((out - ref)[real].abs().max()) / max(1.0, float(ref[real].abs().max())) if real.any() else 0.0
+            if self.precision == "float32":
+                diff = float((out - ref)[real].abs().max()) / max(1.0, float(ref[real].abs().max())) if real.any() else 0.0
+                tol, what = TOLERANCE, "relative max difference"
+            else:  # bfloat16 inside the runtime: compare directions with torch's float32
+                from .fused import torch_cosine_rows
+
+                diff = 1.0 - torch_cosine_rows(out[real], ref[real]) if real.any() else 0.0
+                tol, what = COSINE_TOLERANCE, "1 - lowest cosine"
             self.verified = diff
-            if not diff <= TOLERANCE:
-                self._fail(f"the first call differed from torch: relative max difference {diff:.2e} "
-                           f"(tolerance {TOLERANCE:g})")  # fmt: skip
+            if not diff <= tol:
+                self._fail(f"the first call differed from torch: {what} {diff:.2e} (tolerance {tol:g})")
                 return ref
         return out.to(ids.device)
 
@@ -293,6 +337,20 @@ class OnnxForward:
         return feed
 
 
+class _OpenVinoSession:
+    """An OpenVINO compiled model behind ONNX Runtime's ``run(names, feed)``."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+
+    def run(self, names, feed):
+        import numpy as np
+
+        result = self.request.infer(feed)
+        return [np.array(result[self.compiled.output(0)], copy=True)]  # the request's buffer is reused
+
+
 def _free_memory() -> int | None:
     """Free CPU memory in bytes now (None: unknown)."""
     from ..limits import cpu_free_memory
@@ -300,10 +358,13 @@ def _free_memory() -> int | None:
     return cpu_free_memory()[0]
 
 
-def onnx_forward(model, blocks, layer: int, num_layers: int, identity: dict, weights_state, cache_dir=None) -> OnnxForward:
-    """The model's :class:`OnnxForward` at ``layer`` (one per loaded model and layer, shared by derived encoders)."""
+def onnx_forward(model, blocks, layer: int, num_layers: int, identity: dict, weights_state, cache_dir=None,
+                 runtime: str = "onnxruntime", precision: str = "float32") -> OnnxForward:  # fmt: skip
+    """The model's :class:`OnnxForward` at ``layer`` on ``runtime`` in ``precision`` (one per loaded model, layer,
+    runtime and precision, shared by derived encoders; the export itself is shared by both runtimes)."""
     forwards = model.__dict__.setdefault("_prompteol_onnx", {})
-    key = (layer, json.dumps(identity, sort_keys=True, default=str))
+    key = (layer, runtime, precision, json.dumps(identity, sort_keys=True, default=str))
     if key not in forwards:
-        forwards[key] = OnnxForward(model, blocks, layer, num_layers, identity, weights_state, cache_dir)
+        forwards[key] = OnnxForward(model, blocks, layer, num_layers, identity, weights_state, cache_dir, runtime,
+                                    precision)  # fmt: skip
     return forwards[key]
