@@ -434,10 +434,12 @@ def _patterns(key: str) -> set[str]:
     return {key} | {_SEP.join(parts[:i] + ["*"] + parts[i + 1 :]) for i in range(len(parts)) if len(parts) > 1}
 
 
-def column_pattern(cells: list[tuple[Number, list[Match]]]) -> tuple[str | None, dict[int, set[str]]]:
+def column_pattern(cells: list[tuple[Number, list[Match]]], own: frozenset[str] = frozenset()) -> tuple[str | None, dict[int, set[str]]]:
     """The key path most cells of one table column share (``*.tasks.STS12.score``: that field in every row's
     record; ``run.json.results.*.sentences_per_s``: every configuration's), and each cell's row identity:
-    what stands at the pattern's ``*`` in the keys it matches (the record, the configuration)."""
+    what stands at the pattern's ``*`` in the keys it matches (the record, the configuration). ``own``: the
+    names of the records the table's own section cites (under a heading naming one record, its table is that
+    record's even where a record cited further up holds the same rounded values)."""
     units = [n.unit for n, _ in cells]
     unit = max(set(units), key=units.count) if units else ""
     cells = [(n, found) for n, found in cells if n.unit == unit]  # a cell in another unit is another quantity
@@ -458,7 +460,19 @@ def column_pattern(cells: list[tuple[Number, list[Match]]]) -> tuple[str | None,
               and len([c for c in k.split(_SEP)[1:] if c != "*"]) >= 1]  # fmt: skip
     if not common:
         return None, {}  # no common path: a column of mixed numbers
-    best = max(common, key=lambda k: (counts[k], -k.count("*"), k))  # the widest, then the most specific
+
+    def varied(pattern: str) -> int:
+        """How many different things stand at the pattern's ``*`` over the cells: a row identity varies from
+        row to row (``results.*.cos_mean``), a field name does not (``results.one-config.*``, which cells
+        all showing 1.0000 and 0.9999 may match by chance)."""
+        parts = pattern.split(_SEP)
+        if "*" not in parts:
+            return 0
+        at = parts.index("*")
+        return len({k.split(_SEP)[at] for _, found in cells for _, k in found if pattern in _patterns(k)})
+
+    # the widest, then the one whose star varies most, then the most specific
+    best = max(common, key=lambda k: (counts[k], k.split(_SEP)[0] in own, varied(k), -k.count("*"), k))
     star = best.split(_SEP).index("*") if "*" in best.split(_SEP) else None
     identities: dict[int, set[str]] = {}
     for n, found in cells:
@@ -598,7 +612,7 @@ def check_document(path: Path, text: str | None = None) -> list[Problem]:
                     groups.setdefault((n.column, n.slot), []).append((n, found))
             rows: dict[int, list[tuple[Number, set[str]]]] = {}
             for cells in groups.values():
-                best, identities = column_pattern(cells)
+                best, identities = column_pattern(cells, frozenset(p.name for p in by_section.get(b.section, [])))
                 if best is None:
                     continue
                 at = best.replace(_SEP, ".")

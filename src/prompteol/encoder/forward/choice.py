@@ -1,5 +1,4 @@
-"""Which forward runs an encoder's model calls (torch eager, fused blocks, ONNX Runtime, OpenVINO), and what
-describe() says.
+"""Which forward runs an encoder's model calls (torch, fused blocks, ONNX Runtime, OpenVINO), and what describe() says.
 
 ``fused=True`` attaches the model's compiled block forwards (:mod:`.fused`), ``backend="onnxruntime"`` /
 ``backend="openvino"`` its forward on the exported graph at the encoder's read-out layer (:mod:`.onnx`); both
