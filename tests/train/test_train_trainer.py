@@ -150,8 +150,9 @@ def test_cli_encode_and_eval_with_adapter(tmp_path, triplets_csv, test_cache_dir
         assert main(["encode", str(src), "-o", str(vec_file), "--no-cache", "--no-progress", *args]) == 0
         np.testing.assert_allclose(np.load(vec_file), want, atol=1e-5)
     results = tmp_path / "eval.json"
+    # float32, as the scorer below (eval's default is the machine's fast precision and backend)
     args = ["eval", "--model", "tiny-random-llama", "--adapter", str(out / "final"), "--tasks", "STSBenchmark-dev",
-            "--data-dir", str(data_dir), "--no-cache", "--no-progress", "-o", str(results)]  # fmt: skip
+            "--data-dir", str(data_dir), "--no-cache", "--no-progress", "-o", str(results), "--dtype", "float32"]  # fmt: skip
     assert main(args) == 0
     res = json.loads(results.read_text())
     assert res["encoder"]["adapter_identity"]["weights"].startswith("adapter-sha256:")
