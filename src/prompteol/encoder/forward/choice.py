@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from ...records import native_bf16
+from .onnx import DISK_FACTOR, MEMORY_FACTOR
 
 __all__ = ["attach_forwards", "fused_state", "backend_state", "BackendChoice", "resolve_backend"]
 
 #: backend="auto" takes OpenVINO when this many bytes per parameter are free in memory: the float32 torch model
-#: (4), OpenVINO's bfloat16 copy (2) and the one-off export's tracing (1.2 x 4, :mod:`.onnx`) at once
-AUTO_MEMORY_BYTES_PER_PARAMETER = 4 + 2 + 4.8
+#: (4), OpenVINO's bfloat16 copy (2) and the one-off export's tracing (:data:`.onnx.MEMORY_FACTOR` x 4) at once
+AUTO_MEMORY_BYTES_PER_PARAMETER = 4 + 2 + 4 * MEMORY_FACTOR
 #: ... and this many on disk under the cache folder (the float32 export, once per read-out layer)
-AUTO_DISK_BYTES_PER_PARAMETER = 4.4
+AUTO_DISK_BYTES_PER_PARAMETER = 4 * DISK_FACTOR
 
 
 @dataclass(frozen=True)
