@@ -240,7 +240,8 @@ def test_memory_rule_float32_bfloat16_or_refuse(monkeypatch):
 def test_memory_sources(tmp_path, monkeypatch):
     """MemAvailable from /proc/meminfo; parameters from safetensors headers whatever the stored dtype."""
     from prompteol.encoder import limits
-    from prompteol.scale import memory, model_size
+    from prompteol.models import model_size
+    from prompteol.scale import memory
 
     info = tmp_path / "meminfo"
     info.write_text("MemTotal:       24683584 kB\nMemAvailable:   2048 kB\n")

@@ -1,6 +1,6 @@
-"""A model's parameter count and hidden size before it is loaded (for the memory rule).
+"""A model's parameter count and hidden size before it is loaded (scale's memory rule, the backend choice).
 
-The size of a model before it is loaded (``prompteol scale``'s memory rule needs it): the parameter
+The size of a model before it is loaded (``prompteol scale``'s memory rule and ``backend="auto"`` need it): the parameter
 count and the hidden size.
 
 The parameter count comes, in this order of preference, from the registry (packaged models:
@@ -186,17 +186,17 @@ def hub_size(ref: str, download_config: bool = True) -> ModelSize:
 
 def model_size(ref: str, cache_dir=None) -> ModelSize:
     """What is known of ``ref``'s size before loading it (never loads weights, never pulls a model)."""
-    from ..models.loading import ADAPTER_CONFIG, _adapter_base
-    from ..models.pull import packaged_path
-    from ..models.registry import PACKAGED_MODELS
-    from ..models.testing import RANDOM_MODELS
+    from .loading import ADAPTER_CONFIG, _adapter_base
+    from .pull import packaged_path
+    from .registry import PACKAGED_MODELS
+    from .testing import RANDOM_MODELS
 
     spec = PACKAGED_MODELS.get(ref)
     if spec is not None:
         hidden = _hidden_from_config(_read_json(packaged_path(ref, cache_dir) / "config.json"))
         return ModelSize(spec.num_parameters or None, hidden, "registry")
     if ref in RANDOM_MODELS:
-        from ..models.loading import resolve_model
+        from .loading import resolve_model
 
         return folder_size(Path(resolve_model(ref, cache_dir=cache_dir).path))  # built in a moment
     path = Path(ref).expanduser()
@@ -211,6 +211,6 @@ def model_size(ref: str, cache_dir=None) -> ModelSize:
         return folder_size(path)
     if ref.startswith((".", "/", "~")):
         return ModelSize(None, None, f"unknown: no such file or folder {ref}")
-    from ..models.loading import _hub_reachable
+    from .loading import _hub_reachable
 
     return hub_size(ref, download_config=_hub_reachable())  # offline: the local HF cache only, at once

@@ -24,9 +24,9 @@ _EXPORTS = {
     "parse_layers": ".grid",
     "resolve_demo": ".grid",
     "read_cell_file": ".grid",
-    "ModelSize": ".model_size",
+    "ModelSize": "..models.model_size",
     "DtypeDecision": ".memory",
-    "model_size": ".model_size",
+    "model_size": "..models.model_size",
     "estimate_need": ".memory",
     "available_memory": ".memory",
     "choose_dtype": ".memory",
@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..models.model_size import ModelSize, model_size
     from .grid import (
         CELL_SCHEMA,
         SPECIAL_DEMOS,
@@ -74,7 +75,6 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .importer import import_results
     from .memory import DtypeDecision, available_memory, choose_dtype, estimate_need
-    from .model_size import ModelSize, model_size
     from .report import PUBLISHED_OPT, build_report
     from .run import SweepOptions, SweepResult, run_sweep
 

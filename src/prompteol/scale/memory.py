@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..encoder.limits import cpu_free_memory as cpu_available
-from .model_size import BYTES_PER_PARAMETER, ModelSize, model_size
+from ..models.model_size import BYTES_PER_PARAMETER, ModelSize, model_size
 
 __all__ = [
     "BYTES_PER_PARAMETER",

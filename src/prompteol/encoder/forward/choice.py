@@ -9,7 +9,6 @@ forward run on eager torch.
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,28 +92,12 @@ def _room_for_openvino(model_path, cache_dir) -> str | None:
 
 def _parameters_on_disk(model_path) -> int | None:
     """Parameters in a model folder's safetensors files, from their headers (None: no such files)."""
-    import struct
+    from ...models.model_size import folder_size
 
     if model_path is None or not Path(model_path).is_dir():
         return None
-    files = sorted(Path(model_path).glob("*.safetensors"))
-    if not files:
-        return None
-    total = 0
-    for f in files:
-        try:
-            with open(f, "rb") as fh:
-                (size,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(size))
-        except (OSError, ValueError, struct.error):
-            return None
-        for name, entry in header.items():
-            if name != "__metadata__":
-                n = 1
-                for d in entry.get("shape", []):
-                    n *= int(d)
-                total += n
-    return total
+    size = folder_size(Path(model_path))
+    return size.num_parameters if size.source == "safetensors" else None
 
 
 def attach_forwards(runner, model, config, num_layers: int, identity: dict, adapter_identity: dict | None,
