@@ -37,7 +37,7 @@ LIBRARIES = ("prompteol", "torch", "transformers", "tokenizers", "safetensors", 
 #: environment variables that change a run (recorded when set; never secrets such as PROMPTEOL_API_KEY)
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PROMPTEOL_DATA", "PROMPTEOL_CACHE",
             "PROMPTEOL_THREADS", "CI", "TORCHINDUCTOR_FREEZING", "PROMPTEOL_ALLOW_LOSSY_INT8", "PROMPTEOL_BACKEND",
-            "PROMPTEOL_DTYPE")  # fmt: skip
+            "PROMPTEOL_DTYPE", "PROMPTEOL_OV_STREAMS")  # fmt: skip
 
 #: the CPU flags recorded with every speed or precision number
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")

@@ -235,3 +235,41 @@ def test_eval_defaults_to_auto_and_the_searches_do_not():
                     ["serve"], ["encode", "in.txt", "-o", "out.npy"]):  # fmt: skip
         args = parser.parse_args(command)
         assert "backend" not in args.encoder_defaults, command
+
+
+@pytest.fixture
+def two_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # OpenVINO gives a stream at least one thread
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("streams", ["1", "2"])
+def test_streams_cut_a_batch_and_keep_every_row(test_cache_dir, exports, monkeypatch, two_threads, streams):
+    """Several OpenVINO streams run the parts of one batch at once; the rows come back in order, equal to torch."""
+    monkeypatch.setenv("PROMPTEOL_OV_STREAMS", streams)
+    ref = Encoder.from_pretrained("tiny-random-llama", embedding_cache=False, cache_dir=test_cache_dir)
+    enc = _enc("tiny-random-llama", test_cache_dir, exports, backend="openvino", dtype="float32")
+    demo = {"demonstrations": [("A man is smoking.", "Smoking")]}
+    for t, o in ((ref, enc), (ref.derive(**demo), enc.derive(**demo))):
+        if o.runner.onnx is not None:
+            o.runner.onnx.cache_dir = exports
+        for batch_size in (1, 2, 5):
+            got = o.encode(SENTENCES, batch_size=batch_size)
+            assert np.abs(t.encode(SENTENCES, batch_size=batch_size) - got).max() < 1e-4, (streams, batch_size)
+    state = enc.describe()["backend"]
+    assert state["streams"] == int(streams) and state["fallback"] is None, state
+
+
+@pytest.mark.parametrize("raw", ["0", "two", "-1"])
+def test_a_bad_stream_count_is_refused(raw, monkeypatch):
+    from prompteol.encoder.forward.onnx import openvino_streams
+
+    monkeypatch.setenv("PROMPTEOL_OV_STREAMS", raw)
+    with pytest.raises(ConfigError, match="PROMPTEOL_OV_STREAMS"):
+        openvino_streams(2)
+    monkeypatch.delenv("PROMPTEOL_OV_STREAMS")
+    assert openvino_streams(2) == 2 and openvino_streams(1) == 1

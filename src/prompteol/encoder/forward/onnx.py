@@ -39,7 +39,7 @@ from typing import Any
 
 from ...fileio import FileLock, write_folder_atomic
 
-__all__ = ["OnnxForward", "onnx_forward", "EXPORT_VERSION", "TOLERANCE", "RUNTIMES", "check_runtime"]
+__all__ = ["OnnxForward", "onnx_forward", "EXPORT_VERSION", "TOLERANCE", "RUNTIMES", "check_runtime", "openvino_streams"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ class OnnxForward:
             raise ValueError("ONNX Runtime runs the export in float32 only")
         self.runtime, self.precision = runtime, precision
         self.inference_precision: str | None = None  # what the runtime reports it computes in (OpenVINO)
+        self.streams = 1  # OpenVINO's parallel infer requests, each on part of a batch (openvino_streams)
         self.model, self.blocks, self.layer, self.num_layers = model, list(blocks), layer, num_layers
         self.identity = identity
         self._weights_state = weights_state
@@ -195,7 +196,7 @@ class OnnxForward:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.runtime, "precision": self.precision, "inference_precision": self.inference_precision,
-                "layer": self.layer, "export": str(self.path) if self.path else None,
+                "streams": self.streams, "layer": self.layer, "export": str(self.path) if self.path else None,
                 "export_s": None if self.export_s is None else round(self.export_s, 1),
                 "session_s": round(self.session_s, 1), "calls": self.calls, "torch_calls": self.torch_calls,
                 "verified_max_diff": self.verified, "fallback": self.failed}  # fmt: skip
@@ -235,12 +236,16 @@ class OnnxForward:
         import openvino as ov
 
         core = ov.Core()
-        props = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-                 "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bfloat16" else "f32"}  # fmt: skip
+        streams = openvino_streams(threads)
+        props: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams,
+                                 "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bfloat16" else "f32"}  # fmt: skip
+        if streams == 1:
+            props["PERFORMANCE_HINT"] = "LATENCY"
         compiled = core.compile_model(core.read_model(str(path)), "CPU", props)
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: "bf16" / "f32"
         self.inference_precision = str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)
-        return _OpenVinoSession(compiled)
+        self.streams = int(compiled.get_property("NUM_STREAMS"))
+        return _OpenVinoSession(compiled, self.streams)
 
     def _export(self, folder: Path) -> None:
         self._check_room(folder.parent)
@@ -337,18 +342,55 @@ class OnnxForward:
         return feed
 
 
-class _OpenVinoSession:
-    """An OpenVINO compiled model behind ONNX Runtime's ``run(names, feed)``."""
+def openvino_streams(threads: int) -> int:
+    """OpenVINO streams for ``threads`` threads: ``PROMPTEOL_OV_STREAMS`` when set, else 2 from 2 threads on
+    (each stream one half of the threads and of every batch), else 1.
 
-    def __init__(self, compiled):
+    Why: a small model's forward at 2 threads spends a share of its time in work one thread does while the
+    other waits (the prefix's broadcasts, conversions, element-wise nodes); two requests of one thread each,
+    on the two halves of a batch, keep both cores busy: STS12 + STS16 with smollm2-135m encoded in 96 s with
+    2 streams against 104-113 s with 1 at 2 threads (docs/performance.md); the vectors are the same rows
+    computed alone to rounding (no op mixes the rows of a batch)."""
+    import os
+
+    from ...errors import ConfigError
+
+    raw = os.environ.get("PROMPTEOL_OV_STREAMS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigError(f"PROMPTEOL_OV_STREAMS should be a positive integer, got {raw!r}")
+        return int(raw)
+    return 2 if threads >= 2 else 1
+
+
+class _OpenVinoSession:
+    """An OpenVINO compiled model behind ONNX Runtime's ``run(names, feed)``; with several streams, a batch is
+    cut into that many parts along its rows, run at once (one infer request each) and put back in order."""
+
+    #: the inputs with a batch axis (the prefix's keys/values are batch 1, shared by every part)
+    ROWS = ("input_ids", "attention_mask", "position_ids")
+
+    def __init__(self, compiled, streams: int = 1):
         self.compiled = compiled
-        self.request = compiled.create_infer_request()
+        self.requests = [compiled.create_infer_request() for _ in range(max(1, streams))]
 
     def run(self, names, feed):
         import numpy as np
 
-        result = self.request.infer(feed)
-        return [np.array(result[self.compiled.output(0)], copy=True)]  # the request's buffer is reused
+        rows = feed["input_ids"].shape[0]
+        parts = min(len(self.requests), rows)
+        if parts == 1:
+            result = self.requests[0].infer(feed)
+            return [np.array(result[self.compiled.output(0)], copy=True)]  # the request's buffer is reused
+        bounds = [rows * i // parts for i in range(parts + 1)]
+        requests = self.requests[:parts]
+        for i, request in enumerate(requests):
+            request.start_async({k: v[bounds[i] : bounds[i + 1]] if k in self.ROWS else v for k, v in feed.items()})
+        out = []
+        for request in requests:
+            request.wait()
+            out.append(np.array(request.get_output_tensor(0).data, copy=True))
+        return [np.concatenate(out, axis=0)]
 
 
 def _free_memory() -> int | None:

@@ -1,0 +1,119 @@
+"""int8 on the OpenVINO backend: does an int8 path keep accuracy? (issue: |STS-B dev change| <= 0.5, cosine >= 0.99)
+
+The OpenVINO backend's float32 export, its weights compressed to int8 per output channel by NNCF
+(data-free ``nncf.compress_weights``), run by OpenVINO's CPU plugin in bfloat16 with dynamic
+quantization of the activations per group of ``--group`` values (``DYNAMIC_QUANTIZATION_GROUP_SIZE``:
+int8 matrix products on VNNI, the granularity of llama.cpp's Q8_0) or without it (weights only),
+against the same export in bfloat16 and torch float32, in one run: sentences/s on STS-B train,
+STS-B dev (all 1,500 pairs by default) and the lowest cosine to torch float32.
+
+Not a library option: only a path that keeps accuracy would be one (docs/performance.md has the
+verdict). Needs ``pip install nncf`` beside the ``openvino`` extra.
+
+    python benchmarks/ov_int8.py --model smollm2-135m --threads 2 -o docs/results/ov_int8_smollm2-135m_avx512bf16.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _variants(groups: list[int]) -> list[tuple[str, str | None, int]]:
+    """(name, NNCF weight mode or None, dynamic quantization group size; 0 = off)."""
+    out: list[tuple[str, str | None, int]] = [("bf16", None, 0), ("int8-weights", "INT8_SYM", 0)]
+    out += [(f"int8-dq{g}", "INT8_SYM", g) for g in groups]
+    out += [(f"int8-asym-dq{g}", "INT8_ASYM", g) for g in groups[:1]]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n", type=int, default=1000, help="STS-B train sentences timed (default: %(default)s)")
+    p.add_argument("--sts-pairs", type=int, default=1500, help="STS-B dev pairs scored (default: all, 1500)")
+    p.add_argument("--group", type=int, nargs="+", default=[32, 128], help="dynamic quantization group sizes")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("-o", "--output", default=None, help="write the JSON record here")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import nncf
+    import openvino as ov
+
+    from prompteol import Encoder
+    from prompteol.bench import load_sentences
+    from prompteol.bench.data import load_sts_subset
+    from prompteol.encoder.forward.onnx import _OpenVinoSession
+    from prompteol.evaluation.sts import cosine_pairs, score_sts
+
+    s1, s2, gold = load_sts_subset(args.data_dir, args.sts_pairs)
+    dev = list(dict.fromkeys([*s1, *s2]))
+    timed = load_sentences(args.data_dir, args.n)
+
+    def score(vectors: np.ndarray) -> float:
+        row = {s: i for i, s in enumerate(dev)}
+        return float(score_sts(cosine_pairs(vectors[[row[s] for s in s1]], vectors[[row[s] for s in s2]]), gold)["spearman"])
+
+    ref = Encoder.from_pretrained(args.model, embedding_cache=False, dtype="float32", backend="torch")
+    ref_dev = ref.encode(dev, batch_size=args.batch_size)
+    ref_score = score(ref_dev)
+    print(f"torch float32: STS-B dev {ref_score:.2f}", flush=True)
+    del ref
+
+    enc = Encoder.from_pretrained(args.model, embedding_cache=False, dtype="bfloat16", backend="openvino")
+    enc.encode(timed[:8], use_embedding_cache=False)  # export (once per machine), session, first-call check
+    forward = enc.runner.onnx
+    if forward is None or forward.session is None or forward.failed:
+        raise SystemExit(f"the OpenVINO backend is not active: {enc.describe()['backend']}")
+    core = ov.Core()
+    rows = []
+    for name, mode, group in _variants(args.group):
+        started = time.perf_counter()
+        model = core.read_model(str(Path(forward.path) / "model.onnx"))
+        if mode is not None:
+            model = nncf.compress_weights(model, mode=getattr(nncf.CompressWeightsMode, mode))
+        props = {"INFERENCE_NUM_THREADS": args.threads, "NUM_STREAMS": forward.streams, "INFERENCE_PRECISION_HINT": "bf16",
+                 "DYNAMIC_QUANTIZATION_GROUP_SIZE": group}  # fmt: skip
+        forward.session = _OpenVinoSession(core.compile_model(model, "CPU", props), forward.streams)
+        prepare_s = time.perf_counter() - started
+        enc.encode(timed[:32], batch_size=args.batch_size, use_embedding_cache=False)  # warm-up
+        t = time.perf_counter()
+        enc.encode(timed, batch_size=args.batch_size, use_embedding_cache=False)
+        rate = len(timed) / (time.perf_counter() - t)
+        vectors = enc.encode(dev, batch_size=args.batch_size, use_embedding_cache=False)
+        cos = (vectors * ref_dev).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(ref_dev, axis=1)
+        sts = score(vectors)
+        keeps = abs(sts - ref_score) <= 0.5 and float(cos.min()) >= 0.99
+        rows.append({"variant": name, "weights": mode or "float32 export", "dynamic_quantization_group": group,
+                     "sentences_per_s": round(rate, 2), "sts_b_dev": round(sts, 2), "change": round(sts - ref_score, 2),
+                     "cosine_min": round(float(cos.min()), 5), "cosine_mean": round(float(cos.mean()), 5),
+                     "prepare_s": round(prepare_s, 1), "keeps_accuracy": keeps})  # fmt: skip
+        print(f"{name:16s} {rate:7.1f} sentences/s  STS-B dev {sts:.2f} ({sts - ref_score:+.2f})  cosine min "
+              f"{cos.min():.4f}  {'keeps' if keeps else 'loses'} accuracy", flush=True)  # fmt: skip
+    base = rows[0]["sentences_per_s"]
+    for r in rows:
+        r["vs_bf16"] = round(r["sentences_per_s"] / base, 2)
+    from prompteol.records import provenance
+
+    record = {"schema": "prompteol.ov-int8/1", "model": args.model, "threads": args.threads, "n": len(timed),
+              "sts_pairs": len(gold), "batch_size": args.batch_size, "float32_sts_b_dev": round(ref_score, 2),
+              "streams": forward.streams, "nncf": nncf.__version__, "rows": rows,
+              "provenance": provenance(threads=args.threads, packages=("nncf",))}  # fmt: skip
+    print(json.dumps({k: v for k, v in record.items() if k != "provenance"}))
+    if args.output:
+        from prompteol.fileio import write_json_atomic
+
+        write_json_atomic(Path(args.output), record)
+
+
+if __name__ == "__main__":
+    main()
