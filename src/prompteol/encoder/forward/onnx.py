@@ -378,10 +378,7 @@ class _OpenVinoSession:
         import numpy as np
 
         rows = feed["input_ids"].shape[0]
-        parts = min(len(self.requests), rows)
-        if parts == 1:
-            result = self.requests[0].infer(feed)
-            return [np.array(result[self.compiled.output(0)], copy=True)]  # the request's buffer is reused
+        parts = max(1, min(len(self.requests), rows))
         bounds = [rows * i // parts for i in range(parts + 1)]
         requests = self.requests[:parts]
         for i, request in enumerate(requests):
@@ -389,8 +386,8 @@ class _OpenVinoSession:
         out = []
         for request in requests:
             request.wait()
-            out.append(np.array(request.get_output_tensor(0).data, copy=True))
-        return [np.concatenate(out, axis=0)]
+            out.append(np.array(request.get_output_tensor(0).data, copy=True))  # the request's buffer is reused
+        return [out[0] if parts == 1 else np.concatenate(out, axis=0)]
 
 
 def _free_memory() -> int | None:
