@@ -86,7 +86,8 @@ def methods_rows(root: str | Path) -> list[dict[str, Any]]:
             score = next((float(r["score"]) for r in fam_rows if r.get("options") == options), None)
             f_layer = int(options.get("layer", -1))
             families.append({"family": family, "options": options, "score": score, "layer": f_layer,
-                             "plain_same_layer": _plain_at(lt_rows, f_layer)})  # fmt: skip
+                             "plain_same_layer": _plain_at(lt_rows, f_layer),
+                             "record": str((sel_path.parent / f"{family}.jsonl").relative_to(root))})  # fmt: skip
         rows.append({
             "model": model, "record": str(sel_path.relative_to(root)), "split": sel["split_description"],
             "n_pairs": sel["n_pairs"], "n_pairs_full": sel["n_pairs_full"], "families": families,
@@ -122,8 +123,11 @@ def methods_markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         s = r["sts"]
         out.append(f"### {r['model']}\n")
-        out.append(f"Record: `{r['record']}` and the cells of `docs/scaling/cells`. Selection split: {r['split']} "
-                   f"({r['n_pairs']} pairs; finalists rescored on all {r['n_pairs_full']}).\n")  # fmt: skip
+        rows_of = ", ".join(f"`{fam['record']}`" for fam in r["families"] if fam.get("record"))
+        layers = r["record"].rsplit("/", 1)[0] + "/layer-template.jsonl"
+        out.append(f"Records: `{r['record']}` (the choice), the scored settings {rows_of or '(none)'}"
+                   f"{'' if layers in rows_of else f', `{layers}`'} and the cells of `docs/scaling/cells`. "
+                   f"Selection split: {r['split']} ({r['n_pairs']} pairs; finalists rescored on all {r['n_pairs_full']}).\n")  # fmt: skip
         out.append("| family | best setting | selection score | plain PromptEOL at the same layer | gain at equal layer |")
         out.append("|---|---|---|---|---|")
         for fam in r["families"]:
