@@ -139,6 +139,8 @@ def test_methods_report_attributes_gains_at_equal_layer(tmp_path):
     assert "| layer-template | `{\"template\": \"ke\", \"layer\": -2}` | 58.00 | 57.50 | +0.50 |" in text
     assert "| best-training-free (layer -2) | 66.50 | +0.50 | +1.50 |" in text
     assert "plain PromptEOL, layer -3 (its best layer on the selection split) | 65.00" in text
+    # the family scores come from the family's rows: the report cites that file, so docs_numbers checks them
+    assert "the scored settings `docs/methods/m/selection/layer-template.jsonl`" in text
 
 
 def test_generated_tables_go_between_their_markers(tmp_path):
