@@ -207,24 +207,15 @@ def main() -> None:
     import openvino as ov
 
     from prompteol import Encoder
-    from prompteol.bench import load_sentences
-    from prompteol.bench.data import load_sts_subset
+    from prompteol.bench import StsDevSubset, cosine_rows, load_sentences
     from prompteol.encoder.forward.onnx import _OpenVinoSession
-    from prompteol.evaluation.sts import cosine_pairs, score_sts
 
-    s1, s2, gold = load_sts_subset(args.data_dir, args.sts_pairs)
-    dev = list(dict.fromkeys([*s1, *s2]))
+    subset = StsDevSubset(args.data_dir, args.sts_pairs)
     timed = load_sentences(args.data_dir, args.n)
 
-    def score(vectors: np.ndarray) -> float:
-        row = {s: i for i, s in enumerate(dev)}
-        return float(
-            score_sts(cosine_pairs(vectors[[row[s] for s in s1]], vectors[[row[s] for s in s2]]), gold)["spearman"]
-        )
-
     ref = Encoder.from_pretrained(args.model, embedding_cache=False, dtype="float32", backend="torch")
-    ref_dev = ref.encode(dev, batch_size=args.batch_size)
-    ref_score = score(ref_dev)
+    ref_dev = ref.encode(subset.sentences, batch_size=args.batch_size)
+    ref_score = subset.score(ref_dev)
     del ref
     enc = Encoder.from_pretrained(args.model, embedding_cache=False, dtype="bfloat16", backend="openvino")
     enc.encode(timed[:8], use_embedding_cache=False)  # export (once per machine), session, first-call check
@@ -248,9 +239,9 @@ def main() -> None:
             for info in request.profiling_info:
                 node_s[info.node_type] += info.real_time.total_seconds()
         forward.session = sessions[name]
-        vectors = enc.encode(dev, batch_size=args.batch_size, use_embedding_cache=False)
-        cos = (vectors * ref_dev).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(ref_dev, axis=1)
-        sts = score(vectors)
+        vectors = enc.encode(subset.sentences, batch_size=args.batch_size, use_embedding_cache=False)
+        cos = cosine_rows(vectors, ref_dev)
+        sts = subset.score(vectors)
         total = sum(node_s.values()) or 1.0
         rows[name] = {"variant": name, "prepare_s": round(time.perf_counter() - started, 1), "rates": [],
                       "ops": {k: ops.get(k, 0) for k in ("MatMul", "Broadcast", "ScaledDotProductAttention", "Concat")},
@@ -273,7 +264,7 @@ def main() -> None:
     from prompteol.records import provenance
 
     record = {"schema": "prompteol.ov-graph-variants/1", "model": args.model, "threads": args.threads, "n": len(timed),
-              "rounds": args.rounds, "sts_pairs": len(gold), "batch_size": args.batch_size, "streams": forward.streams,
+              "rounds": args.rounds, "sts_pairs": len(subset), "batch_size": args.batch_size, "streams": forward.streams,
               "float32_sts_b_dev": round(ref_score, 2), "rows": list(rows.values()),
               "provenance": provenance(threads=args.threads)}  # fmt: skip
     print(json.dumps({k: v for k, v in record.items() if k != "provenance"}))

@@ -20,8 +20,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def _variants(groups: list[int]) -> list[tuple[str, str | None, int]]:
     """(name, NNCF weight mode or None, dynamic quantization group size; 0 = off)."""
@@ -50,22 +48,15 @@ def main() -> None:
     import openvino as ov
 
     from prompteol import Encoder
-    from prompteol.bench import load_sentences
-    from prompteol.bench.data import load_sts_subset
+    from prompteol.bench import StsDevSubset, cosine_rows, load_sentences
     from prompteol.encoder.forward.onnx import _OpenVinoSession
-    from prompteol.evaluation.sts import cosine_pairs, score_sts
 
-    s1, s2, gold = load_sts_subset(args.data_dir, args.sts_pairs)
-    dev = list(dict.fromkeys([*s1, *s2]))
+    subset = StsDevSubset(args.data_dir, args.sts_pairs)
     timed = load_sentences(args.data_dir, args.n)
 
-    def score(vectors: np.ndarray) -> float:
-        row = {s: i for i, s in enumerate(dev)}
-        return float(score_sts(cosine_pairs(vectors[[row[s] for s in s1]], vectors[[row[s] for s in s2]]), gold)["spearman"])
-
     ref = Encoder.from_pretrained(args.model, embedding_cache=False, dtype="float32", backend="torch")
-    ref_dev = ref.encode(dev, batch_size=args.batch_size)
-    ref_score = score(ref_dev)
+    ref_dev = ref.encode(subset.sentences, batch_size=args.batch_size)
+    ref_score = subset.score(ref_dev)
     print(f"torch float32: STS-B dev {ref_score:.2f}", flush=True)
     del ref
 
@@ -89,9 +80,9 @@ def main() -> None:
         t = time.perf_counter()
         enc.encode(timed, batch_size=args.batch_size, use_embedding_cache=False)
         rate = len(timed) / (time.perf_counter() - t)
-        vectors = enc.encode(dev, batch_size=args.batch_size, use_embedding_cache=False)
-        cos = (vectors * ref_dev).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(ref_dev, axis=1)
-        sts = score(vectors)
+        vectors = enc.encode(subset.sentences, batch_size=args.batch_size, use_embedding_cache=False)
+        cos = cosine_rows(vectors, ref_dev)
+        sts = subset.score(vectors)
         keeps = abs(sts - ref_score) <= 0.5 and float(cos.min()) >= 0.99
         rows.append({"variant": name, "weights": mode or "float32 export", "dynamic_quantization_group": group,
                      "sentences_per_s": round(rate, 2), "sts_b_dev": round(sts, 2), "change": round(sts - ref_score, 2),
@@ -105,7 +96,7 @@ def main() -> None:
     from prompteol.records import provenance
 
     record = {"schema": "prompteol.ov-int8/1", "model": args.model, "threads": args.threads, "n": len(timed),
-              "sts_pairs": len(gold), "batch_size": args.batch_size, "float32_sts_b_dev": round(ref_score, 2),
+              "sts_pairs": len(subset), "batch_size": args.batch_size, "float32_sts_b_dev": round(ref_score, 2),
               "streams": forward.streams, "nncf": nncf.__version__, "rows": rows,
               "provenance": provenance(threads=args.threads, packages=("nncf",))}  # fmt: skip
     print(json.dumps({k: v for k, v in record.items() if k != "provenance"}))

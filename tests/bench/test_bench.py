@@ -272,3 +272,20 @@ def test_llamacpp_on_the_smollm2_gguf(data_dir):
     assert out["token_check"]["mismatched"] == 0
     bench.judge(bench.CONFIGS["llamacpp"], out, base, vecs, ref)
     assert out["status"] == "ok", out
+
+
+def test_sts_dev_subset_scores_vectors_in_its_sentence_order(data_dir):
+    """The benchmark scripts' accuracy column: unique sentences to encode, and the Spearman of their vectors."""
+    import numpy as np
+
+    from prompteol.bench import StsDevSubset, cosine_rows
+    from prompteol.evaluation.sts import cosine_pairs, score_sts
+
+    subset = StsDevSubset(str(data_dir), 40)
+    assert len(subset) == 40 and len(set(subset.sentences)) == len(subset.sentences)
+    vectors = np.random.default_rng(0).normal(size=(len(subset.sentences), 8))
+    row = {s: i for i, s in enumerate(subset.sentences)}
+    a = vectors[[row[s] for s in subset.sentences1]]
+    b = vectors[[row[s] for s in subset.sentences2]]
+    assert subset.score(vectors) == score_sts(cosine_pairs(a, b), subset.gold)["spearman"]
+    assert np.allclose(cosine_rows(a, b), cosine_pairs(a, b)) and np.allclose(cosine_rows(a, a), 1.0)

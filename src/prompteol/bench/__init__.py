@@ -34,13 +34,13 @@ from . import prompteol_runner, reference, st, onnx, llamacpp  # noqa: F401 - th
 # isort: on
 from .base import RUNNERS, Runner, register_runner
 from .configs import ALL_CONFIGS, CONFIGS, DEFAULT_CONFIGS, RATIOS, TOLERANCES, BenchConfig, add_bench_args
-from .data import load_sentences, load_sts_subset
+from .data import StsDevSubset, cosine_rows, load_sentences, load_sts_subset
 from .harness import compute, expand_configs, judge, main, run_benchmark, run_from_args, run_worker
 from .report import print_report
 from .worker import measure
 
 __all__ = [
     "ALL_CONFIGS", "CONFIGS", "DEFAULT_CONFIGS", "RATIOS", "RUNNERS", "TOLERANCES", "BenchConfig", "Runner",
-    "add_bench_args", "compute", "expand_configs", "judge", "load_sentences", "load_sts_subset", "main", "measure",
+    "StsDevSubset", "add_bench_args", "compute", "cosine_rows", "expand_configs", "judge", "load_sentences", "load_sts_subset", "main", "measure",
     "print_report", "register_runner", "run_benchmark", "run_from_args", "run_worker",
 ]  # fmt: skip
