@@ -205,23 +205,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     import openvino as ov
+    from _openvino_ab import reference_and_openvino
 
-    from prompteol import Encoder
     from prompteol.bench import StsDevSubset, cosine_rows, load_sentences
     from prompteol.encoder.forward.onnx import _OpenVinoSession
 
     subset = StsDevSubset(args.data_dir, args.sts_pairs)
     timed = load_sentences(args.data_dir, args.n)
-
-    ref = Encoder.from_pretrained(args.model, embedding_cache=False, dtype="float32", backend="torch")
-    ref_dev = ref.encode(subset.sentences, batch_size=args.batch_size)
-    ref_score = subset.score(ref_dev)
-    del ref
-    enc = Encoder.from_pretrained(args.model, embedding_cache=False, dtype="bfloat16", backend="openvino")
-    enc.encode(timed[:8], use_embedding_cache=False)  # export (once per machine), session, first-call check
-    forward = enc.runner.onnx
-    if forward is None or forward.session is None or forward.failed:
-        raise SystemExit(f"the OpenVINO backend is not active: {enc.describe()['backend']}")
+    ref_dev, ref_score, enc, forward = reference_and_openvino(args.model, subset, timed[:8], args.batch_size)
     core = ov.Core()
     props = {"INFERENCE_NUM_THREADS": args.threads, "NUM_STREAMS": forward.streams, "INFERENCE_PRECISION_HINT": "bf16"}
     rows: dict[str, dict] = {}
