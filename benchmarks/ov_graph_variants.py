@@ -11,7 +11,10 @@ swapped):
   batch 1 (a broadcasting matmul), the query heads of one key/value head are grouped into one matmul;
 * ``grouped-fused``: ``grouped`` plus q/k/v projections in one matmul and gate/up in one matmul per block;
 * ``sdpa``: the torch module converted by ``openvino.convert_model`` with torch's SDPA attention, which
-  becomes OpenVINO's fused ``ScaledDotProductAttention`` op.
+  becomes OpenVINO's fused ``ScaledDotProductAttention`` op;
+* ``last-rows``: ``grouped`` whose last block keeps only each row's last real token after its attention (the
+  MLP and norms on one token a row, as llama.cpp does for the outputs it returns): a graph input
+  ``last_index``, output (batch, 1, hidden), put back at the last positions for the encoder's pooling.
 
 Per variant: sentences/s (rounds alternated), STS-B dev subset and the lowest cosine to torch float32, and
 the share of the graph's node time in OpenVINO's ``FullyConnected`` (the matrix products) from a profile.
@@ -33,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-VARIANTS = ("export", "grouped", "grouped-fused", "sdpa")
+VARIANTS = ("export", "grouped", "grouped-fused", "sdpa", "last-rows")
 _PREFIX: dict[int, tuple] = {}  # layer -> the prefix's (keys, values), batch 1, set by the traced module
+_LAST: list = []  # the last real token of each row (last-rows), set by the traced module
 
 
 def _grouped_attention(module, q, k, v, mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
@@ -102,6 +106,57 @@ def _fused_projections(blocks):
             u()
 
 
+class _LastRowsBlock(torch.nn.Module):
+    """A decoder block computed for every token up to its attention (keys/values, queries), then for each row's
+    last token only: the block itself is called on those rows, its attention on the whole normalized input."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, hidden_states, *args, **kwargs):
+        rows = torch.arange(hidden_states.shape[0])
+        last = _LAST[0]
+        attn = self.block.self_attn
+        normed = self.block.input_layernorm(hidden_states)
+
+        class Gathered(torch.nn.Module):
+            def forward(self, hidden_states=None, **kw):  # the block's norm of the last rows: not used
+                out, weights = attn(hidden_states=normed, **kw)
+                return out[rows, last].unsqueeze(1), weights
+
+        self.block.self_attn = Gathered()
+        try:
+            return self.block(hidden_states[rows, last].unsqueeze(1), *args, **kwargs)
+        finally:
+            self.block.self_attn = attn
+
+
+class _LastRowsSession:
+    """An OpenVINO session on a last-rows graph behind the backend's ``run``: adds ``last_index`` (from the mask's
+    diagonal: the real tokens) and puts the one output row back at its last position of a (B, T, H) array."""
+
+    def __new__(cls, compiled, streams: int):
+        import numpy as np
+
+        from prompteol.encoder.forward.onnx import _OpenVinoSession
+
+        class Session(_OpenVinoSession):
+            ROWS = (*_OpenVinoSession.ROWS, "last_index")
+
+            def run(self, names, feed):
+                mask, t = feed["attention_mask"], feed["input_ids"].shape[1]
+                p = mask.shape[3] - t
+                real = mask[:, 0, np.arange(t), p + np.arange(t)] == 0  # (B, T)
+                last = (t - 1 - np.argmax(real[:, ::-1], axis=1)).astype(np.int64)
+                (out,) = super().run(names, {**feed, "last_index": last})
+                full = np.zeros((out.shape[0], t, out.shape[2]), dtype=out.dtype)
+                full[np.arange(out.shape[0]), last] = out[:, 0]
+                return [full]
+
+        return Session(compiled, streams)
+
+
 def _build(variant: str, forward, folder: Path):
     """The variant's OpenVINO model (inputs and output named as the backend's export)."""
     import openvino as ov
@@ -157,6 +212,9 @@ def _build(variant: str, forward, folder: Path):
                 self.m = model
 
             def forward(self, input_ids, attention_mask, position_ids, *prefix):
+                if variant == "last-rows":
+                    _LAST[:] = [prefix[0]]
+                    prefix = prefix[1:]
                 for i in range(len(prefix) // 2):
                     _PREFIX[i] = (prefix[2 * i], prefix[2 * i + 1])
                 got: list = []
@@ -179,9 +237,16 @@ def _build(variant: str, forward, folder: Path):
                 "hidden": {0: "b", 1: "t"}, **{n: {2: "p"} for n in names[3:]}}  # fmt: skip
         folder.mkdir(parents=True, exist_ok=True)
         fuse = _fused_projections(list(full)[:layer]) if variant == "grouped-fused" else contextlib.nullcontext()
+        inputs = (ids, mask, positions, *past)
+        if variant == "last-rows":
+            blocks_in = [*list(full)[: layer - 1], _LastRowsBlock(full[layer - 1])]
+            setattr(parent, attr, torch.nn.ModuleList(blocks_in))
+            inputs = (ids, mask, positions, torch.tensor([2, 1]), *past)
+            names = [*names[:3], "last_index", *names[3:]]
+            axes["last_index"] = {0: "b"}
         with fuse, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(Truncated(), (ids, mask, positions, *past), str(folder / "model.onnx"), dynamo=False,
+            torch.onnx.export(Truncated(), inputs, str(folder / "model.onnx"), dynamo=False,
                               opset_version=17, input_names=names, output_names=["hidden"], dynamic_axes=axes)  # fmt: skip
         return core.read_model(str(folder / "model.onnx"))
     finally:
@@ -221,8 +286,9 @@ def main() -> None:
         started = time.perf_counter()
         graph = _build(name, forward, Path(args.work_dir) / f"{args.model}-{name}")
         ops = collections.Counter(op.get_type_name() for op in graph.get_ops())
-        sessions[name] = _OpenVinoSession(core.compile_model(graph, "CPU", props), forward.streams)
-        profiled = _OpenVinoSession(core.compile_model(graph, "CPU", {**props, "PERF_COUNT": True}), forward.streams)
+        session = _LastRowsSession if name == "last-rows" else _OpenVinoSession
+        sessions[name] = session(core.compile_model(graph, "CPU", props), forward.streams)
+        profiled = session(core.compile_model(graph, "CPU", {**props, "PERF_COUNT": True}), forward.streams)
         forward.session = profiled
         enc.encode(timed[:256], batch_size=args.batch_size, use_embedding_cache=False)
         node_s: collections.Counter = collections.Counter()
