@@ -61,6 +61,40 @@ def test_status_from_the_files_alone(tmp_path, capsys):
     assert not (root / "docs/scaling/queue.json").exists(), "a dry run writes nothing"
 
 
+def test_search_estimates_are_scaled_by_the_finished_searches_wall_time(tmp_path, capsys):
+    """A search's sentence count is a rough model: the remaining searches take the measured wall/estimate ratio
+    of the finished ones (the model's own where measured, else all models pooled); cells are not scaled."""
+    root = _root(tmp_path)
+    for cell in (REPO / "docs/scaling/cells").glob("gemma3-270m__none__L-1__sts-test*.json"):  # a measured rate
+        shutil.copy(cell, root / "docs/scaling/cells" / cell.name)
+    opts = StudyOptions(root=root, dry_run=True)
+    s = study._Study(opts, lambda line: None)
+    rates = s.rates()
+    by_id = {step.id: step for step in s.steps}
+    gemma, qwen = by_id["methods/gemma3-270m"], by_id["methods/qwen2.5-coder-0.5b"]
+    plain = {k: s.estimate(by_id[k], rates) for k in ("methods/gemma3-270m", "methods/qwen2.5-coder-0.5b",
+                                                      "demos-stsb-dev/gemma3-270m", "cell/gemma3-270m/none")}  # fmt: skip
+    assert all(v for v in plain.values()), plain
+    log = {"schema": "prompteol.queue/1", "steps": {
+        "methods/qwen2.5-coder-1.5b": {"status": "ok", "wall_s": 3 * s.estimate(by_id["methods/qwen2.5-coder-1.5b"], rates)},
+        "methods/gemma3-270m": {"status": "ok", "wall_s": 2 * plain["methods/gemma3-270m"]},
+        "demos/qwen2.5-coder-0.5b": {"status": "failed", "wall_s": 99.0}}}  # fmt: skip
+    opts.log_file.write_text(json.dumps(log))
+    s = study._Study(opts, lambda line: None)
+    factors = s.search_factors(rates)
+    assert factors[("methods", "qwen2.5-coder-1.5b")] == pytest.approx(3.0) and factors[("methods", "gemma3-270m")] == pytest.approx(2.0)
+    assert ("demos", None) not in factors, "a failed step measures nothing"
+    pooled = factors[("methods", None)]
+    assert 2.0 < pooled < 3.0
+    assert s.estimate(gemma, rates, factors) == pytest.approx(2 * plain["methods/gemma3-270m"])
+    assert s.estimate(qwen, rates, factors) == pytest.approx(pooled * plain["methods/qwen2.5-coder-0.5b"])
+    assert s.estimate(by_id["cell/gemma3-270m/none"], rates, factors) == pytest.approx(plain["cell/gemma3-270m/none"])
+    assert s.estimate(by_id["demos-stsb-dev/gemma3-270m"], rates, factors) == pytest.approx(plain["demos-stsb-dev/gemma3-270m"])
+    s.print_status()
+    run_queue(opts)
+    assert f"methods x{pooled:.2f}" in capsys.readouterr().out
+
+
 def test_a_failed_step_is_recorded_and_the_queue_goes_on(tmp_path, monkeypatch, capsys):
     root = _root(tmp_path)
     finished: set[str] = set()

@@ -67,6 +67,10 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ helpers
+#: the step kinds whose estimate is scaled by the finished ones' measured wall time (:meth:`_Study.search_factors`)
+SEARCH_KINDS = ("demos", "methods")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -221,7 +225,10 @@ class _Study:
             return 2 * STS_SENTENCES
         return STS_SENTENCES if step.params.get("tasks", "sts") == "sts" else 60_000
 
-    def estimate(self, step: Step, rates: dict[tuple[str, str], float]) -> float | None:
+    def estimate(self, step: Step, rates: dict[tuple[str, str], float],
+                 factors: dict[tuple[str, str | None], float] | None = None) -> float | None:  # fmt: skip
+        """Seconds ``step`` should take: its sentences at the measured rate; a search (``demos``, ``methods``)
+        times ``factors`` (:meth:`search_factors`) where known."""
         rate = self.rate(step.model, fast_dtype(step.model), rates)
         if not rate:
             return None
@@ -229,11 +236,29 @@ class _Study:
         if step.kind == "precision" and fast_dtype(step.model) != "float32":
             f32 = self.rate(step.model, "float32", rates)
             seconds = STSB_DEV_SENTENCES / rate + (STSB_DEV_SENTENCES / f32 if f32 else 0)
+        if factors and step.kind in SEARCH_KINDS:
+            seconds *= factors.get((step.kind, step.model), factors.get((step.kind, None), 1.0))
         return seconds
+
+    def search_factors(self, rates: dict[tuple[str, str], float]) -> dict[tuple[str, str | None], float]:
+        """Measured wall time / estimate of the finished searches (the queue log's ``wall_s``), per (kind, model)
+        and per kind (``(kind, None)``, all models pooled): a search's sentence count is a rough model (settings
+        differ in cost: echo doubles the tokens, Contrastive Prompting adds a forward), so the remaining searches
+        are scaled by what the finished ones took. A step resumed across runs logs its last run's time only."""
+        walls: dict[tuple[str, str | None], list[float]] = {}
+        for step in self.steps:
+            entry = self.log["steps"].get(step.id, {})
+            est = self.estimate(step, rates) if step.kind in SEARCH_KINDS and entry.get("status") == "ok" else None
+            if est and entry.get("wall_s"):
+                for key in ((step.kind, step.model), (step.kind, None)):
+                    got = walls.setdefault(key, [0.0, 0.0])
+                    got[0], got[1] = got[0] + float(entry["wall_s"]), got[1] + est
+        return {key: wall / est for key, (wall, est) in walls.items()}
 
     # ------------------------------------------------------------------ status
     def status(self) -> tuple[list[tuple[Step, str, float | None]], dict[str, bool]]:
         rates = self.rates()
+        factors = self.search_factors(rates)
         done = {s.id: self.is_done(s) for s in self.steps}
         rows = []
         for step in self.steps:
@@ -245,7 +270,7 @@ class _Study:
                 state = f"failed before ({err[:80]}); runs again"
             else:
                 state = "to run"
-            rows.append((step, state, None if done[step.id] else self.estimate(step, rates)))
+            rows.append((step, state, None if done[step.id] else self.estimate(step, rates, factors)))
         return rows, done
 
     def print_status(self) -> None:
@@ -262,6 +287,10 @@ class _Study:
         if rates:
             self.say("measured rates (sentences/s, 7-task and STS-B dev encodes, this thread count where known): "
                      + ", ".join(f"{m} {d} {r:.1f}" for (m, d), r in sorted(rates.items())))  # fmt: skip
+        pooled = {kind: f for (kind, model), f in self.search_factors(rates).items() if model is None}
+        if pooled:
+            self.say("searches scaled by the wall time of the finished ones (per model where measured, else pooled): "
+                     + ", ".join(f"{kind} x{f:.2f}" for kind, f in pooled.items()))  # fmt: skip
 
     # ------------------------------------------------------------------ running
     def run(self) -> int:
