@@ -92,6 +92,9 @@ CONFIGS: dict[str, BenchConfig] = {
         BenchConfig("prompteol-auto", "dtype auto (the eval/scale/search default; fused stays opt-in)", "lowp",
                     "encoder", ref="prompteol", peak="gemm-bf16" if native_bf16() else "gemm",
                     options={"dtype": "auto"}),
+        BenchConfig("prompteol-eval", "dtype auto, backend auto: what `prompteol eval` runs (OpenVINO bfloat16 on a CPU "
+                    "with native bfloat16 and OpenVINO installed, else torch)", "lowp", "encoder", ref="prompteol",
+                    peak="gemm-bf16" if native_bf16() else "gemm", options={"dtype": "auto", "backend": "auto"}),
         BenchConfig("reference", "the paper's code path (AutoModelForCausalLM, hidden states, batch 16)", "exact",
                     "reference", ref="prompteol", peak="gemm"),
         BenchConfig("reference-demo", "the paper's code path with the demonstration", "exact", "reference",
