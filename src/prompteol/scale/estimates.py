@@ -1,0 +1,127 @@
+"""The study queue's time estimates (``prompteol scale queue --status``).
+
+Measured encode rates per model and dtype from the finished tasks' records, each step's sentence count, and
+the searches' correction by the wall time the finished searches took. A mixin of
+:class:`prompteol.scale.study._Study` (it reads ``opts``, ``steps``, ``log``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .steps import DEMO_SEARCH, SETTINGS_SEARCH, STS_SENTENCES, STSB_DEV_SENTENCES, Step, StudyOptions, fast_dtype
+
+__all__ = ["StudyEstimates", "SEARCH_KINDS"]
+
+#: the step kinds whose estimate is scaled by the finished ones' measured wall time (:meth:`StudyEstimates.search_factors`)
+SEARCH_KINDS = ("demos", "methods")
+
+
+class StudyEstimates:
+    opts: StudyOptions
+    steps: list[Step]
+    log: dict[str, Any]
+
+    def rates(self) -> dict[tuple[str, str], float]:
+        """Measured sentences/s per (model, dtype): encoded sentences / encode seconds of every finished task
+        (cells and partial records), at this machine's thread count where such records exist."""
+        import torch
+
+        threads = torch.get_num_threads()
+        per: dict[tuple[str, str, bool], list[tuple[int, float]]] = {}
+        for folder in (self.opts.cells_dir, self.opts.precision_dir):
+            for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+                for model, dtype, host, task in _measured_tasks(path):
+                    enc = (task.get("elapsed_s") or {}).get("encode")
+                    if enc and enc > 1 and task.get("sentences"):
+                        key = (model, dtype, host.get("torch_threads") == threads)
+                        per.setdefault(key, []).append((int(task["sentences"]), float(enc)))
+        out: dict[tuple[str, str], float] = {}
+        for (model, dtype, same), pairs in per.items():
+            if not same and (model, dtype, True) in per:
+                continue
+            out[(model, dtype)] = sum(n for n, _ in pairs) / sum(t for _, t in pairs)
+        return out
+
+    def rate(self, model: str, dtype: str, rates: dict[tuple[str, str], float]) -> float | None:
+        from ..models.registry import PACKAGED_MODELS
+
+        dtype = "float32" if dtype == "auto" else dtype
+        if (model, dtype) in rates:
+            return rates[(model, dtype)]
+        other = "float32" if dtype == "bfloat16" else "bfloat16"
+        if (model, other) in rates:  # measured in the other dtype: the typical ratio on this CPU
+            from ..records import native_bf16
+
+            ratio = 2.5 if native_bf16() else 0.2  # bf16 / fp32 speed, docs/performance.md
+            return rates[(model, other)] * (ratio if dtype == "bfloat16" else 1 / ratio)
+        params = {m: s.num_parameters for m, s in PACKAGED_MODELS.items()}
+        for (m, dt), r in sorted(rates.items()):
+            if dt == dtype and m in params and model in params:  # scaled by parameters
+                return r * params[m] / params[model]
+        return None
+
+    def sentences(self, step: Step) -> int:
+        if step.kind == "precision":
+            return 2 * STSB_DEV_SENTENCES
+        if step.kind == "demos":
+            screen = 0 if step.params.get("screen_on") else DEMO_SEARCH["max_candidates"] * 2 * DEMO_SEARCH["max_pairs"]
+            whole = 1082 if step.params["split"] == "stsb-train-heldout" else STSB_DEV_SENTENCES
+            return screen + (DEMO_SEARCH["rescore"] + 1) * whole
+        if step.kind == "methods":
+            return 70 * 2 * SETTINGS_SEARCH["max_pairs"] + SETTINGS_SEARCH["finalists"] * 1382
+        if step.kind == "plain-layers":
+            return 2 * STS_SENTENCES
+        return STS_SENTENCES if step.params.get("tasks", "sts") == "sts" else 60_000
+
+    def estimate(self, step: Step, rates: dict[tuple[str, str], float],
+                 factors: dict[tuple[str, str | None], float] | None = None) -> float | None:  # fmt: skip
+        """Seconds ``step`` should take: its sentences at the measured rate; a search (``demos``, ``methods``)
+        times ``factors`` (:meth:`search_factors`) where known."""
+        rate = self.rate(step.model, fast_dtype(step.model), rates)
+        if not rate:
+            return None
+        seconds = self.sentences(step) / rate
+        if step.kind == "precision" and fast_dtype(step.model) != "float32":
+            f32 = self.rate(step.model, "float32", rates)
+            seconds = STSB_DEV_SENTENCES / rate + (STSB_DEV_SENTENCES / f32 if f32 else 0)
+        if factors and step.kind in SEARCH_KINDS:
+            seconds *= factors.get((step.kind, step.model), factors.get((step.kind, None), 1.0))
+        return seconds
+
+    def search_factors(self, rates: dict[tuple[str, str], float]) -> dict[tuple[str, str | None], float]:
+        """Measured wall time / estimate of the finished searches (the queue log's ``wall_s``), per (kind, model)
+        and per kind (``(kind, None)``, all models pooled): a search's sentence count is a rough model (settings
+        differ in cost: echo doubles the tokens, Contrastive Prompting adds a forward), so the remaining searches
+        are scaled by what the finished ones took. A step resumed across runs logs its last run's time only."""
+        walls: dict[tuple[str, str | None], list[float]] = {}
+        for step in self.steps:
+            entry = self.log["steps"].get(step.id, {})
+            est = self.estimate(step, rates) if step.kind in SEARCH_KINDS and entry.get("status") == "ok" else None
+            if est and entry.get("wall_s"):
+                for key in ((step.kind, step.model), (step.kind, None)):
+                    got = walls.setdefault(key, [0.0, 0.0])
+                    got[0], got[1] = got[0] + float(entry["wall_s"]), got[1] + est
+        return {key: wall / est for key, (wall, est) in walls.items()}
+
+
+def _measured_tasks(path: Path):
+    """``(model, dtype, host, task result)`` of each task computed (not imported) in a cell or partial file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(data.get("cell"), dict):
+        c = data["cell"]
+        if c.get("status") != "ok" or c.get("imported_from"):
+            return
+        resumed = c.get("resumed_tasks") or {}
+        for name, task in (data.get("tasks") or {}).items():
+            host = (resumed.get(name) or {}).get("host") or c.get("host") or {}
+            yield str(c.get("model")), str(c.get("dtype")), host, task
+    elif isinstance(data.get("partial"), dict):
+        ident = data["partial"].get("identity", {})
+        model = str(ident.get("cell", "")).split("__")[0]
+        for task in (data.get("tasks") or {}).values():
+            yield model, str(ident.get("dtype")), (task.get("run") or {}).get("host") or {}, task
