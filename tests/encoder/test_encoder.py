@@ -267,6 +267,34 @@ def test_layer_out_of_range(test_cache_dir):
         Encoder.from_pretrained("tiny-random-llama", layer=7, cache_dir=test_cache_dir)
 
 
+def test_plan_batches_keeps_groups_apart():
+    lengths = [5, 50, 10, 40, 45, 3, 7]
+    groups = [0, 1, 0, 0, 1, 0, 0]
+    batches = plan_batches(lengths, batch_size=3, groups=groups)
+    assert [[groups[i] for i in b] for b in batches] == [[0, 0, 0], [0, 0], [1, 1]]  # group 0 first, never mixed
+    assert batches[0] == [3, 2, 6] and batches[-1] == [1, 4]  # longest first inside each group
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    with pytest.raises(InputError, match="groups has 2 keys for 7 lengths"):
+        plan_batches(lengths, batch_size=3, groups=[0, 1])
+
+
+def test_prompts_that_miss_the_prefix_are_batched_apart(tiny_encoder):
+    """A batch never mixes prompts that run against the shared prefix with those that cannot (two model calls,
+    one of them small): the merged ones get batches of their own, and every vector is what it was."""
+    enc = tiny_encoder
+    sentences = enc.prompts.prepare(TEXTS[:4])
+    seqs = enc.prompts.tokenize(sentences)
+    merged = [seqs[0], [seqs[1][0], seqs[1][1] + 1, *seqs[1][2:]], seqs[2], [seqs[3][0], seqs[3][1] + 1, *seqs[3][2:]]]
+    prefix = enc.prefix.get(enc.runner)
+    assert [prefix.starts(s) for s in merged] == [True, False, True, False]
+    batches = list(enc.iter_batches(sentences, 4, None, ids_of=dict(zip(sentences, merged))))
+    assert sorted(sorted(b) for b, _ in batches) == [[0, 2], [1, 3]]
+    with torch.inference_mode():
+        want = enc.runner.vectors(merged, prefix).float().numpy()
+    for batch, vecs in batches:
+        np.testing.assert_allclose(vecs, want[batch], atol=1e-4, rtol=0)
+
+
 def test_plan_batches_sorted_and_budgeted():
     lengths = [5, 50, 10, 40, 45, 3]
     batches = plan_batches(lengths, batch_size=2)

@@ -264,6 +264,49 @@ def test_streams_cut_a_batch_and_keep_every_row(test_cache_dir, exports, monkeyp
     assert state["streams"] == int(streams) and state["fallback"] is None, state
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_each_stream_computes_its_part_without_the_padding_it_does_not_need(
+    test_cache_dir, exports, monkeypatch, two_threads, side, pooling
+):
+    """The second half of a length-sorted batch is shorter: its stream gets only the token columns of its own
+    rows (either padding side), and every vector is still torch's."""
+    from prompteol.encoder.forward import onnx as backend
+
+    monkeypatch.setenv("PROMPTEOL_OV_STREAMS", "2")
+    ref = Encoder.from_pretrained("tiny-random-llama", embedding_cache=False, cache_dir=test_cache_dir, pooling=pooling)
+    enc = _enc("tiny-random-llama", test_cache_dir, exports, backend="openvino", dtype="float32", pooling=pooling)
+    ref.runner.padding_side = enc.runner.padding_side = side
+    widths: list[tuple[int, int]] = []
+    real_trim = backend._trim
+    monkeypatch.setattr(backend, "_trim", lambda k, v, lo, hi, t: (widths.append((hi - lo, t)) if k == "input_ids"
+                                                                   else None, real_trim(k, v, lo, hi, t))[1])  # fmt: skip
+    got = enc.encode(SENTENCES, batch_size=5)
+    assert np.abs(ref.encode(SENTENCES, batch_size=5) - got).max() < 1e-4
+    assert enc.describe()["backend"]["fallback"] is None
+    assert any(width < t for width, t in widths), widths  # "x" and the short ones ran narrower than the batch
+
+
+def test_real_span_and_trim_cut_the_token_axis():
+    from prompteol.encoder.forward.onnx import _real_span, _trim
+
+    neg = np.finfo(np.float32).min
+    t, p = 4, 2
+    mask = np.full((2, 1, t, p + t), neg, dtype=np.float32)
+    mask[:, :, :, :p] = 0  # the prefix
+    for row, length in ((0, 3), (1, 2)):  # right padding: real tokens at 0..length-1
+        for i in range(length):
+            mask[row, 0, i, p : p + i + 1] = 0
+    assert _real_span(mask) == (0, 3)
+    cut = _trim("attention_mask", mask, 0, 3, t)
+    assert cut.shape == (2, 1, 3, p + 3) and (cut[:, :, :, :p] == 0).all()
+    np.testing.assert_array_equal(cut[:, :, :, p:], mask[:, :, :3, p : p + 3])
+    ids = np.arange(8).reshape(2, 4)
+    np.testing.assert_array_equal(_trim("input_ids", ids, 1, 3, t), ids[:, 1:3])
+    assert _trim("past_k0", ids, 1, 3, t) is ids  # the prefix's keys/values keep their shape
+    assert _real_span(np.full((1, 1, t, p + t), neg, dtype=np.float32)) == (0, t)  # no real token: untouched
+
+
 @pytest.mark.parametrize("raw", ["0", "two", "-1"])
 def test_a_bad_stream_count_is_refused(raw, monkeypatch):
     from prompteol.encoder.forward.onnx import openvino_streams

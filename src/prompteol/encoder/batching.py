@@ -27,6 +27,7 @@ def plan_batches(
     *,
     max_batch_bytes: int | None = None,
     batch_bytes: Callable[[int, int], int] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Group indices into batches of similar length (longest first).
 
@@ -37,15 +38,22 @@ def plan_batches(
     With ``max_batch_bytes`` and ``batch_bytes(n, longest)`` (the memory a batch of ``n``
     sequences padded to ``longest`` tokens needs), every batch also needs at most
     ``max_batch_bytes``; a sequence that needs more even alone raises :class:`MemoryLimitError`,
-    before any batch is returned (so before any is computed). Only arithmetic on the lengths.
+    before any batch is returned (so before any is computed).
+
+    With ``groups`` (one key per sequence), a batch holds sequences of one group only, groups in
+    ascending order: the encoder keeps the prompts that run against the shared-prefix cache apart
+    from the few that cannot (a batch of both is two model calls, one of them small). Only
+    arithmetic on the lengths.
     """
     if batch_size < 1:
         raise InputError(f"batch_size should be >= 1, got {batch_size}")
     if max_batch_tokens is not None and max_batch_tokens < 1:
         raise InputError(f"max_batch_tokens should be >= 1 or None, got {max_batch_tokens}")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    if groups is not None and len(groups) != len(lengths):
+        raise InputError(f"groups has {len(groups)} keys for {len(lengths)} lengths")
+    order = sorted(range(len(lengths)), key=lambda i: (groups[i] if groups is not None else 0, -lengths[i]))
     if max_batch_bytes is not None and batch_bytes is not None and order:
-        first = order[0]  # the longest needs the most alone
+        first = max(range(len(lengths)), key=lambda i: lengths[i])  # the longest needs the most alone
         need = batch_bytes(1, lengths[first])
         if need > max_batch_bytes:
             raise MemoryLimitError(
@@ -62,7 +70,8 @@ def plan_batches(
     current: list[int] = []
     for i in order:
         longest = lengths[current[0]] if current else lengths[i]
-        too_many = len(current) >= batch_size
+        other_group = groups is not None and bool(current) and groups[i] != groups[current[0]]
+        too_many = len(current) >= batch_size or other_group
         too_big = max_batch_tokens is not None and (len(current) + 1) * longest > max_batch_tokens
         if current and (too_many or too_big or too_heavy(len(current) + 1, longest)):
             batches.append(current)

@@ -316,9 +316,12 @@ class Encoder:
             yield from self.composite.batches(sentences, batch_size, max_batch_tokens)
             return
         seqs = [ids_of[s] for s in sentences] if ids_of is not None else self.prompts.tokenize(sentences)
-        # batches split to fit the memory available now; a sequence too large alone raises before any forward
+        # batches split to fit the memory available now (a sequence too large alone raises before any forward),
+        # the prompts that run against the shared prefix apart from those that cannot (one model call a batch)
+        prefix = self.prefix.get(self.runner) if self.config.prefix_cache and seqs else None
+        groups = [0 if prefix is None or prefix.starts(s) else 1 for s in seqs]
         lengths, layers = [len(s) for s in seqs], self.layer_index
-        for batch in limits.plan_in_memory(lengths, batch_size, max_batch_tokens, self.model, self.device, layers):
+        for batch in limits.plan_in_memory(lengths, batch_size, max_batch_tokens, self.model, self.device, layers, groups):
             with torch.inference_mode():
                 vecs = self._vectors([seqs[i] for i in batch], sentences=[sentences[i] for i in batch])
             yield batch, vecs.float().cpu().numpy()

@@ -201,18 +201,19 @@ def _cgroup_available() -> int | None:
 
 
 def plan_in_memory(
-    lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None, model, device, layers: int | None = None
+    lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None, model, device, layers: int | None = None,
+    groups: Sequence[int] | None = None,
 ) -> list[list[int]]:
-    """:func:`~prompteol.encoder.batching.plan_batches`, each batch within ``MEMORY_FRACTION`` of the memory
-    available now on ``device`` (when the model's sizes and the memory are known)."""
+    """:func:`~prompteol.encoder.batching.plan_batches` (``groups`` passed on), each batch within
+    ``MEMORY_FRACTION`` of the memory available now on ``device`` (when the model's sizes and the memory are known)."""
     shape = activation_shape(model, layers) if lengths else None
     available = available_memory(device) if shape is not None else None
     if shape is None or available is None:
-        return plan_batches(lengths, batch_size, max_batch_tokens)
+        return plan_batches(lengths, batch_size, max_batch_tokens, groups=groups)
     budget = int(available * MEMORY_FRACTION)
     try:
         return plan_batches(
-            lengths, batch_size, max_batch_tokens, max_batch_bytes=budget, batch_bytes=shape.batch_bytes
+            lengths, batch_size, max_batch_tokens, max_batch_bytes=budget, batch_bytes=shape.batch_bytes, groups=groups
         )
     except MemoryLimitError as exc:
         raise MemoryLimitError(

@@ -377,17 +377,46 @@ class _OpenVinoSession:
     def run(self, names, feed):
         import numpy as np
 
-        rows = feed["input_ids"].shape[0]
+        rows, t = feed["input_ids"].shape
         parts = max(1, min(len(self.requests), rows))
         bounds = [rows * i // parts for i in range(parts + 1)]
         requests = self.requests[:parts]
-        for i, request in enumerate(requests):
-            request.start_async({k: v[bounds[i] : bounds[i + 1]] if k in self.ROWS else v for k, v in feed.items()})
+        spans = [_real_span(feed["attention_mask"][a:b]) if parts > 1 else (0, t) for a, b in zip(bounds, bounds[1:])]
+        for (a, b), (lo, hi), request in zip(zip(bounds, bounds[1:]), spans, requests):
+            request.start_async({k: _trim(k, v[a:b] if k in self.ROWS else v, lo, hi, t) for k, v in feed.items()})
         out = []
-        for request in requests:
+        for request, (lo, hi) in zip(requests, spans):
             request.wait()
-            out.append(np.array(request.get_output_tensor(0).data, copy=True))  # the request's buffer is reused
+            part = np.array(request.get_output_tensor(0).data, copy=True)  # the request's buffer is reused
+            if (lo, hi) != (0, t):  # the padding columns trimmed off this part: zeros (never read by pooling)
+                part = np.pad(part, ((0, 0), (lo, t - hi), (0, 0)))
+            out.append(part)
         return [out[0] if parts == 1 else np.concatenate(out, axis=0)]
+
+
+def _real_span(mask) -> tuple[int, int]:
+    """The columns ``[lo, hi)`` of the batch's token axis that hold every real token of these rows (``mask``:
+    the additive (B, 1, T, P+T) mask, 0 where a token may attend): each stream's part of a length-sorted batch is
+    computed without the padding only its longer rows needed (about 1% of the main job's tokens)."""
+    import numpy as np
+
+    t = mask.shape[2]
+    p = mask.shape[3] - t
+    real = (mask[:, 0, np.arange(t), p + np.arange(t)] == 0).any(axis=0)  # (T,) a real token in some row
+    cols = np.flatnonzero(real)
+    return (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, t)
+
+
+def _trim(name: str, value, lo: int, hi: int, t: int):
+    """One input of a part cut to the token columns ``[lo, hi)`` (the prefix's keys/values unchanged)."""
+    import numpy as np
+
+    if (lo, hi) == (0, t) or name not in ("input_ids", "position_ids", "attention_mask"):
+        return value
+    if name != "attention_mask":
+        return value[:, lo:hi]
+    p = value.shape[3] - t
+    return np.ascontiguousarray(np.concatenate([value[:, :, lo:hi, :p], value[:, :, lo:hi, p + lo : p + hi]], axis=3))
 
 
 def _free_memory() -> int | None:

@@ -42,6 +42,10 @@ class Prefix:
     kv: list[tuple[Any, Any]]  # per layer below the read-out layer: (keys, values), each (1, heads, P, d)
     hidden_sum: Any  # (1, H) sum of the prefix hidden states (for mean pooling)
 
+    def starts(self, seq: Sequence[int]) -> bool:
+        """Whether ``seq`` runs against this prefix (else the tokenizer merged tokens across its boundary)."""
+        return len(seq) > len(self.ids) and list(seq[: len(self.ids)]) == self.ids
+
 
 @dataclass
 class Batch:
@@ -309,7 +313,7 @@ class ModelRunner:
                 return self.packed(seqs)
             return self.full(seqs, pooled=pooled, starts=starts)
         p = len(prefix.ids)
-        hit = [i for i, s in enumerate(seqs) if len(s) > p and list(s[:p]) == prefix.ids]
+        hit = [i for i, s in enumerate(seqs) if prefix.starts(s)]
         hit_set = set(hit)
         miss = [i for i in range(len(seqs)) if i not in hit_set]
         parts: dict[int, Any] = {}
