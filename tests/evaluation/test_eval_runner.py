@@ -24,6 +24,8 @@ def test_any_object_with_encode(data_dir):
     sts13 = res["tasks"]["STS13"]
     assert set(sts13["spearman"]) == {"all", "mean", "wmean"} and set(sts13["subsets"]) == {"FNWN", "headlines", "OnWN"}
     assert set(sts13["elapsed_s"]) == {"encode", "score", "total"}
+    encode_s = sum(t["elapsed_s"]["encode"] for t in res["tasks"].values())
+    assert res["encode_s"] == {"total": pytest.approx(encode_s, abs=2e-3), "one_off": 0.0, "net": res["encode_s"]["total"]}
     assert len(enc.calls) == 2  # one encode call per task, unique sentences only
     assert enc.calls[0] == dev["sentences"] < 2 * 1500
     assert res["encoder"]["class"].endswith("HashedBoW")
@@ -32,6 +34,18 @@ def test_any_object_with_encode(data_dir):
     # deterministic
     again = evaluate(HashedBoW(), tasks="STSBenchmark-dev", data_dir=data_dir)
     assert again["tasks"]["STSBenchmark-dev"]["score"] == dev["score"]
+
+
+def test_a_backend_made_in_the_run_is_a_one_off_beside_the_encoding(data_dir):
+    class Exported(HashedBoW):
+        def describe(self):
+            return {"backend": {"name": "openvino", "calls": 3, "export_s": 0.5, "session_s": 0.25}}
+
+    res = evaluate(Exported(), tasks="STSBenchmark-dev", data_dir=data_dir)
+    spent = res["tasks"]["STSBenchmark-dev"]["elapsed_s"]["encode"]
+    assert res["encode_s"] == {"total": spent, "one_off": 0.75, "net": pytest.approx(spent - 0.75, abs=2e-3)}
+    unused = type("Unused", (HashedBoW,), {"describe": lambda self: {"backend": {"calls": 0, "export_s": 0.5}}})
+    assert evaluate(unused(), tasks="STSBenchmark-dev", data_dir=data_dir)["encode_s"]["one_off"] == 0.0
 
 
 def test_describe_is_recorded(data_dir):

@@ -104,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
             raise
         res["label"] = name
         runs.append(res)
-        out.print(f"{name}: done in {res['elapsed_s']:.1f} s")
+        enc_s = res["encode_s"]
+        once = f", of which {enc_s['one_off']:.1f} s the backend's one-off export/compile" if enc_s["one_off"] else ""
+        out.print(f"{name}: done in {res['elapsed_s']:.1f} s (encoding {enc_s['total']:.1f} s{once})")
         del encoder  # free the weights before the next encoder
     payload = runs[0] if len(runs) == 1 else {"schema": "prompteol.eval-multi/1", "runs": runs}
     if getattr(args, "json", False):

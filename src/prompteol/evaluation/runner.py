@@ -120,20 +120,30 @@ def evaluate(
         if on_task is not None:
             on_task(task.name, res)
     describe = getattr(encoder, "describe", None)
+    described = _jsonable(describe()) if callable(describe) else {}
     return {
         "schema": RESULTS_SCHEMA,
         "date": started.isoformat(timespec="seconds"),
         "mode": mode,
         "tasks": results,
         "averages": _averages(results),
-        "encoder": {"class": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
-                    **(_jsonable(describe()) if callable(describe) else {})},  # fmt: skip
+        "encode_s": _encode_seconds([r for name, r in results.items() if name not in done], described),
+        "encoder": {"class": f"{type(encoder).__module__}.{type(encoder).__qualname__}", **described},
         "protocol": _protocol(mode, task_list, classifier, seed_list),
         "data": {"root": str(root.resolve()), "sha256": checksums},
         "versions": package_versions(),
         "elapsed_s": round(time.perf_counter() - t_start, 3),
         "provenance": _provenance(encoder),
     }
+
+
+def _encode_seconds(computed: list[dict], described: dict) -> dict[str, float]:
+    """The encoding time of the tasks computed in this run: ``total``, ``one_off`` (the backend's export and
+    compilation when this run made them) and ``net`` (total minus one-off: what encoding costs once set up)."""
+    total = sum(r["elapsed_s"]["encode"] for r in computed)
+    backend = described.get("backend") or {}
+    one_off = sum(float(backend.get(k) or 0.0) for k in ("export_s", "session_s")) if backend.get("calls") else 0.0
+    return {"total": round(total, 3), "one_off": round(one_off, 3), "net": round(total - one_off, 3)}
 
 
 def main_score(task: Task, res: dict) -> float:
