@@ -104,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
             raise
         res["label"] = name
         runs.append(res)
-        enc_s = res["encode_s"]
-        once = f", of which {enc_s['one_off']:.1f} s the backend's one-off export/compile" if enc_s["one_off"] else ""
-        out.print(f"{name}: done in {res['elapsed_s']:.1f} s (encoding {enc_s['total']:.1f} s{once})")
+        enc_s = res.get("encode_s") or {}
+        once = f", of which {enc_s['one_off']:.1f} s the backend's one-off export/compile" if enc_s.get("one_off") else ""
+        took = f" (encoding {enc_s['total']:.1f} s{once})" if "total" in enc_s else ""
+        out.print(f"{name}: done in {res['elapsed_s']:.1f} s{took}")
         del encoder  # free the weights before the next encoder
     payload = runs[0] if len(runs) == 1 else {"schema": "prompteol.eval-multi/1", "runs": runs}
     if getattr(args, "json", False):
