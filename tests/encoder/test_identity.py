@@ -172,3 +172,32 @@ def test_weights_changed_in_place_never_write_under_the_old_fingerprint(tmp_path
     finally:
         with torch.no_grad():
             param.add_(0.5 * torch.ones_like(param))  # undo, for the other tests of the session
+
+
+def test_weights_state_follows_in_place_changes_and_new_modules():
+    """The parameter list is walked once and kept; an in-place update, a parameter or a module added anywhere (an
+    adapter injected in place) changes the state, and a model no longer used is not kept alive."""
+    import gc
+    import weakref
+
+    import torch
+
+    from prompteol.encoder import identity
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    first = identity.weights_state(model)
+    assert identity.weights_state(model) == first and first[1] == 4
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # an optimizer step
+    second = identity.weights_state(model)
+    assert second != first and second[1] == 4
+    model[1] = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))  # a module replaced
+    assert identity.weights_state(model)[1] == 6
+    model[0].lora = torch.nn.Parameter(torch.zeros(2))  # a parameter added
+    assert identity.weights_state(model)[1] == 7
+    model[0].sub = torch.nn.Linear(2, 2)  # a submodule added by attribute
+    assert identity.weights_state(model)[1] == 9
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None

@@ -264,6 +264,31 @@ def test_streams_cut_a_batch_and_keep_every_row(test_cache_dir, exports, monkeyp
     assert state["streams"] == int(streams) and state["fallback"] is None, state
 
 
+def test_the_prefix_is_fed_once_and_follows_the_encoder(test_cache_dir, exports, monkeypatch, two_threads):
+    """The prefix's keys and values are the same arrays every call (each request is given them once), and new ones
+    when another encoder on the same forward brings another prefix: interleaved, every vector is still torch's."""
+    from prompteol.encoder.forward.onnx import OnnxForward
+
+    monkeypatch.setenv("PROMPTEOL_OV_STREAMS", "2")
+    ref = Encoder.from_pretrained("tiny-random-llama", embedding_cache=False, cache_dir=test_cache_dir)
+    enc = _enc("tiny-random-llama", test_cache_dir, exports, backend="openvino", dtype="float32")
+    demo = {"demonstrations": [("A man is smoking.", "Smoking")]}
+    pairs = [(ref, enc), (ref.derive(**demo), enc.derive(**demo))]
+    assert pairs[1][1].runner.onnx is enc.runner.onnx  # one forward for both prefixes
+    feeds: list[dict] = []
+    real_feed = OnnxForward._feed
+    monkeypatch.setattr(OnnxForward, "_feed", lambda self, *a: feeds.append(real_feed(self, *a)) or feeds[-1])
+    for t, o in pairs + pairs:
+        feeds.clear()
+        got = o.encode(SENTENCES, batch_size=2)
+        assert np.abs(t.encode(SENTENCES, batch_size=2) - got).max() < 1e-4
+        with_prefix = [f for f in feeds if f["past_k0"].shape[2] > 0]
+        assert len(with_prefix) > 1 and all(f["past_k0"] is with_prefix[0]["past_k0"] for f in with_prefix)
+        given = enc.runner.onnx.session._given
+        assert any(g.get("past_v1") is feeds[-1]["past_v1"] for g in given)  # the requests hold the arrays given
+    assert enc.describe()["backend"]["fallback"] is None
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_each_stream_computes_its_part_without_the_padding_it_does_not_need(

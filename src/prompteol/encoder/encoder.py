@@ -39,7 +39,7 @@ from .encode_options import EncodeOptions
 from .forward.choice import BackendChoice, attach_forwards, backend_state, fused_state, resolve_backend
 from .forward.prefix import SharedPrefix
 from .forward.runner import ModelRunner
-from .identity import FINGERPRINT_VERSION, fingerprint
+from .identity import FINGERPRINT_VERSION, fingerprint, weights_state
 from .methods import Method, MethodSetup, ModelCall, build_methods, dim_fields
 from .postprocess import postprocess
 from .precision import DtypeChoice
@@ -274,8 +274,7 @@ class Encoder:
 
     def _weights_state(self) -> Hashable:
         """Changes whenever the weights change in place (an optimizer step bumps each tensor's version)."""
-        params = list(self.model.parameters())
-        return (id(self.model), len(params), sum(p._version for p in params))
+        return weights_state(self.model)
 
     def _usable_embedding_cache(self) -> EmbeddingCache | None:
         """The embedding cache, unless the weights changed since loading (their vectors would be

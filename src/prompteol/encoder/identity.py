@@ -23,12 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "FINGERPRINT_VERSION", "fingerprint", "fingerprint_payload", "folder_identity", "converted_identity",
-    "folder_record", "record_files", "files_sha256", "hashed_files", "WEIGHT_SUFFIXES", "MARKER",
+    "folder_record", "record_files", "files_sha256", "hashed_files", "WEIGHT_SUFFIXES", "MARKER", "weights_state",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -198,3 +199,30 @@ def _write_marker(marker: Path, info: dict) -> None:
         write_text_atomic(marker, json.dumps(info, indent=2) + "\n")
     except OSError:  # a read-only cache: the record is recomputed next time, the identity is the same
         log.debug("could not record the files of %s in its marker", marker.parent)
+
+
+# ------------------------------------------------------------------------------ weights changed in place
+_registrations = [0]  # parameters and submodules registered anywhere in this process (torch's global hooks)
+_params_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (registrations then, its parameters)
+
+
+def _count_registration(*args) -> None:
+    _registrations[0] += 1
+
+
+def weights_state(model) -> tuple[int, int, int]:
+    """Changes whenever ``model``'s weights change in place (an optimizer step bumps each tensor's version) or a
+    parameter or submodule is added or replaced anywhere (an adapter injected in place). The parameter list is
+    walked once and kept until the next registration, so the check costs a sum over the tensors, not a walk of
+    the module tree (it runs a few times a batch)."""
+    import torch
+
+    if not _registrations[0]:  # first use: count every later registration of a parameter or module
+        _registrations[0] = 1
+        torch.nn.modules.module.register_module_parameter_registration_hook(_count_registration)
+        torch.nn.modules.module.register_module_module_registration_hook(_count_registration)
+    known = _params_of.get(model)
+    if known is None or known[0] != _registrations[0]:
+        known = _params_of[model] = (_registrations[0], list(model.parameters()))
+    params = known[1]
+    return (id(model), len(params), sum(p._version for p in params))

@@ -231,6 +231,7 @@ class ModelRunner:
         ids, mask = self.collate(suffixes)  # (B, T)
         b, p = ids.shape[0], len(prefix.ids)
         cache = DynamicCache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prefix.kv])
+        cache.prompteol_prefix = prefix  # type: ignore[attr-defined]  # its source (the ONNX/OpenVINO forward feeds it once)
         full_mask = torch.cat([torch.ones((b, p), dtype=mask.dtype, device=mask.device), mask], dim=1)
         positions = p + (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
         rows = list(range(len(suffixes))) if rows is None else rows
