@@ -380,6 +380,8 @@ class _OpenVinoSession:
         self.requests = [compiled.create_infer_request() for _ in range(max(1, streams))]
         self._given: list[dict] = [{} for _ in self.requests]  # the shared inputs each request holds already
 
+    span = staticmethod(lambda mask: _real_span(mask))  # the token columns a part computes (all: (0, T))
+
     def run(self, names, feed):
         import numpy as np
 
@@ -387,7 +389,7 @@ class _OpenVinoSession:
         parts = max(1, min(len(self.requests), rows))
         bounds = [rows * i // parts for i in range(parts + 1)]
         requests = self.requests[:parts]
-        spans = [_real_span(feed["attention_mask"][a:b]) if parts > 1 else (0, t) for a, b in zip(bounds, bounds[1:])]
+        spans = [self.span(feed["attention_mask"][a:b]) if parts > 1 else (0, t) for a, b in zip(bounds, bounds[1:])]
         for (a, b), (lo, hi), request, given in zip(zip(bounds, bounds[1:]), spans, requests, self._given):
             shared = {k: v for k, v in feed.items() if k not in self.ROWS and given.get(k) is not v}  # new arrays only
             given.update(shared)  # (a request keeps the inputs it was given: the prefix's are set once, not copied per call)
