@@ -124,7 +124,8 @@ def parse_blocks(path: Path, text: str | None = None) -> list[Block]:
             level = len(stripped) - len(stripped.lstrip("#"))
             while levels[-1][0] >= level:
                 levels.pop()
-            cur = Block(path, i, [line], "heading", section, parent=levels[-1][1])
+            # a document's title (level 1) passes nothing down: its opening cites the records of the opening only
+            cur = Block(path, i, [line], "heading", section, parent=levels[-1][1] if levels[-1][0] > 1 else -1)
             levels.append((level, section))
             close()
             continue
