@@ -289,6 +289,27 @@ def test_the_prefix_is_fed_once_and_follows_the_encoder(test_cache_dir, exports,
     assert enc.describe()["backend"]["fallback"] is None
 
 
+def test_a_call_takes_batch_size_sentences_per_stream(test_cache_dir, exports, monkeypatch, two_threads):
+    """On the OpenVINO backend a call holds ``batch_size`` sentences per stream (before and after the session is
+    made); on torch, and once the backend is off, ``batch_size``."""
+    from types import SimpleNamespace
+
+    from prompteol.encoder.forward.choice import rows_per_call
+
+    monkeypatch.setenv("PROMPTEOL_OV_STREAMS", "2")
+    enc = _enc("tiny-random-llama", test_cache_dir, exports, backend="openvino", dtype="float32")
+    assert rows_per_call(enc.runner.onnx, 3) == 6  # no session yet: the streams it will have
+    sizes: list[int] = []
+    got = enc.encode(SENTENCES, batch_size=2)  # makes the session
+    real = enc.runner.onnx.session.run
+    monkeypatch.setattr(enc.runner.onnx.session, "run", lambda names, feed: sizes.append(len(feed["input_ids"])) or
+                        real(names, feed))  # fmt: skip
+    again = enc.encode(SENTENCES, batch_size=2)
+    assert max(sizes) == 4 and np.abs(got - again).max() < 1e-5
+    assert rows_per_call(None, 3) == 3 and rows_per_call(SimpleNamespace(runtime="onnxruntime", failed=None), 3) == 3
+    assert rows_per_call(SimpleNamespace(runtime="openvino", failed="broken"), 3) == 3
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_each_stream_computes_its_part_without_the_padding_it_does_not_need(

@@ -35,7 +35,7 @@ class EncodeOptions:
     fingerprint: the vectors it computes are the encoder's)."""
 
     batch_size: int = option(
-        32, kind="runtime", vector=False, short="-b", parse=positive_int, metavar="N", help="sentences per batch"
+        32, kind="runtime", vector=False, short="-b", parse=positive_int, metavar="N", help="sentences per batch (per stream on the OpenVINO backend)"
     )
     max_batch_tokens: int | None = option(
         None, kind="runtime", vector=False, parse=positive_int, metavar="N",

@@ -36,7 +36,7 @@ from . import limits
 from .batching import plan_batches
 from .config import EncoderConfig
 from .encode_options import EncodeOptions
-from .forward.choice import BackendChoice, attach_forwards, backend_state, fused_state, resolve_backend
+from .forward.choice import BackendChoice, attach_forwards, backend_state, fused_state, resolve_backend, rows_per_call
 from .forward.prefix import SharedPrefix
 from .forward.runner import ModelRunner
 from .identity import FINGERPRINT_VERSION, fingerprint, weights_state
@@ -319,8 +319,8 @@ class Encoder:
         # the prompts that run against the shared prefix apart from those that cannot (one model call a batch)
         prefix = self.prefix.get(self.runner) if self.config.prefix_cache and seqs else None
         groups = [0 if prefix is None or prefix.starts(s) else 1 for s in seqs]
-        lengths, layers = [len(s) for s in seqs], self.layer_index
-        for batch in limits.plan_in_memory(lengths, batch_size, max_batch_tokens, self.model, self.device, layers, groups):
+        lengths, layers, rows = [len(s) for s in seqs], self.layer_index, rows_per_call(self.runner.onnx, batch_size)
+        for batch in limits.plan_in_memory(lengths, rows, max_batch_tokens, self.model, self.device, layers, groups):
             with torch.inference_mode():
                 vecs = self._vectors([seqs[i] for i in batch], sentences=[sentences[i] for i in batch])
             yield batch, vecs.float().cpu().numpy()
