@@ -5,10 +5,13 @@ AVX512-BF16 machine. This script tests the obvious graph-level levers, each agai
 in one run, bfloat16, two streams, on the same token ids (the encoder's batches; only the compiled graph is
 swapped):
 
-* ``export``: the backend's graph (``torch.onnx``, eager attention: the prefix's keys/values expanded to the
+* ``export``: the backend's graph as it is on disk (since export version 2 the ``grouped`` attention below:
+  :mod:`prompteol.encoder.forward.export`);
+* ``expanded``: the version-1 graph (``torch.onnx``, eager attention: the prefix's keys/values expanded to the
   batch and concatenated, grouped-query heads repeated; OpenVINO runs those broadcasts in a reference kernel);
 * ``grouped``: the same model with an attention written without any broadcast: the prefix's keys/values stay
-  batch 1 (a broadcasting matmul), the query heads of one key/value head are grouped into one matmul;
+  batch 1 (a broadcasting matmul), the query heads of one key/value head are grouped into one matmul (this
+  script's own copy, which ``grouped-fused`` and ``last-rows`` build on);
 * ``grouped-fused``: ``grouped`` plus q/k/v projections in one matmul and gate/up in one matmul per block;
 * ``sdpa``: the torch module converted by ``openvino.convert_model`` with torch's SDPA attention, which
   becomes OpenVINO's fused ``ScaledDotProductAttention`` op;
@@ -21,6 +24,9 @@ the share of the graph's node time in OpenVINO's ``FullyConnected`` (the matrix 
 
     python benchmarks/ov_graph_variants.py --model smollm2-135m --threads 2 \\
         -o docs/results/ov_graph_variants_smollm2-135m_avx512bf16.json
+
+``--precision f32`` compiles every variant in float32 instead (its accuracy columns then compare float32 with
+float32).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-VARIANTS = ("export", "grouped", "grouped-fused", "sdpa", "last-rows")
+VARIANTS = ("export", "expanded", "grouped", "grouped-fused", "sdpa", "last-rows")
 _PREFIX: dict[int, tuple] = {}  # layer -> the prefix's (keys, values), batch 1, set by the traced module
 _LAST: list = []  # the last real token of each row (last-rows), set by the traced module
 
@@ -164,13 +170,17 @@ def _build(variant: str, forward, folder: Path):
     from transformers import AttentionInterface
     from transformers.cache_utils import DynamicLayer
 
-    from prompteol.encoder.forward.onnx import _Export
+    from prompteol.encoder.forward.export import GraphExport
     from prompteol.models.loading import find_decoder_layers
 
     core = ov.Core()
     if variant == "export":
         return core.read_model(str(Path(forward.path) / "model.onnx"))
     model, layer = forward.model, forward.layer
+    if variant == "expanded":
+        folder.mkdir(parents=True, exist_ok=True)
+        GraphExport(model, forward.blocks, layer, forward.num_layers, "expanded").write(folder, forward.heads, forward.head_dim)
+        return core.read_model(str(folder / "model.onnx"))
     top = layer == forward.num_layers
     parent, attr, full = find_decoder_layers(model, forward.num_layers)
     ids = torch.tensor([[5, 6, 7], [5, 6, 1]])
@@ -195,7 +205,7 @@ def _build(variant: str, forward, folder: Path):
             try:
                 with warnings.catch_warnings(), torch.no_grad():
                     warnings.simplefilter("ignore")
-                    converted = ov.convert_model(_Export(model, forward.blocks, layer, forward.num_layers).module(),
+                    converted = ov.convert_model(GraphExport(model, forward.blocks, layer, forward.num_layers, "expanded").module(),
                                                  example_input=(ids, mask, positions, *past))  # fmt: skip
             finally:
                 DynamicLayer.update = first
@@ -264,6 +274,7 @@ def main() -> None:
     p.add_argument("--sts-pairs", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--precision", default="bf16", choices=("bf16", "f32"), help="OpenVINO's inference precision")
     p.add_argument("--work-dir", default="/tmp/prompteol_ov_variants", help="where the variants' graphs are written")
     p.add_argument("--data-dir", default=None)
     p.add_argument("-o", "--output", default=None, help="write the JSON record here (atomically)")
@@ -280,7 +291,7 @@ def main() -> None:
     timed = load_sentences(args.data_dir, args.n)
     ref_dev, ref_score, enc, forward = reference_and_openvino(args.model, subset, timed[:8], args.batch_size)
     core = ov.Core()
-    props = {"INFERENCE_NUM_THREADS": args.threads, "NUM_STREAMS": forward.streams, "INFERENCE_PRECISION_HINT": "bf16"}
+    props = {"INFERENCE_NUM_THREADS": args.threads, "NUM_STREAMS": forward.streams, "INFERENCE_PRECISION_HINT": args.precision}
     rows: dict[str, dict] = {}
     sessions = {}
     for name in args.variants:
@@ -322,7 +333,7 @@ def main() -> None:
     from prompteol.records import provenance
 
     record = {"schema": "prompteol.ov-graph-variants/1", "model": args.model, "threads": args.threads, "n": len(timed),
-              "rounds": args.rounds, "sts_pairs": len(subset), "batch_size": args.batch_size, "streams": forward.streams,
+              "rounds": args.rounds, "precision": args.precision, "sts_pairs": len(subset), "batch_size": args.batch_size, "streams": forward.streams,
               "float32_sts_b_dev": round(ref_score, 2), "rows": list(rows.values()),
               "provenance": provenance(threads=args.threads)}  # fmt: skip
     print(json.dumps({k: v for k, v in record.items() if k != "provenance"}))

@@ -105,7 +105,7 @@ def test_a_failed_export_falls_back_to_torch_with_one_warning(test_cache_dir, tm
     def broken(self, folder, heads, head_dim):
         raise RuntimeError("exporter exploded")
 
-    monkeypatch.setattr(onnx_mod._Export, "write", broken)
+    monkeypatch.setattr(onnx_mod.GraphExport, "write", broken)
     ref, enc = _fresh("tiny-random-qwen2", test_cache_dir, tmp_path, "torch"), _fresh("tiny-random-qwen2", test_cache_dir, tmp_path)
     with caplog.at_level(logging.WARNING, logger="prompteol.encoder.forward.onnx"):
         got = enc.encode(SENTENCES)

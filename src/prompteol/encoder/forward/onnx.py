@@ -8,7 +8,7 @@ Why: on the CPUs measured here ONNX Runtime's float32 kernels (MLAS) run a decod
 the float32 matmul peak than torch's eager path, and OpenVINO's CPU plugin, which fuses the norms,
 rotary embeddings and element-wise work into its oneDNN matmuls, runs the same graph in bfloat16
 closer to the bfloat16 peak than torch's eager bfloat16 (docs/performance.md); torch.compile did not
-close either gap. The export takes the shared prefix's keys and values as inputs
+close either gap. The export (:mod:`prompteol.encoder.forward.export`) takes the shared prefix's keys and values as inputs
 (``past_k{i}`` / ``past_v{i}``, batch 1, any length, zero included) and an additive 4-D attention mask,
 so the demonstrations and the template's opening are still computed once per encoder, by torch.
 
@@ -38,13 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from ...fileio import FileLock, write_folder_atomic
+from .export import GraphExport, default_attention
 
 __all__ = ["OnnxForward", "onnx_forward", "EXPORT_VERSION", "TOLERANCE", "RUNTIMES", "check_runtime", "openvino_streams"]
 
 log = logging.getLogger(__name__)
 
-#: bumped whenever the exported graph changes (inputs, outputs, how it is traced): a new export
-EXPORT_VERSION = 1
+#: bumped whenever the exported graph changes (inputs, outputs, how it is traced): a new export.
+#: 2: the attention without broadcasts (:mod:`prompteol.encoder.forward.export`)
+EXPORT_VERSION = 2
 #: the first call's check: float32, max abs difference relative to max(1, max |hidden|), as fused float32;
 #: bfloat16 (OpenVINO), 1 - the lowest cosine to torch's float32 hidden states, as fused 16-bit
 TOLERANCE = 1e-4
@@ -70,85 +72,6 @@ def check_runtime(backend: str) -> str:
     except ImportError as exc:
         raise ConfigError(f"backend={backend!r} needs {package} and onnx: pip install 'prompteol[{extra}]'") from exc
     return str(getattr(module, "__version__", "?"))
-
-
-class _Export:
-    """The base model up to block ``layer``: hidden states (B, T, H) from ids, an additive 4-D mask,
-    position ids and the prefix's keys/values (batch 1, expanded to the batch inside the graph)."""
-
-    def __init__(self, model, blocks, layer: int, num_layers: int):
-        import torch
-
-        self.torch = torch
-        self.model, self.blocks, self.layer, self.num_layers = model, list(blocks), layer, num_layers
-
-    def module(self):
-        torch = self.torch
-        from transformers import DynamicCache
-
-        model, blocks, layer, top = self.model, self.blocks, self.layer, self.layer == self.num_layers
-
-        class Truncated(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.m = model
-
-            def forward(self, input_ids, attention_mask, position_ids, *past):
-                b = input_ids.shape[0]
-                pairs = [(past[2 * i].expand(b, -1, -1, -1), past[2 * i + 1].expand(b, -1, -1, -1))
-                         for i in range(len(past) // 2)]  # fmt: skip
-                cache = DynamicCache(pairs)
-                got: list = []
-                hook = None
-                if not top:  # the input of block ``layer`` = the output of block ``layer - 1``, before any norm
-                    hook = blocks[layer - 1].register_forward_hook(
-                        lambda mod, args, out: got.append(out[0] if isinstance(out, tuple) else out)
-                    )
-                try:
-                    out = self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                 past_key_values=cache, use_cache=True).last_hidden_state  # fmt: skip
-                finally:
-                    if hook is not None:
-                        hook.remove()
-                return out if top else got[-1]
-
-        return Truncated()
-
-    def write(self, folder: Path, heads: int, head_dim: int) -> None:
-        """Trace and write ``folder/model.onnx`` (the caller makes the folder atomic)."""
-        import warnings
-
-        from ...models.loading import find_decoder_layers
-
-        torch = self.torch
-        parent, attr, full = find_decoder_layers(self.model, self.num_layers)
-        b, t, p = 2, 3, 2
-        ids = torch.tensor([[5, 6, 7], [5, 6, 1]])
-        positions = p + torch.tensor([[0, 1, 2], [0, 1, 1]])
-        mask = torch.zeros(b, 1, t, p + t)
-        past, names = [], []
-        axes: dict[str, dict[int, str]] = {"input_ids": {0: "batch", 1: "tokens"}, "position_ids": {0: "batch", 1: "tokens"},
-                                           "attention_mask": {0: "batch", 2: "tokens", 3: "total"},
-                                           "hidden": {0: "batch", 1: "tokens"}}  # fmt: skip
-        for i in range(self.layer):
-            for kind in ("k", "v"):
-                past.append(torch.zeros(1, heads, p, head_dim))
-                names.append(f"past_{kind}{i}")
-                axes[names[-1]] = {2: "past"}
-        impl = getattr(self.model.config, "_attn_implementation", None)
-        setattr(parent, attr, torch.nn.ModuleList(list(full)[: self.layer]))  # no block above the read-out layer
-        try:
-            if impl not in (None, "eager"):
-                self.model.set_attn_implementation("eager")  # the additive float mask, plain matmuls
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(self.module(), (ids, mask, positions, *past), str(folder / "model.onnx"), dynamo=False,
-                                  opset_version=17, input_names=["input_ids", "attention_mask", "position_ids", *names],
-                                  output_names=["hidden"], dynamic_axes=axes)  # fmt: skip
-        finally:
-            setattr(parent, attr, full)
-            if impl not in (None, "eager"):
-                self.model.set_attn_implementation(impl)
 
 
 class OnnxForward:
@@ -198,6 +121,7 @@ class OnnxForward:
     def describe(self) -> dict[str, Any]:
         return {"name": self.runtime, "precision": self.precision, "inference_precision": self.inference_precision,
                 "streams": self.streams, "layer": self.layer, "export": str(self.path) if self.path else None,
+                "attention": default_attention(self.blocks[: self.layer]),
                 "export_s": None if self.export_s is None else round(self.export_s, 1),
                 "session_s": round(self.session_s, 1), "calls": self.calls, "torch_calls": self.torch_calls,
                 "verified_max_diff": self.verified, "fallback": self.failed}  # fmt: skip
@@ -253,9 +177,10 @@ class OnnxForward:
         log.info("exporting the model (layer %d) to ONNX under %s (once)", self.layer, folder)
         started = time.perf_counter()
         with write_folder_atomic(folder) as tmp:
-            _Export(self.model, self.blocks, self.layer, self.num_layers).write(tmp, self.heads, self.head_dim)
-            (tmp / "identity.json").write_text(json.dumps({"identity": self.identity, "layer": self.layer,
-                                                          "export": EXPORT_VERSION}, default=str, indent=1))  # fmt: skip
+            graph = GraphExport(self.model, self.blocks, self.layer, self.num_layers)
+            graph.write(tmp, self.heads, self.head_dim)
+            (tmp / "identity.json").write_text(json.dumps({"identity": self.identity, "layer": self.layer, "export": EXPORT_VERSION,
+                                                          "attention": graph.attention}, default=str, indent=1))  # fmt: skip
         self.export_s = time.perf_counter() - started
 
     def _check_room(self, where: Path) -> None:

@@ -1,0 +1,159 @@
+"""The graph the exported-graph backends run: the base model up to the read-out layer, traced once to ONNX.
+
+The graph takes token ids, an additive 4-D attention mask (B, 1, T, P+T), position ids and the shared
+prefix's keys/values (``past_k{i}`` / ``past_v{i}``: batch 1, any length, zero included) and returns the
+hidden states (B, T, H) at the read-out layer (the output of block ``layer - 1``, before any norm, or the
+model's last hidden state at the top). Blocks above the read-out layer are not in it.
+
+Its attention (``attention="grouped"``: since export version 2, every model whose blocks hold their attention
+module as ``self_attn``, which is every packaged model) has no broadcast in it: the
+prefix's keys/values stay batch 1 and are multiplied by a broadcasting matmul, and the query heads that
+share a key/value head are one matmul; the tracer's eager attention (``attention="expanded"``, version 1)
+expanded the prefix to the batch, concatenated it with the batch's keys/values and repeated them per query
+head, which OpenVINO runs as 240 broadcast nodes in smollm2-135m's graph. On a 2-core AMX CPU the grouped
+graph ran the bfloat16 forward 1.13x as fast (docs/performance.md); the vectors are the same to rounding
+(softmax in float32, as the eager attention).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+__all__ = ["GraphExport", "ATTENTIONS", "default_attention", "grouped_attention"]
+
+#: how the graph's attention is written: ``grouped`` (no broadcast; the backends' graph) or ``expanded``
+#: (the tracer's eager attention over an expanded cache: the version-1 graph, kept for A/B benchmarks)
+ATTENTIONS = ("grouped", "expanded")
+_NAME = "prompteol_grouped"
+
+
+def grouped_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
+    """Eager attention (inference) with the prefix's keys/values (batch 1, ``module.prompteol_prefix``) kept
+    apart: scores against the prefix by a broadcasting matmul, the query heads of one key/value head as one
+    matmul, softmax in float32 over prefix and batch together. Same signature as transformers' eager attention."""
+    import torch
+
+    scaling = module.head_dim**-0.5 if scaling is None else scaling
+    b, h, t, d = query.shape
+    groups = key.shape[1]
+    pk, pv = module.prompteol_prefix
+    p = pk.shape[2]
+    q = query.reshape(b, groups, (h // groups) * t, d)  # query head j * rep + r uses key/value head j (repeat_kv)
+    scores = torch.cat([torch.matmul(q, pk.transpose(2, 3)), torch.matmul(q, key.transpose(2, 3))], dim=-1) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.reshape(b, h, t, p + t) + attention_mask[:, :, :, : p + t]
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype).reshape(b, groups, (h // groups) * t, p + t)
+    out = torch.matmul(weights[..., :p], pv) + torch.matmul(weights[..., p:], value)
+    return out.reshape(b, h, t, d).transpose(1, 2).contiguous(), None
+
+
+def default_attention(blocks) -> str:
+    """``grouped`` where every block's attention module is its ``self_attn`` (llama, qwen2, gemma3, opt: the module
+    the prefix is handed to), else ``expanded`` (gpt2's ``attn``, other layouts)."""
+    return "grouped" if all(hasattr(blk, "self_attn") for blk in blocks) else "expanded"
+
+
+class GraphExport:
+    """The base model up to block ``layer`` as a traceable module (:meth:`traced`), and its ONNX file (:meth:`write`)."""
+
+    def __init__(self, model, blocks, layer: int, num_layers: int, attention: str | None = None):
+        import torch
+
+        self.torch = torch
+        self.model, self.blocks, self.layer, self.num_layers = model, list(blocks), layer, num_layers
+        self.attention = default_attention(self.blocks[:layer]) if attention is None else attention
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"unknown attention {attention!r}; one of {ATTENTIONS}")
+        if self.attention == "grouped" and default_attention(self.blocks[:layer]) != "grouped":
+            raise ValueError("attention='grouped' needs every block's attention module as ``self_attn``")
+
+    def module(self):
+        torch = self.torch
+        from transformers import DynamicCache
+
+        model, blocks, layer, top = self.model, self.blocks, self.layer, self.layer == self.num_layers
+        grouped = self.attention == "grouped"
+
+        class Truncated(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = model
+
+            def forward(self, input_ids, attention_mask, position_ids, *past):
+                b = input_ids.shape[0]
+                kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+                if grouped:  # the prefix to each attention module, batch 1; no cache
+                    for i in range(len(past) // 2):
+                        blocks[i].self_attn.prompteol_prefix = (past[2 * i], past[2 * i + 1])
+                    kwargs["use_cache"] = False
+                else:
+                    pairs = [(past[2 * i].expand(b, -1, -1, -1), past[2 * i + 1].expand(b, -1, -1, -1))
+                             for i in range(len(past) // 2)]  # fmt: skip
+                    kwargs.update(past_key_values=DynamicCache(pairs), use_cache=True)
+                got: list = []
+                hook = None
+                if not top:  # the input of block ``layer`` = the output of block ``layer - 1``, before any norm
+                    hook = blocks[layer - 1].register_forward_hook(
+                        lambda mod, args, out: got.append(out[0] if isinstance(out, tuple) else out)
+                    )
+                try:
+                    out = self.m(**kwargs).last_hidden_state
+                finally:
+                    if hook is not None:
+                        hook.remove()
+                    for blk in blocks[: len(past) // 2] if grouped else ():
+                        blk.self_attn.__dict__.pop("prompteol_prefix", None)
+                return out if top else got[-1]
+
+        return Truncated()
+
+    @contextlib.contextmanager
+    def traced(self):
+        """The module of :meth:`module` on the model cut to the read-out layer, with this graph's attention
+        implementation; the model is restored after."""
+        from ...models.loading import find_decoder_layers
+
+        torch = self.torch
+        parent, attr, full = find_decoder_layers(self.model, self.num_layers)
+        impl = getattr(self.model.config, "_attn_implementation", None)
+        want = "eager"  # the additive float mask, plain matmuls
+        if self.attention == "grouped":
+            from transformers import AttentionInterface
+
+            AttentionInterface.register(_NAME, grouped_attention)
+            want = _NAME
+        setattr(parent, attr, torch.nn.ModuleList(list(full)[: self.layer]))  # no block above the read-out layer
+        try:
+            if impl != want:
+                self.model.set_attn_implementation(want)
+            yield self.module()
+        finally:
+            setattr(parent, attr, full)
+            if impl != want:
+                self.model.set_attn_implementation(impl or "eager")
+
+    def write(self, folder: Path, heads: int, head_dim: int) -> None:
+        """Trace and write ``folder/model.onnx`` (the caller makes the folder atomic)."""
+        import warnings
+
+        torch = self.torch
+        b, t, p = 2, 3, 2
+        ids = torch.tensor([[5, 6, 7], [5, 6, 1]])
+        positions = p + torch.tensor([[0, 1, 2], [0, 1, 1]])
+        mask = torch.zeros(b, 1, t, p + t)
+        past, names = [], []
+        axes: dict[str, dict[int, str]] = {"input_ids": {0: "batch", 1: "tokens"}, "position_ids": {0: "batch", 1: "tokens"},
+                                           "attention_mask": {0: "batch", 2: "tokens", 3: "total"},
+                                           "hidden": {0: "batch", 1: "tokens"}}  # fmt: skip
+        for i in range(self.layer):
+            for kind in ("k", "v"):
+                past.append(torch.zeros(1, heads, p, head_dim))
+                names.append(f"past_{kind}{i}")
+                axes[names[-1]] = {2: "past"}
+        with self.traced() as module, warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (ids, mask, positions, *past), str(folder / "model.onnx"), dynamo=False,
+                              opset_version=17, input_names=["input_ids", "attention_mask", "position_ids", *names],
+                              output_names=["hidden"], dynamic_axes=axes)  # fmt: skip
