@@ -12,6 +12,8 @@ swapped):
 * ``grouped``: the same model with an attention written without any broadcast: the prefix's keys/values stay
   batch 1 (a broadcasting matmul), the query heads of one key/value head are grouped into one matmul (this
   script's own copy, which ``grouped-fused`` and ``last-rows`` build on);
+* ``prefix-apart``: only the prefix kept apart (batch 1, a broadcasting matmul), the key/value heads repeated per
+  query head as in the eager attention;
 * ``grouped-fused``: ``grouped`` plus q/k/v projections in one matmul and gate/up in one matmul per block;
 * ``sdpa``: the torch module converted by ``openvino.convert_model`` with torch's SDPA attention, which
   becomes OpenVINO's fused ``ScaledDotProductAttention`` op;
@@ -42,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-VARIANTS = ("export", "expanded", "grouped", "grouped-fused", "sdpa", "last-rows")
+VARIANTS = ("export", "expanded", "prefix-apart", "grouped", "grouped-fused", "sdpa", "last-rows")
 _PREFIX: dict[int, tuple] = {}  # layer -> the prefix's (keys, values), batch 1, set by the traced module
 _LAST: list = []  # the last real token of each row (last-rows), set by the traced module
 
@@ -177,9 +179,9 @@ def _build(variant: str, forward, folder: Path):
     if variant == "export":
         return core.read_model(str(Path(forward.path) / "model.onnx"))
     model, layer = forward.model, forward.layer
-    if variant == "expanded":
+    if variant in ("expanded", "prefix-apart"):  # the backend's other attentions (prompteol.encoder.forward.export)
         folder.mkdir(parents=True, exist_ok=True)
-        GraphExport(model, forward.blocks, layer, forward.num_layers, "expanded").write(folder, forward.heads, forward.head_dim)
+        GraphExport(model, forward.blocks, layer, forward.num_layers, variant).write(folder, forward.heads, forward.head_dim)
         return core.read_model(str(folder / "model.onnx"))
     top = layer == forward.num_layers
     parent, attr, full = find_decoder_layers(model, forward.num_layers)

@@ -24,8 +24,8 @@ __all__ = ["GraphExport", "ATTENTIONS", "default_attention", "grouped_attention"
 
 #: how the graph's attention is written: ``grouped`` (no broadcast; the backends' graph) or ``expanded``
 #: (the tracer's eager attention over an expanded cache: the version-1 graph, kept for A/B benchmarks)
-ATTENTIONS = ("grouped", "expanded")
-_NAME = "prompteol_grouped"
+ATTENTIONS = ("grouped", "prefix-apart", "expanded")
+_NAMES = {"grouped": "prompteol_grouped", "prefix-apart": "prompteol_prefix_apart"}
 
 
 def grouped_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
@@ -49,6 +49,32 @@ def grouped_attention(module, query, key, value, attention_mask, scaling=None, d
     return out.reshape(b, h, t, d).transpose(1, 2).contiguous(), None
 
 
+def prefix_apart_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None,
+                           **kwargs):  # fmt: skip
+    """As :func:`grouped_attention`, with the key/value heads repeated for their query heads (as the eager attention
+    does) instead of the query heads grouped: only the prefix is kept apart (batch 1)."""
+    import torch
+
+    scaling = module.head_dim**-0.5 if scaling is None else scaling
+    b, h, t, d = query.shape
+    pk, pv = module.prompteol_prefix
+    p, rep = pk.shape[2], h // key.shape[1]
+
+    def heads(x):  # transformers' repeat_kv: key/value head j serves query heads j * rep ... j * rep + rep - 1
+        return x if rep == 1 else x[:, :, None].expand(x.shape[0], x.shape[1], rep, x.shape[2], d).reshape(x.shape[0], h, x.shape[2], d)
+
+    scores = torch.cat([torch.matmul(query, heads(pk).transpose(2, 3)), torch.matmul(query, heads(key).transpose(2, 3))],
+                       dim=-1) * scaling  # fmt: skip
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    weights = torch.softmax(scores + attention_mask[:, :, :, : p + t], dim=-1, dtype=torch.float32).to(query.dtype)
+    out = torch.matmul(weights[..., :p], heads(pv)) + torch.matmul(weights[..., p:], heads(value))
+    return out.transpose(1, 2).contiguous(), None
+
+
+_FUNCTIONS = {"grouped": grouped_attention, "prefix-apart": prefix_apart_attention}
+
+
 def default_attention(blocks) -> str:
     """``grouped`` where every block's attention module is its ``self_attn`` (llama, qwen2, gemma3, opt: the module
     the prefix is handed to), else ``expanded`` (gpt2's ``attn``, other layouts)."""
@@ -66,15 +92,15 @@ class GraphExport:
         self.attention = default_attention(self.blocks[:layer]) if attention is None else attention
         if self.attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {attention!r}; one of {ATTENTIONS}")
-        if self.attention == "grouped" and default_attention(self.blocks[:layer]) != "grouped":
-            raise ValueError("attention='grouped' needs every block's attention module as ``self_attn``")
+        if self.attention != "expanded" and default_attention(self.blocks[:layer]) == "expanded":
+            raise ValueError(f"attention={self.attention!r} needs every block's attention module as ``self_attn``")
 
     def module(self):
         torch = self.torch
         from transformers import DynamicCache
 
         model, blocks, layer, top = self.model, self.blocks, self.layer, self.layer == self.num_layers
-        grouped = self.attention == "grouped"
+        grouped = self.attention != "expanded"  # the prefix handed to the attention modules
 
         class Truncated(torch.nn.Module):
             def __init__(self):
@@ -119,11 +145,11 @@ class GraphExport:
         parent, attr, full = find_decoder_layers(self.model, self.num_layers)
         impl = getattr(self.model.config, "_attn_implementation", None)
         want = "eager"  # the additive float mask, plain matmuls
-        if self.attention == "grouped":
+        if self.attention in _NAMES:
             from transformers import AttentionInterface
 
-            AttentionInterface.register(_NAME, grouped_attention)
-            want = _NAME
+            want = _NAMES[self.attention]
+            AttentionInterface.register(want, _FUNCTIONS[self.attention])
         setattr(parent, attr, torch.nn.ModuleList(list(full)[: self.layer]))  # no block above the read-out layer
         try:
             if impl != want:
