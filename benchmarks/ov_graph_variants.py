@@ -5,9 +5,9 @@ AVX512-BF16 machine. This script tests the obvious graph-level levers, each agai
 in one run, bfloat16, two streams, on the same token ids (the encoder's batches; only the compiled graph is
 swapped):
 
-* ``export``: the backend's graph as it is on disk (since export version 2 the ``grouped`` attention below:
-  :mod:`prompteol.encoder.forward.export`);
-* ``expanded``: the version-1 graph (``torch.onnx``, eager attention: the prefix's keys/values expanded to the
+* ``export``: the backend's graph as it is on disk (the ``grouped`` attention below where a key/value head serves
+  at most 4 query heads, else ``expanded``: ``default_attention`` in :mod:`prompteol.encoder.forward.export`);
+* ``expanded``: the first graph (``torch.onnx``, eager attention: the prefix's keys/values expanded to the
   batch and concatenated, grouped-query heads repeated; OpenVINO runs those broadcasts in a reference kernel);
 * ``grouped``: the same model with an attention written without any broadcast: the prefix's keys/values stay
   batch 1 (a broadcasting matmul), the query heads of one key/value head are grouped into one matmul (this

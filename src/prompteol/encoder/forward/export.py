@@ -5,14 +5,21 @@ prefix's keys/values (``past_k{i}`` / ``past_v{i}``: batch 1, any length, zero i
 hidden states (B, T, H) at the read-out layer (the output of block ``layer - 1``, before any norm, or the
 model's last hidden state at the top). Blocks above the read-out layer are not in it.
 
-Its attention (``attention="grouped"``: since export version 2, every model whose blocks hold their attention
-module as ``self_attn``, which is every packaged model) has no broadcast in it: the
-prefix's keys/values stay batch 1 and are multiplied by a broadcasting matmul, and the query heads that
-share a key/value head are one matmul; the tracer's eager attention (``attention="expanded"``, version 1)
-expanded the prefix to the batch, concatenated it with the batch's keys/values and repeated them per query
-head, which OpenVINO runs as 240 broadcast nodes in smollm2-135m's graph. On a 2-core AMX CPU the grouped
-graph ran the bfloat16 forward 1.13x as fast (docs/performance.md); the vectors are the same to rounding
-(softmax in float32, as the eager attention).
+Two ways to write its attention (:func:`default_attention` picks one per model, from measurements):
+
+* ``grouped`` has no broadcast in it: the prefix's keys/values stay batch 1 and are multiplied by a
+  broadcasting matmul, and the query heads that share a key/value head are one matmul. Used where a key/value
+  head serves at most :data:`GROUPED_MAX_QUERY_HEADS` query heads (smollm2-135m: 3, gemma3-270m: 4).
+* ``expanded`` is the tracer's eager attention: the prefix expanded to the batch and concatenated with the
+  batch's keys/values, which are repeated per query head (OpenVINO runs those as broadcast nodes: 240 in
+  smollm2-135m's graph). Used elsewhere (the two Qwen models: 7 and 6 query heads a key/value head), and where
+  the blocks do not hold their attention module as ``self_attn`` (gpt2), which ``grouped`` hands the prefix to.
+
+OpenVINO bfloat16, 2 threads, a 2-core AMX CPU, rounds alternated in one run (``benchmarks/ov_graph_variants.py``,
+docs/performance.md): ``grouped`` / ``expanded`` 1.10-1.15x on smollm2-135m, 1.09x on gemma3-270m, 0.90-0.94x
+on qwen2.5-coder-0.5b; float32 on smollm2-135m 1.00x (its time is in the matrix products). The vectors are the
+same to rounding (softmax in float32, as the eager attention). ``prefix-apart`` (only the prefix kept at batch
+1) was measured too and is kept for such A/B runs only.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-__all__ = ["GraphExport", "ATTENTIONS", "default_attention", "grouped_attention"]
+__all__ = ["GraphExport", "ATTENTIONS", "GROUPED_MAX_QUERY_HEADS", "default_attention", "grouped_attention"]
 
-#: how the graph's attention is written: ``grouped`` (no broadcast; the backends' graph) or ``expanded``
-#: (the tracer's eager attention over an expanded cache: the version-1 graph, kept for A/B benchmarks)
+#: how the graph's attention is written (module docstring); ``prefix-apart`` is for A/B benchmarks only
 ATTENTIONS = ("grouped", "prefix-apart", "expanded")
+#: ``grouped`` where a key/value head serves at most this many query heads: measured faster than ``expanded``
+#: at 3 and 4 (smollm2-135m, gemma3-270m), slower at 7 (qwen2.5-coder-0.5b)
+GROUPED_MAX_QUERY_HEADS = 4
 _NAMES = {"grouped": "prompteol_grouped", "prefix-apart": "prompteol_prefix_apart"}
 
 
@@ -76,9 +85,12 @@ _FUNCTIONS = {"grouped": grouped_attention, "prefix-apart": prefix_apart_attenti
 
 
 def default_attention(blocks) -> str:
-    """``grouped`` where every block's attention module is its ``self_attn`` (llama, qwen2, gemma3, opt: the module
-    the prefix is handed to), else ``expanded`` (gpt2's ``attn``, other layouts)."""
-    return "grouped" if all(hasattr(blk, "self_attn") for blk in blocks) else "expanded"
+    """``grouped`` where every block's attention module is its ``self_attn`` (the module the prefix is handed to)
+    and a key/value head serves at most :data:`GROUPED_MAX_QUERY_HEADS` query heads, else ``expanded``."""
+    if not all(hasattr(blk, "self_attn") for blk in blocks):
+        return "expanded"
+    groups = max((int(getattr(blk.self_attn, "num_key_value_groups", 1) or 1) for blk in blocks), default=1)
+    return "grouped" if groups <= GROUPED_MAX_QUERY_HEADS else "expanded"
 
 
 class GraphExport:
@@ -92,7 +104,7 @@ class GraphExport:
         self.attention = default_attention(self.blocks[:layer]) if attention is None else attention
         if self.attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {attention!r}; one of {ATTENTIONS}")
-        if self.attention != "expanded" and default_attention(self.blocks[:layer]) == "expanded":
+        if self.attention != "expanded" and not all(hasattr(blk, "self_attn") for blk in self.blocks[:layer]):
             raise ValueError(f"attention={self.attention!r} needs every block's attention module as ``self_attn``")
 
     def module(self):

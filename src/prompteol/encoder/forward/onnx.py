@@ -44,9 +44,9 @@ __all__ = ["OnnxForward", "onnx_forward", "EXPORT_VERSION", "TOLERANCE", "RUNTIM
 
 log = logging.getLogger(__name__)
 
-#: bumped whenever the exported graph changes (inputs, outputs, how it is traced): a new export.
-#: 2: the attention without broadcasts (:mod:`prompteol.encoder.forward.export`)
-EXPORT_VERSION = 2
+#: bumped whenever the exported graph changes (inputs, outputs, how it is traced): a new export. A graph whose
+#: attention is not the version-1 ``expanded`` one has its own key too (:mod:`prompteol.encoder.forward.export`)
+EXPORT_VERSION = 1
 #: the first call's check: float32, max abs difference relative to max(1, max |hidden|), as fused float32;
 #: bfloat16 (OpenVINO), 1 - the lowest cosine to torch's float32 hidden states, as fused 16-bit
 TOLERANCE = 1e-4
@@ -113,6 +113,9 @@ class OnnxForward:
 
         ident = {"identity": self.identity, "layer": self.layer, "layers": self.num_layers, "export": EXPORT_VERSION,
                  "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__}  # fmt: skip
+        attention = default_attention(self.blocks[: self.layer])
+        if attention != "expanded":
+            ident["attention"] = attention
         dtype = str(next(self.model.parameters()).dtype)
         if dtype != "torch.float32":  # the graph holds the weights in the dtype they were traced in
             ident["dtype"] = dtype
