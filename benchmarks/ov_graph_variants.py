@@ -10,8 +10,9 @@ swapped):
 * ``expanded``: the first graph (``torch.onnx``, eager attention: the prefix's keys/values expanded to the
   batch and concatenated, grouped-query heads repeated; OpenVINO runs those broadcasts in a reference kernel);
 * ``grouped``: the same model with an attention written without any broadcast: the prefix's keys/values stay
-  batch 1 (a broadcasting matmul), the query heads of one key/value head are grouped into one matmul (this
-  script's own copy, which ``grouped-fused`` and ``last-rows`` build on);
+  batch 1 (a broadcasting matmul), the query heads of one key/value head are grouped into one matmul (the
+  backend's ``grouped`` graph, whatever the model's default; ``grouped-fused`` and ``last-rows`` build on this
+  script's own copy of that attention);
 * ``prefix-apart``: only the prefix kept apart (batch 1, a broadcasting matmul), the key/value heads repeated per
   query head as in the eager attention;
 * ``grouped-fused``: ``grouped`` plus q/k/v projections in one matmul and gate/up in one matmul per block;
@@ -179,7 +180,7 @@ def _build(variant: str, forward, folder: Path):
     if variant == "export":
         return core.read_model(str(Path(forward.path) / "model.onnx"))
     model, layer = forward.model, forward.layer
-    if variant in ("expanded", "prefix-apart"):  # the backend's other attentions (prompteol.encoder.forward.export)
+    if variant in ("expanded", "prefix-apart", "grouped"):  # the backend's attentions (prompteol.encoder.forward.export)
         folder.mkdir(parents=True, exist_ok=True)
         GraphExport(model, forward.blocks, layer, forward.num_layers, variant).write(folder, forward.heads, forward.head_dim)
         return core.read_model(str(folder / "model.onnx"))
