@@ -464,3 +464,28 @@ def test_two_sweeps_on_one_output_refuse(data_dir, test_cache_dir, tmp_path, cap
     with FileLock(out / ".scale.lock", "held"):
         assert main(_sweep_argv(test_cache_dir, data_dir, out, ("tiny-random-llama",), "none")) == 2
     assert "another `prompteol scale` is writing into" in capsys.readouterr().err
+
+
+def test_plot_series_one_line_per_setting_whatever_layer_each_model_reads():
+    """A preset that picks its layer per model is one line; plain PromptEOL at several layers of one model is a line
+    at the layer most models share and markers for the others; a colour per setting."""
+    from prompteol.scale.plots import _colors, _series
+
+    def row(model, params, demo, layer, value):
+        return {"status": "ok", "model": model, "num_parameters": params, "demo": demo, "layer": layer,
+                "demonstrations": "", "sts_avg": value}  # fmt: skip
+
+    rows = [row("a", 1e8, "none", -1, 60.0), row("b", 1e9, "none", -1, 70.0), row("a", 1e8, "none", -6, 62.0),
+            row("a", 1e8, "best-training-free", -6, 74.0), row("b", 1e9, "best-training-free", -1, 76.0),
+            row("b", 1e9, "paper", -1, 75.0), {**row("c", 2e9, "paper", -1, 1.0), "status": "failed"}]  # fmt: skip
+    series = _series(rows, "sts_avg")
+    assert list(series) == ["none, layer -1", "none, other layers", "best-training-free, its own layer per model",
+                            "paper, layer -1"]  # fmt: skip
+    assert series["none, layer -1"].joined and [p[1] for p in series["none, layer -1"].points] == [60.0, 70.0]
+    assert not series["none, other layers"].joined and series["none, other layers"].points == [(1e8, 62.0, "a", -6)]
+    btf = series["best-training-free, its own layer per model"]
+    assert btf.joined and [(p[1], p[3]) for p in btf.points] == [(74.0, -6), (76.0, -1)]
+    colors = _colors(series.values())
+    assert list(colors) == ["none", "best-training-free", "paper"] and len(set(map(str, colors.values()))) == 3
+    single = _series([row("a", 1e8, "none", -1, 60.0), row("b", 1e9, "none", -1, 70.0)], "sts_avg")
+    assert list(single) == ["none"]  # one layer in the whole report: no layer in the label

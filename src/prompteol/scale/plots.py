@@ -8,27 +8,52 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .report import _PUBLISHED_LABEL, PUBLISHED_OPT, PUBLISHED_OPT_TRANSFER, STS_COLUMNS, _demo_label, fmt_params
 
 __all__ = ["plot_sts_avg", "plot_transfer_avg", "plot_sts_tasks"]
 
 
-def _series(rows: list[dict], value: str) -> dict[str, list[tuple[float, float, str]]]:
-    """``{label: [(parameters, value, model), ...]}`` of the ok cells that have ``value``."""
-    layers = {r["layer"] for r in rows if r["status"] == "ok"}
-    out: dict[str, list[tuple[float, float, str]]] = {}
+class Series(NamedTuple):
+    """One drawn series: ``points`` ``[(parameters, value, model, layer), ...]`` by parameters; ``setting`` (its
+    colour); ``joined``: a line through the points (one per model), else markers alone, each named by its layer."""
+
+    setting: str
+    points: list[tuple[float, float, str, int]]
+    joined: bool
+
+
+def _series(rows: list[dict], value: str) -> dict[str, Series]:
+    """``{label: Series}`` of the ok cells that have ``value``: one line per demonstration setting across the
+    models, whatever layer each model's cell reads (a preset such as ``best-training-free`` picks its own layer
+    per model; the points are then named by their layer); where a setting has several layers for one model (plain
+    PromptEOL at the last layer and at each model's best layer), the layer most models share is the line and the
+    others are markers of the same colour, each named by its layer."""
+    every_layer = {r["layer"] for r in rows if r["status"] == "ok"}
+    by_setting: dict[str, list[tuple[float, float, str, int]]] = {}
     for r in rows:
         v, n = r.get(value), r.get("num_parameters")
         if r["status"] != "ok" or not isinstance(v, (int, float)) or not isinstance(n, (int, float)) or n <= 0:
             continue
-        label = str(r["demo"]) if "|" not in str(r["demo"]) else _demo_label(r)
-        if len(layers) > 1:
-            label += f", layer {r['layer']}"
-        out.setdefault(label, []).append((float(n), float(v), _short(str(r["model"]))))
-    for points in out.values():
+        setting = str(r["demo"]) if "|" not in str(r["demo"]) else _demo_label(r)
+        by_setting.setdefault(setting, []).append((float(n), float(v), _short(str(r["model"])), int(r["layer"])))
+    out: dict[str, Series] = {}
+    for setting, points in by_setting.items():
         points.sort()
+        layers = {p[3] for p in points}
+        per_model: dict[str, set[int]] = {}
+        for p in points:
+            per_model.setdefault(p[2], set()).add(p[3])
+        if all(len(ls) == 1 for ls in per_model.values()):  # one cell per model: one line
+            label = setting if len(every_layer) == 1 else f"{setting}, layer {points[0][3]}" if len(layers) == 1 else (
+                f"{setting}, its own layer per model")  # fmt: skip
+            out[label] = Series(setting, points, True)
+            continue
+        counts = {layer: sum(layer in ls for ls in per_model.values()) for layer in layers}
+        main = max(sorted(layers, reverse=True), key=lambda layer: counts[layer])  # ties: the layer nearest the top
+        out[f"{setting}, layer {main}"] = Series(setting, [p for p in points if p[3] == main], True)
+        out[f"{setting}, other layers"] = Series(setting, [p for p in points if p[3] != main], False)
     return out
 
 
@@ -61,14 +86,20 @@ def _params_axis(ax, xs: list[float] | None = None, minor: bool = True) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _draw_ours(ax, series: dict, colors: dict, small: bool = False) -> dict[str, float]:
-    """Our lines (one per demonstration setting); returns ``{model: parameters}`` of the points drawn."""
+def _draw_ours(ax, series: dict[str, Series], colors: dict, small: bool = False) -> dict[str, float]:
+    """Our series (colour: the setting); returns ``{model: parameters}`` of the points drawn. Markers alone, and the
+    points of a line whose layer differs between models, are named by their layer (not in the small panels)."""
     models: dict[str, float] = {}
-    for label, points in series.items():
-        xs, ys, names = zip(*points)
-        ax.plot(xs, ys, marker="o", linestyle="-", linewidth=1.8, markersize=4 if small else 6, color=colors[label],
-                label=label, zorder=3)  # fmt: skip
-        for x, _, name in points:
+    size = 4 if small else 6
+    for label, one in series.items():
+        xs, ys, names, layers = zip(*one.points)
+        style = {"linestyle": "-", "marker": "o"} if one.joined else {"linestyle": "none", "marker": "D"}
+        ax.plot(xs, ys, linewidth=1.8, markersize=size, color=colors[one.setting], label=label, zorder=3, **style)
+        if not small and (not one.joined or len(set(layers)) > 1):
+            for x, y, layer in zip(xs, ys, layers):
+                ax.annotate(f"L{layer}", (x, y), xytext=(5, -3), textcoords="offset points", fontsize=7,
+                            color=colors[one.setting])  # fmt: skip
+        for x, name in zip(xs, names):
             models.setdefault(name, x)
     return models
 
@@ -93,11 +124,13 @@ def _name_models(ax, models: dict[str, float]) -> None:
 _PUB_STYLE = {"color": "0.45", "linestyle": "--", "linewidth": 1.2, "markerfacecolor": "white"}
 
 
-def _colors(labels: Iterable[str]) -> dict[str, Any]:
+def _colors(series: Iterable[Series]) -> dict[str, Any]:
+    """One colour per demonstration setting, in the order the settings first appear."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
-    return {label: cmap(i % 10) for i, label in enumerate(labels)}
+    settings = list(dict.fromkeys(one.setting for one in series))
+    return {setting: cmap(i % 10) for i, setting in enumerate(settings)}
 
 
 def _new_figure(width: float, height: float):
@@ -118,7 +151,7 @@ def plot_sts_avg(rows: list[dict], path: Path) -> Path:
     series = _series(rows, "sts_avg")
     fig = _new_figure(8, 5)
     ax = fig.add_subplot()
-    models = _draw_ours(ax, series, _colors(series))
+    models = _draw_ours(ax, series, _colors(series.values()))
     pub = list(PUBLISHED_OPT.values())
     ax.plot([p[0] for p in pub], [p[2] for p in pub], marker="o", label=f"{_PUBLISHED_LABEL}: one demonstration",
             **_PUB_STYLE)  # fmt: skip
@@ -141,7 +174,7 @@ def plot_transfer_avg(rows: list[dict], path: Path) -> Path:
     series = _series(rows, "transfer_avg")
     fig = _new_figure(8, 5)
     ax = fig.add_subplot()
-    models = _draw_ours(ax, series, _colors(series))
+    models = _draw_ours(ax, series, _colors(series.values()))
     for name, (params, value) in PUBLISHED_OPT_TRANSFER.items():
         ax.plot([params], [value], marker="*", markersize=11, linestyle="none", color="0.45",
                 label=f"{_PUBLISHED_LABEL}: {name}, one demonstration")  # fmt: skip
@@ -160,8 +193,7 @@ def plot_transfer_avg(rows: list[dict], path: Path) -> Path:
 
 def plot_sts_tasks(rows: list[dict], path: Path) -> Path:
     per_task = {name: _series(rows, name) for name in STS_COLUMNS}
-    labels = list(dict.fromkeys(label for s in per_task.values() for label in s))
-    colors = _colors(labels)
+    colors = _colors(one for s in per_task.values() for one in s.values())
     fig = _new_figure(13, 6.5)
     axes = fig.subplots(2, 4, sharex=True)
     pub = list(PUBLISHED_OPT.values())
