@@ -122,3 +122,31 @@ def test_cache_commands(tmp_path, capsys):
     assert str(tmp_path) in capsys.readouterr().out
     assert main(["--cache-dir", str(tmp_path), "cache", "clear"]) == 0
     assert "deleted 0" in capsys.readouterr().out
+
+
+def test_cache_exports_lists_and_removes_the_backends_graphs(tmp_path, capsys):
+    """Two exports as the backends write them (a folder per key with model.onnx and identity.json, a lock beside it)
+    and one left incomplete: listed with their sizes and graphs, removed by key or all, an unknown key refused."""
+    base = ["--cache-dir", str(tmp_path), "cache", "exports"]
+    assert main(base) == 0 and ": 0, 0 B" in capsys.readouterr().out  # no onnx folder yet
+    for key, attention in (("aaaa", "grouped"), ("bbbb", None)):
+        folder = tmp_path / "onnx" / key
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(b"x" * 2048)
+        ident = {"identity": {"weights": {"weights": f"sha256:{key}"}}, "layer": 30, "export": 1}
+        (folder / "identity.json").write_text(json.dumps({**ident, **({"attention": attention} if attention else {})}))
+        (tmp_path / "onnx" / f"{key}.lock").touch()
+    (tmp_path / "onnx" / "cccc").mkdir()  # an export that never finished
+    assert main([*base, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = {r["key"]: r for r in doc["exports"]}
+    assert set(rows) == {"aaaa", "bbbb", "cccc"} and rows["aaaa"]["attention"] == "grouped"
+    assert rows["bbbb"]["attention"] == "expanded" and rows["bbbb"]["weights"] == "sha256:bbbb" and rows["bbbb"]["layer"] == 30
+    assert rows["aaaa"]["bytes"] > 2048 and rows["cccc"]["complete"] is False and rows["cccc"]["attention"] is None
+    assert main(base) == 0 and "incomplete" in capsys.readouterr().out
+    assert main([*base, "--clear", "zzzz"]) == 2 and "no export zzzz" in capsys.readouterr().err
+    assert main([*base, "--clear", "aaaa"]) == 0 and "removed 1 export" in capsys.readouterr().out
+    assert not (tmp_path / "onnx" / "aaaa").exists() and not (tmp_path / "onnx" / "aaaa.lock").exists()
+    assert (tmp_path / "onnx" / "bbbb").is_dir()
+    assert main([*base, "--clear"]) == 0 and "removed 2 export" in capsys.readouterr().out
+    assert not [p for p in (tmp_path / "onnx").iterdir() if p.is_dir()]

@@ -1,4 +1,4 @@
-"""``prompteol cache``: where the embedding cache lives, what it holds, and clearing it.
+"""``prompteol cache``: where the embedding cache lives, what it holds, and clearing it; the backends' graph exports.
 
 Both ``info`` and ``clear`` work on a damaged file: opening the cache moves a damaged file
 aside (see :mod:`prompteol.cache.store`), ``info`` reports it and ``clear`` also deletes the damaged
@@ -13,7 +13,7 @@ import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("cache", help="inspect or clear the persistent embedding cache")
+    p = sub.add_parser("cache", help="inspect or clear the persistent embedding cache and the graph exports")
     csub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     csub.add_parser("path", help="print the cache file").set_defaults(func=run_path)
     info = csub.add_parser("info", help="the state of the cache file and its vectors per encoder fingerprint")
@@ -26,6 +26,12 @@ def register(sub) -> None:
     cl = csub.add_parser("clear", help="delete cached vectors (all, or one fingerprint) and damaged copies")
     cl.add_argument("--fingerprint", default=None)
     cl.set_defaults(func=run_clear)
+    ex = csub.add_parser("exports", help="the graph exports of the onnxruntime/openvino backends (size, layer, "
+                         "graph); --clear removes them")  # fmt: skip
+    ex.add_argument("--clear", nargs="*", metavar="KEY", default=None,
+                    help="remove these exports (their keys, as listed), or every export without a key")  # fmt: skip
+    ex.add_argument("--json", action="store_true", help="print one JSON document instead of the list")
+    ex.set_defaults(func=run_exports)
 
 
 def run_path(args: argparse.Namespace) -> int:
@@ -130,4 +136,63 @@ def run_clear(args: argparse.Namespace) -> int:
         if removed:
             print(f"removed {len(removed)} damaged cop{'y' if len(removed) == 1 else 'ies'} of the cache file")
     print(f"deleted {n} cached vector(s)")
+    return 0
+
+
+def _exports_folder(args: argparse.Namespace):
+    from ..paths import cache_root
+
+    return cache_root(getattr(args, "cache_dir", None)) / "onnx"
+
+
+def _exports(folder) -> list[dict]:
+    """The graph exports under ``folder`` (one sub-folder each: ``model.onnx`` + ``identity.json``), newest first."""
+    rows = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        files = [f for f in sub.rglob("*") if f.is_file()]
+        try:
+            ident = json.loads((sub / "identity.json").read_text())
+        except (OSError, ValueError):
+            ident = {}
+        weights = ident.get("identity", {}).get("weights") if isinstance(ident.get("identity"), dict) else None
+        rows.append({"key": sub.name, "path": str(sub), "bytes": sum(f.stat().st_size for f in files),
+                     "modified": max((f.stat().st_mtime for f in files), default=sub.stat().st_mtime),
+                     "complete": (sub / "model.onnx").is_file(), "layer": ident.get("layer"),
+                     "export": ident.get("export"), "attention": ident.get("attention", "expanded" if ident else None),
+                     "weights": weights.get("weights") if isinstance(weights, dict) else weights})  # fmt: skip
+    return sorted(rows, key=lambda r: -r["modified"])
+
+
+def run_exports(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import shutil
+
+    folder = _exports_folder(args)
+    rows = _exports(folder)
+    if args.clear is not None:
+        keys = set(args.clear) if args.clear else {r["key"] for r in rows}
+        unknown = sorted(keys - {r["key"] for r in rows})
+        if unknown:
+            print(f"error: no export {', '.join(unknown)} under {folder}", file=sys.stderr)
+            return 2
+        for row in rows:
+            if row["key"] in keys:
+                shutil.rmtree(row["path"])
+                (folder / f"{row['key']}.lock").unlink(missing_ok=True)
+        freed = sum(r["bytes"] for r in rows if r["key"] in keys)
+        print(f"removed {len(keys)} export(s) under {folder} ({_size(freed)}); they are made again on first use")
+        return 0
+    if getattr(args, "json", False):
+        print(json.dumps({"schema": "prompteol.exports/1", "folder": str(folder), "exports": rows}, indent=2, default=str))
+        return 0
+    total = sum(r["bytes"] for r in rows)
+    print(f"Graph exports (backend onnxruntime / openvino) under {folder}: {len(rows)}, {_size(total)}")
+    for r in rows:
+        when = dt.datetime.fromtimestamp(r["modified"]).strftime("%Y-%m-%d %H:%M")
+        state = "" if r["complete"] else "  (incomplete: no model.onnx)"
+        print(f"  {r['key']}  {_size(r['bytes']):>9}  {when}  layer {r['layer']}  attention {r['attention']}  "
+              f"{str(r['weights'])[:40]}{state}")  # fmt: skip
+    if rows:
+        print("An export is reused only by the same weights, layer, torch/transformers versions and graph; one made by "
+              "another version is never read again. `prompteol cache exports --clear [KEY ...]` removes them.")  # fmt: skip
     return 0
