@@ -44,8 +44,10 @@ def test_grouped_attention_equals_the_expanded_one(test_cache_dir, arch, prefix,
     got = {}
     for attention in ATTENTIONS:
         with GraphExport(model, blocks, layer, n, attention).traced() as module, torch.no_grad():
+            assert not module.training and not model.training
             got[attention] = module(*args)
     assert len(runner.all_blocks()) == n and model.config._attn_implementation == impl  # the model as it was
+    assert model.training is False
     assert got["grouped"].shape == (2, 4, cfg.hidden_size)
     for attention in ATTENTIONS[:-1]:
         diff = (got[attention] - got["expanded"])[real].abs().max()

@@ -190,3 +190,17 @@ def test_an_export_that_would_not_fit_is_refused_with_the_numbers(test_cache_dir
     fallback = enc.describe()["backend"]["fallback"]
     assert "not enough free memory" in fallback and "GB free" in fallback
     assert not list(tmp_path.glob("onnx/*/model.onnx"))
+
+
+@pytest.mark.parametrize("arch", ["tiny-random-opt", "tiny-random-gpt2"])
+def test_models_with_dropout_give_torchs_vectors_and_stay_in_eval_mode(test_cache_dir, tmp_path, arch):
+    """An export used to leave the model in training mode (torch.onnx.export restores the mode of the module it is
+    given, a new one: training), so models with dropout (opt, gpt2) failed the first call's check and gave other
+    vectors on the torch path after it."""
+    ref, enc = _fresh(arch, test_cache_dir, tmp_path, "torch"), _fresh(arch, test_cache_dir, tmp_path)
+    assert enc.runner.model.config.to_dict().get("dropout", 0) or enc.runner.model.config.to_dict().get("resid_pdrop", 0)
+    got = enc.encode(SENTENCES, batch_size=2)
+    assert np.abs(got - ref.encode(SENTENCES, batch_size=2)).max() < 1e-4
+    state = enc.describe()["backend"]
+    assert state["active"] and state["fallback"] is None and state["calls"] >= 3
+    assert enc.runner.model.training is False

@@ -162,15 +162,20 @@ class GraphExport:
 
             want = _NAMES[self.attention]
             AttentionInterface.register(want, _FUNCTIONS[self.attention])
+        training = self.model.training
         setattr(parent, attr, torch.nn.ModuleList(list(full)[: self.layer]))  # no block above the read-out layer
         try:
             if impl != want:
                 self.model.set_attn_implementation(want)
-            yield self.module()
+            # in eval mode, and left as it was: torch.onnx.export restores the mode the module it is given had, and a
+            # new module is in training mode, which used to leave the model training after an export (dropout on: the
+            # torch calls after it, the first call's check included, gave other vectors on opt and gpt2)
+            yield self.module().eval()
         finally:
             setattr(parent, attr, full)
             if impl != want:
                 self.model.set_attn_implementation(impl or "eager")
+            self.model.train(training)
 
     def write(self, folder: Path, heads: int, head_dim: int) -> None:
         """Trace and write ``folder/model.onnx`` (the caller makes the folder atomic)."""
