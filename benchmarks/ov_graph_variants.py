@@ -29,7 +29,9 @@ the share of the graph's node time in OpenVINO's ``FullyConnected`` (the matrix 
         -o docs/results/ov_graph_variants_smollm2-135m_avx512bf16.json
 
 ``--precision f32`` compiles every variant in float32 instead (its accuracy columns then compare float32 with
-float32).
+float32); ``--runtime onnxruntime`` runs the variants' files in ONNX Runtime (float32, the backend's session
+options; the encoder's calls stay those of the OpenVINO encoder: ``--batch-size`` sentences per stream, two
+streams' worth a call).
 """
 
 from __future__ import annotations
@@ -268,6 +270,16 @@ def _build(variant: str, forward, folder: Path):
         model.set_attn_implementation(impl)
 
 
+def _ort_session(path: Path, threads: int):
+    """ONNX Runtime on ``path`` with the backend's session options (``OnnxForward._session``)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -278,6 +290,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--precision", default="bf16", choices=("bf16", "f32"), help="OpenVINO's inference precision")
+    p.add_argument("--runtime", default="openvino", choices=("openvino", "onnxruntime"),
+                   help="run the variants' graphs in this runtime (onnxruntime: float32, no node profile)")  # fmt: skip
     p.add_argument("--work-dir", default="/tmp/prompteol_ov_variants", help="where the variants' graphs are written")
     p.add_argument("--data-dir", default=None)
     p.add_argument("-o", "--output", default=None, help="write the JSON record here (atomically)")
@@ -301,15 +315,21 @@ def main() -> None:
         started = time.perf_counter()
         graph = _build(name, forward, Path(args.work_dir) / f"{args.model}-{name}")
         ops = collections.Counter(op.get_type_name() for op in graph.get_ops())
-        session = _LastRowsSession if name == "last-rows" else _OpenVinoSession
-        sessions[name] = session(core.compile_model(graph, "CPU", props), forward.streams)
-        profiled = session(core.compile_model(graph, "CPU", {**props, "PERF_COUNT": True}), forward.streams)
-        forward.session = profiled
-        enc.encode(timed[:256], batch_size=args.batch_size, use_embedding_cache=False)
         node_s: collections.Counter = collections.Counter()
-        for request in profiled.requests:  # the last batch each request ran
-            for info in request.profiling_info:
-                node_s[info.node_type] += info.real_time.total_seconds()
+        if args.runtime == "onnxruntime":  # the graph's file in ONNX Runtime, as the backend opens it; no profile
+            if name in ("sdpa", "last-rows"):
+                raise SystemExit(f"variant {name} runs on OpenVINO only")
+            path = Path(forward.path) / "model.onnx" if name == "export" else Path(args.work_dir) / f"{args.model}-{name}" / "model.onnx"
+            sessions[name] = _ort_session(path, args.threads)
+        else:
+            session = _LastRowsSession if name == "last-rows" else _OpenVinoSession
+            sessions[name] = session(core.compile_model(graph, "CPU", props), forward.streams)
+            profiled = session(core.compile_model(graph, "CPU", {**props, "PERF_COUNT": True}), forward.streams)
+            forward.session = profiled
+            enc.encode(timed[:256], batch_size=args.batch_size, use_embedding_cache=False)
+            for request in profiled.requests:  # the last batch each request ran
+                for info in request.profiling_info:
+                    node_s[info.node_type] += info.real_time.total_seconds()
         forward.session = sessions[name]
         vectors = enc.encode(subset.sentences, batch_size=args.batch_size, use_embedding_cache=False)
         cos = cosine_rows(vectors, ref_dev)
@@ -317,10 +337,10 @@ def main() -> None:
         total = sum(node_s.values()) or 1.0
         rows[name] = {"variant": name, "prepare_s": round(time.perf_counter() - started, 1), "rates": [],
                       "ops": {k: ops.get(k, 0) for k in ("MatMul", "Broadcast", "ScaledDotProductAttention", "Concat")},
-                      "fully_connected_share": round(node_s.get("FullyConnected", 0.0) / total, 3),
+                      "fully_connected_share": round(node_s.get("FullyConnected", 0.0) / total, 3) if node_s else None,
                       "sts_b_dev": round(sts, 2), "change": round(sts - ref_score, 2), "cosine_min": round(float(cos.min()), 5)}  # fmt: skip
         print(f"{name:14s} STS-B dev {sts:.2f} ({sts - ref_score:+.2f}), cosine min {cos.min():.4f}, "
-              f"FullyConnected {100 * rows[name]['fully_connected_share']:.0f}% of node time, ops {rows[name]['ops']}", flush=True)  # fmt: skip
+              f"FullyConnected {100 * (rows[name]['fully_connected_share'] or 0):.0f}% of node time, ops {rows[name]['ops']}", flush=True)  # fmt: skip
     for r in range(args.rounds):
         for name in args.variants:
             forward.session = sessions[name]
@@ -336,7 +356,7 @@ def main() -> None:
     from prompteol.records import provenance
 
     record = {"schema": "prompteol.ov-graph-variants/1", "model": args.model, "threads": args.threads, "n": len(timed),
-              "rounds": args.rounds, "precision": args.precision, "sts_pairs": len(subset), "batch_size": args.batch_size, "streams": forward.streams,
+              "rounds": args.rounds, "runtime": args.runtime, "precision": "f32" if args.runtime == "onnxruntime" else args.precision, "sts_pairs": len(subset), "batch_size": args.batch_size, "streams": forward.streams,
               "float32_sts_b_dev": round(ref_score, 2), "rows": list(rows.values()),
               "provenance": provenance(threads=args.threads)}  # fmt: skip
     print(json.dumps({k: v for k, v in record.items() if k != "provenance"}))
