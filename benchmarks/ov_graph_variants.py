@@ -13,6 +13,8 @@ swapped):
   batch 1 (a broadcasting matmul), the query heads of one key/value head are grouped into one matmul (the
   backend's ``grouped`` graph, whatever the model's default; ``grouped-fused`` and ``last-rows`` build on this
   script's own copy of that attention);
+* ``grouped-5d``: ``grouped`` with the query heads of a key/value head as their own axis (a view of the queries,
+  the keys/values broadcast over it) instead of reshaped into one matmul's rows;
 * ``prefix-apart``: only the prefix kept apart (batch 1, a broadcasting matmul), the key/value heads repeated per
   query head as in the eager attention;
 * ``grouped-fused``: ``grouped`` plus q/k/v projections in one matmul and gate/up in one matmul per block;
@@ -47,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-VARIANTS = ("export", "expanded", "prefix-apart", "grouped", "grouped-fused", "sdpa", "last-rows")
+VARIANTS = ("export", "expanded", "prefix-apart", "grouped", "grouped-5d", "grouped-fused", "sdpa", "last-rows")
 _PREFIX: dict[int, tuple] = {}  # layer -> the prefix's (keys, values), batch 1, set by the traced module
 _LAST: list = []  # the last real token of each row (last-rows), set by the traced module
 
@@ -182,7 +184,7 @@ def _build(variant: str, forward, folder: Path):
     if variant == "export":
         return core.read_model(str(Path(forward.path) / "model.onnx"))
     model, layer = forward.model, forward.layer
-    if variant in ("expanded", "prefix-apart", "grouped"):  # the backend's attentions (prompteol.encoder.forward.export)
+    if variant in ("expanded", "prefix-apart", "grouped", "grouped-5d"):  # the backend's attentions (prompteol.encoder.forward.export)
         folder.mkdir(parents=True, exist_ok=True)
         GraphExport(model, forward.blocks, layer, forward.num_layers, variant).write(folder, forward.heads, forward.head_dim)
         return core.read_model(str(folder / "model.onnx"))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 __all__ = ["GraphExport", "ATTENTIONS", "GROUPED_MAX_QUERY_HEADS", "default_attention", "grouped_attention"]
 
-#: how the graph's attention is written (module docstring); ``prefix-apart`` is for A/B benchmarks only
+#: how the graph's attention is written (module docstring); ``grouped-5d`` and ``prefix-apart`` are for A/B benchmarks
 ATTENTIONS = ("grouped", "prefix-apart", "expanded")
 #: ``grouped`` where a key/value head serves at most this many query heads: measured faster than ``expanded``
 #: at 3 and 4 (smollm2-135m, gemma3-270m), slower at 7 (qwen2.5-coder-0.5b)
@@ -81,7 +81,30 @@ def prefix_apart_attention(module, query, key, value, attention_mask, scaling=No
     return out.transpose(1, 2).contiguous(), None
 
 
-_FUNCTIONS = {"grouped": grouped_attention, "prefix-apart": prefix_apart_attention}
+def grouped_5d_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None,
+                         **kwargs):  # fmt: skip
+    """As :func:`grouped_attention`, with the query heads of one key/value head kept as their own axis (b, groups,
+    rep, T, d), a view of the queries, and the keys/values broadcast over it: no reshape of the queries' rows."""
+    import torch
+
+    scaling = module.head_dim**-0.5 if scaling is None else scaling
+    b, h, t, d = query.shape
+    groups = key.shape[1]
+    rep = h // groups
+    pk, pv = module.prompteol_prefix
+    p = pk.shape[2]
+    q = query.reshape(b, groups, rep, t, d)
+    scores = torch.cat([torch.matmul(q, pk.transpose(2, 3).unsqueeze(2)), torch.matmul(q, key.transpose(2, 3).unsqueeze(2))],
+                       dim=-1) * scaling  # fmt: skip
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.reshape(b, h, t, p + t) + attention_mask[:, :, :, : p + t]
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype).reshape(b, groups, rep, t, p + t)
+    out = torch.matmul(weights[..., :p], pv.unsqueeze(2)) + torch.matmul(weights[..., p:], value.unsqueeze(2))
+    return out.reshape(b, h, t, d).transpose(1, 2).contiguous(), None
+
+
+_FUNCTIONS = {"grouped": grouped_attention, "grouped-5d": grouped_5d_attention, "prefix-apart": prefix_apart_attention}
 
 
 def default_attention(blocks) -> str:
