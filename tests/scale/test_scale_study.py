@@ -12,6 +12,7 @@ import pytest
 from prompteol.cli.main import main
 from prompteol.errors import InputError
 from prompteol.scale import study
+from prompteol.scale.steps import STS_SENTENCES
 from prompteol.scale.study import STUDY_MODELS, StudyOptions, build_plan, run_queue
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +94,27 @@ def test_search_estimates_are_scaled_by_the_finished_searches_wall_time(tmp_path
     s.print_status()
     run_queue(opts)
     assert f"methods x{pooled:.2f}" in capsys.readouterr().out
+
+
+def test_a_started_cell_is_estimated_by_its_remaining_tasks(tmp_path):
+    """A cell resumed after a stop costs only the tasks its partial record has not finished."""
+    from prompteol.scale.run import partial_path
+
+    root = _root(tmp_path)
+    for cell in (REPO / "docs/scaling/cells").glob("gemma3-270m__none__L-1__sts-test*.json"):  # a measured rate
+        shutil.copy(cell, root / "docs/scaling/cells" / cell.name)
+    s = study._Study(StudyOptions(root=root, dry_run=True), lambda line: None)
+    rates = s.rates()
+    step = {st.id: st for st in s.steps}["cell/qwen2.5-coder-0.5b/none"]
+    whole = s.estimate(step, rates)
+    assert whole and s.finished_sentences(step) == 0
+    target = partial_path(s.cell_files(step)[0][0])
+    target.write_text(json.dumps({"partial": {"identity": {"cell": target.name.split(".partial")[0], "dtype": "bfloat16"}},
+                                  "tasks": {"STS12": {"score": 50.0, "sentences": 4946},
+                                            "STS13": {"score": 60.0, "sentences": 2638}}}))  # fmt: skip
+    s = study._Study(StudyOptions(root=root, dry_run=True), lambda line: None)
+    assert s.finished_sentences(step) == 4946 + 2638
+    assert s.estimate(step, rates) == pytest.approx(whole * (1 - (4946 + 2638) / STS_SENTENCES))
 
 
 def test_a_failed_step_is_recorded_and_the_queue_goes_on(tmp_path, monkeypatch, capsys):

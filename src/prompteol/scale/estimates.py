@@ -82,13 +82,32 @@ class StudyEstimates:
         rate = self.rate(step.model, fast_dtype(step.model), rates)
         if not rate:
             return None
-        seconds = self.sentences(step) / rate
+        seconds = max(0, self.sentences(step) - self.finished_sentences(step)) / rate
         if step.kind == "precision" and fast_dtype(step.model) != "float32":
             f32 = self.rate(step.model, "float32", rates)
             seconds = STSB_DEV_SENTENCES / rate + (STSB_DEV_SENTENCES / f32 if f32 else 0)
         if factors and step.kind in SEARCH_KINDS:
             seconds *= factors.get((step.kind, step.model), factors.get((step.kind, None), 1.0))
         return seconds
+
+    def cell_files(self, step: Step, folder: Path | None = None) -> list[list[Path]]:
+        raise NotImplementedError  # :meth:`prompteol.scale.study._Study.cell_files`
+
+    def finished_sentences(self, step: Step) -> int:
+        """Sentences of the tasks a started cell step already finished (its cells' partial records): a cell
+        resumed after a stop costs only its remaining tasks."""
+        if step.kind == "precision" or step.kind in SEARCH_KINDS:
+            return 0
+        from .run import partial_path
+
+        done = 0
+        for variants in self.cell_files(step):
+            for path in variants:
+                tasks = _partial_tasks(partial_path(path))
+                if tasks:
+                    done += sum(int(t.get("sentences") or 0) for t in tasks.values())
+                    break
+        return done
 
     def search_factors(self, rates: dict[tuple[str, str], float]) -> dict[tuple[str, str | None], float]:
         """Measured wall time / estimate of the finished searches (the queue log's ``wall_s``), per (kind, model)
@@ -104,6 +123,15 @@ class StudyEstimates:
                     got = walls.setdefault(key, [0.0, 0.0])
                     got[0], got[1] = got[0] + float(entry["wall_s"]), got[1] + est
         return {key: wall / est for key, (wall, est) in walls.items()}
+
+
+def _partial_tasks(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    tasks = data.get("tasks") if isinstance(data.get("partial"), dict) else None
+    return tasks if isinstance(tasks, dict) else {}
 
 
 def _measured_tasks(path: Path):
