@@ -117,6 +117,29 @@ def test_a_started_cell_is_estimated_by_its_remaining_tasks(tmp_path):
     assert s.estimate(step, rates) == pytest.approx(whole * (1 - (4946 + 2638) / STS_SENTENCES))
 
 
+def test_plain_at_best_layers_is_done_when_both_layers_are_the_last(tmp_path):
+    """qwen2.5-coder-1.5b's case: the chosen setting and plain PromptEOL's best layer are both -1, whose plain
+    cell is the `none` cell: nothing to run (it used to fail as 'ended without its output' and run again)."""
+    root = _root(tmp_path)
+    sel_dir = root / "docs/methods/qwen2.5-coder-1.5b/selection"
+    sel_dir.mkdir(parents=True)
+    sel = {"best": {"options": {"layer": -1, "template": "cot"}}, "best_plain_layer": -1}
+    (sel_dir / "selection.json").write_text(json.dumps(sel))
+    s = study._Study(StudyOptions(root=root, dry_run=True), lambda line: None)
+    by_id = {st.id: st for st in s.steps}
+    step = by_id["cell/qwen2.5-coder-1.5b/plain-at-best-layers"]
+    assert s.cell_files(step) == [] and s.is_done(step)
+    assert s.sentences(step) == 0
+    # another model before its selection: not done, estimated as two layers
+    other = by_id["cell/qwen2.5-coder-0.5b/plain-at-best-layers"]
+    assert not s.is_done(other) and s.sentences(other) == 2 * STS_SENTENCES
+    # one layer other than -1: one cell to run
+    sel["best_plain_layer"] = -2
+    (sel_dir / "selection.json").write_text(json.dumps(sel))
+    s = study._Study(StudyOptions(root=root, dry_run=True), lambda line: None)
+    assert len(s.cell_files(step)) == 1 and not s.is_done(step) and s.sentences(step) == STS_SENTENCES
+
+
 def test_a_failed_step_is_recorded_and_the_queue_goes_on(tmp_path, monkeypatch, capsys):
     root = _root(tmp_path)
     finished: set[str] = set()

@@ -71,8 +71,8 @@ class StudyEstimates:
             return screen + (DEMO_SEARCH["rescore"] + 1) * whole
         if step.kind == "methods":
             return 70 * 2 * SETTINGS_SEARCH["max_pairs"] + SETTINGS_SEARCH["finalists"] * 1382
-        if step.kind == "plain-layers":
-            return 2 * STS_SENTENCES
+        if step.kind == "plain-layers":  # before the selection: the usual two layers
+            return STS_SENTENCES * (len(self.cell_files(step)) if self.selection(step.model) is not None else 2)
         return STS_SENTENCES if step.params.get("tasks", "sts") == "sts" else 60_000
 
     def estimate(self, step: Step, rates: dict[tuple[str, str], float],
@@ -92,6 +92,9 @@ class StudyEstimates:
 
     def cell_files(self, step: Step, folder: Path | None = None) -> list[list[Path]]:
         raise NotImplementedError  # :meth:`prompteol.scale.study._Study.cell_files`
+
+    def selection(self, model: str) -> dict | None:
+        raise NotImplementedError  # :meth:`prompteol.scale.study._Study.selection`
 
     def finished_sentences(self, step: Step) -> int:
         """Sentences of the tasks a started cell step already finished (its cells' partial records): a cell

@@ -158,6 +158,9 @@ class _Study(StudyEstimates):
         if step.kind == "methods":
             return self.selection(step.model) is not None and "best-training-free" in self.presets(step.model)
         files = self.cell_files(step)
+        if step.kind == "plain-layers" and self.selection(step.model) is not None:
+            # plain PromptEOL at the chosen and the best plain layer; none when both are -1 (the `none` cell)
+            return all(any(cell_state(p) == "done" for p in variants) for variants in files)
         return bool(files) and all(any(cell_state(p) == "done" for p in variants) for variants in files)
 
     def precision_files(self, model: str) -> list[Path]:
