@@ -30,11 +30,11 @@ from pathlib import Path
 __all__ = ["GraphExport", "ATTENTIONS", "GROUPED_MAX_QUERY_HEADS", "default_attention", "grouped_attention"]
 
 #: how the graph's attention is written (module docstring); ``grouped-5d`` and ``prefix-apart`` are for A/B benchmarks
-ATTENTIONS = ("grouped", "prefix-apart", "expanded")
+ATTENTIONS = ("grouped", "grouped-5d", "prefix-apart", "expanded")
 #: ``grouped`` where a key/value head serves at most this many query heads: measured faster than ``expanded``
 #: at 3 and 4 (smollm2-135m, gemma3-270m), slower at 7 (qwen2.5-coder-0.5b)
 GROUPED_MAX_QUERY_HEADS = 4
-_NAMES = {"grouped": "prompteol_grouped", "prefix-apart": "prompteol_prefix_apart"}
+_NAMES = {"grouped": "prompteol_grouped", "grouped-5d": "prompteol_grouped_5d", "prefix-apart": "prompteol_prefix_apart"}
 
 
 def grouped_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
