@@ -117,6 +117,28 @@ def test_a_started_cell_is_estimated_by_its_remaining_tasks(tmp_path):
     assert s.estimate(step, rates) == pytest.approx(whole * (1 - (4946 + 2638) / STS_SENTENCES))
 
 
+def test_a_started_demonstration_search_is_estimated_by_its_unscored_candidates(tmp_path):
+    """The search's JSONL has one line per scored candidate (screen, then rescore): a resumed search costs the rest;
+    the searches' correction factor still compares a finished search's wall time with its whole estimate."""
+    from prompteol.scale.steps import DEMO_SEARCH, STSB_DEV_SENTENCES
+
+    root = _root(tmp_path)
+    s = study._Study(StudyOptions(root=root, dry_run=True), lambda line: None)
+    step = {st.id: st for st in s.steps}["demos-stsb-dev/smollm2-135m"]
+    assert s.finished_sentences(step) == 0
+    folder = root / "docs/demos/smollm2-135m"
+    folder.mkdir(parents=True)
+    rows = [{"search": {"encoder": {"demonstrations": []}}}, {"key": "[]", "demonstrations": [], "score": 40.0}]
+    rows += [{"key": f"k{i}", "demonstrations": [{"sentence": f"s{i}", "word": "W"}], "score": 50.0} for i in range(30)]
+    (folder / "stsb-dev.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"key": "cut')
+    rescore = [{"key": "[]", "demonstrations": [], "score": 40.0}, {"key": "k0", "demonstrations": [{"sentence": "s0", "word": "W"}]}]
+    (folder / f"stsb-dev.rescore{DEMO_SEARCH['rescore']}.jsonl").write_text("\n".join(json.dumps(r) for r in rescore))
+    assert s.finished_sentences(step) == 30 * 2 * DEMO_SEARCH["max_pairs"] + STSB_DEV_SENTENCES
+    rates = {("smollm2-135m", "float32"): 10.0}
+    assert s.estimate(step, rates, whole=True) == pytest.approx(s.sentences(step) / 10.0)
+    assert s.estimate(step, rates) == pytest.approx((s.sentences(step) - s.finished_sentences(step)) / 10.0)
+
+
 def test_plain_at_best_layers_is_done_when_both_layers_are_the_last(tmp_path):
     """qwen2.5-coder-1.5b's case: the chosen setting and plain PromptEOL's best layer are both -1, whose plain
     cell is the `none` cell: nothing to run (it used to fail as 'ended without its output' and run again)."""

@@ -76,13 +76,13 @@ class StudyEstimates:
         return STS_SENTENCES if step.params.get("tasks", "sts") == "sts" else 60_000
 
     def estimate(self, step: Step, rates: dict[tuple[str, str], float],
-                 factors: dict[tuple[str, str | None], float] | None = None) -> float | None:  # fmt: skip
-        """Seconds ``step`` should take: its sentences at the measured rate; a search (``demos``, ``methods``)
-        times ``factors`` (:meth:`search_factors`) where known."""
+                 factors: dict[tuple[str, str | None], float] | None = None, whole: bool = False) -> float | None:  # fmt: skip
+        """Seconds ``step`` should take: its sentences (``whole``: all of them, else those not yet encoded) at the
+        measured rate; a search (``demos``, ``methods``) times ``factors`` (:meth:`search_factors`) where known."""
         rate = self.rate(step.model, fast_dtype(step.model), rates)
         if not rate:
             return None
-        seconds = max(0, self.sentences(step) - self.finished_sentences(step)) / rate
+        seconds = max(0, self.sentences(step) - (0 if whole else self.finished_sentences(step))) / rate
         if step.kind == "precision" and fast_dtype(step.model) != "float32":
             f32 = self.rate(step.model, "float32", rates)
             seconds = STSB_DEV_SENTENCES / rate + (STSB_DEV_SENTENCES / f32 if f32 else 0)
@@ -97,8 +97,10 @@ class StudyEstimates:
         raise NotImplementedError  # :meth:`prompteol.scale.study._Study.selection`
 
     def finished_sentences(self, step: Step) -> int:
-        """Sentences of the tasks a started cell step already finished (its cells' partial records): a cell
-        resumed after a stop costs only its remaining tasks."""
+        """Sentences a started step already encoded: the tasks of its cells' partial records, a demonstration
+        search's scored candidates (one JSONL line each, screen and rescore); a resumed step costs the rest."""
+        if step.kind == "demos":
+            return self._demos_done(step)
         if step.kind == "precision" or step.kind in SEARCH_KINDS:
             return 0
         from .run import partial_path
@@ -112,6 +114,15 @@ class StudyEstimates:
                     break
         return done
 
+    def _demos_done(self, step: Step) -> int:
+        tag = "leakfree" if step.params["split"] == "stsb-train-heldout" else "stsb-dev"
+        folder = self.opts.demos_dir(step.model)
+        whole = 1082 if step.params["split"] == "stsb-train-heldout" else STSB_DEV_SENTENCES
+        ds = DEMO_SEARCH
+        screened = 0 if step.params.get("screen_on") else min(_scored_lines(folder / f"{tag}.jsonl"), ds["max_candidates"])
+        rescored = min(_scored_lines(folder / f"{tag}.rescore{ds['rescore']}.jsonl"), ds["rescore"])
+        return screened * 2 * ds["max_pairs"] + rescored * whole
+
     def search_factors(self, rates: dict[tuple[str, str], float]) -> dict[tuple[str, str | None], float]:
         """Measured wall time / estimate of the finished searches (the queue log's ``wall_s``), per (kind, model)
         and per kind (``(kind, None)``, all models pooled): a search's sentence count is a rough model (settings
@@ -120,12 +131,28 @@ class StudyEstimates:
         walls: dict[tuple[str, str | None], list[float]] = {}
         for step in self.steps:
             entry = self.log["steps"].get(step.id, {})
-            est = self.estimate(step, rates) if step.kind in SEARCH_KINDS and entry.get("status") == "ok" else None
+            est = self.estimate(step, rates, whole=True) if step.kind in SEARCH_KINDS and entry.get("status") == "ok" else None
             if est and entry.get("wall_s"):
                 for key in ((step.kind, step.model), (step.kind, None)):
                     got = walls.setdefault(key, [0.0, 0.0])
                     got[0], got[1] = got[0] + float(entry["wall_s"]), got[1] + est
         return {key: wall / est for key, (wall, est) in walls.items()}
+
+
+def _scored_lines(path: Path) -> int:
+    """The lines of a demonstration search's JSONL that score a candidate (not its header nor the no-demo row)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    except OSError:
+        return 0
+    scored = 0
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut by a stop: the search rescores it
+            continue
+        scored += isinstance(row, dict) and "key" in row and bool(row.get("demonstrations"))
+    return scored
 
 
 def _partial_tasks(path: Path) -> dict[str, Any]:
