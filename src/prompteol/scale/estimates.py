@@ -67,8 +67,7 @@ class StudyEstimates:
             return 2 * STSB_DEV_SENTENCES
         if step.kind == "demos":
             screen = 0 if step.params.get("screen_on") else DEMO_SEARCH["max_candidates"] * 2 * DEMO_SEARCH["max_pairs"]
-            whole = 1082 if step.params["split"] == "stsb-train-heldout" else STSB_DEV_SENTENCES
-            return screen + (DEMO_SEARCH["rescore"] + 1) * whole
+            return screen + (DEMO_SEARCH["rescore"] + 1) * _split_sentences(step)
         if step.kind == "methods":
             return 70 * 2 * SETTINGS_SEARCH["max_pairs"] + SETTINGS_SEARCH["finalists"] * 1382
         if step.kind == "plain-layers":  # before the selection: the usual two layers
@@ -117,11 +116,10 @@ class StudyEstimates:
     def _demos_done(self, step: Step) -> int:
         tag = "leakfree" if step.params["split"] == "stsb-train-heldout" else "stsb-dev"
         folder = self.opts.demos_dir(step.model)
-        whole = 1082 if step.params["split"] == "stsb-train-heldout" else STSB_DEV_SENTENCES
         ds = DEMO_SEARCH
         screened = 0 if step.params.get("screen_on") else min(_scored_lines(folder / f"{tag}.jsonl"), ds["max_candidates"])
         rescored = min(_scored_lines(folder / f"{tag}.rescore{ds['rescore']}.jsonl"), ds["rescore"])
-        return screened * 2 * ds["max_pairs"] + rescored * whole
+        return screened * 2 * ds["max_pairs"] + rescored * _split_sentences(step)
 
     def search_factors(self, rates: dict[tuple[str, str], float]) -> dict[tuple[str, str | None], float]:
         """Measured wall time / estimate of the finished searches (the queue log's ``wall_s``), per (kind, model)
@@ -137,6 +135,11 @@ class StudyEstimates:
                     got = walls.setdefault(key, [0.0, 0.0])
                     got[0], got[1] = got[0] + float(entry["wall_s"]), got[1] + est
         return {key: wall / est for key, (wall, est) in walls.items()}
+
+
+def _split_sentences(step: Step) -> int:
+    """Sentences of a demonstration search's whole split (each rescored candidate encodes them all)."""
+    return 1082 if step.params["split"] == "stsb-train-heldout" else STSB_DEV_SENTENCES
 
 
 def _scored_lines(path: Path) -> int:
