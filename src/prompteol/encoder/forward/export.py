@@ -19,7 +19,9 @@ OpenVINO bfloat16, 2 threads, a 2-core AMX CPU, rounds alternated in one run (``
 docs/performance.md): ``grouped`` / ``expanded`` 1.10-1.15x on smollm2-135m, 1.09x on gemma3-270m, 0.90-0.94x
 on qwen2.5-coder-0.5b; float32 on smollm2-135m 1.00x (its time is in the matrix products). The vectors are the
 same to rounding (softmax in float32, as the eager attention). ``prefix-apart`` (only the prefix kept at batch
-1) was measured too and is kept for such A/B runs only.
+1) and ``grouped-5d`` (``grouped`` with the query heads of a key/value head as their own axis) were measured too
+and are kept for such A/B runs only; a later run on another AMX VM varied more between rounds than between
+the graphs (``grouped`` 1.03x / 0.98x, ``grouped-5d`` 0.94x / 0.98x on qwen2.5-coder-0.5b / smollm2-135m).
 """
 
 from __future__ import annotations
