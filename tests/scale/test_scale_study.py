@@ -139,6 +139,32 @@ def test_a_started_demonstration_search_is_estimated_by_its_unscored_candidates(
     assert s.estimate(step, rates) == pytest.approx((s.sentences(step) - s.finished_sentences(step)) / 10.0)
 
 
+def test_rates_are_medians_of_this_machines_kind_of_records(tmp_path, monkeypatch):
+    """A task's time may hold a pause of the queue or cached vectors: the rate is the median of the tasks'
+    rates, from the records of this thread count and CPU kind where there are such."""
+    import torch
+
+    from prompteol import records
+
+    root = _root(tmp_path)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(records, "cpu_flags", lambda: {"avx512_bf16": True, "amx_bf16": True})
+    amx, amd = {"avx512_bf16": True, "amx_bf16": True}, {"avx512_bf16": True, "amx_bf16": False}
+
+    def cell(name, flags, times):
+        tasks = {f"T{i}": {"sentences": 1000, "elapsed_s": {"encode": t}} for i, t in enumerate(times)}
+        rec = {"cell": {"status": "ok", "model": "gemma3-270m", "dtype": "bfloat16",
+                        "host": {"torch_threads": 2, "flags": flags}}, "tasks": tasks}  # fmt: skip
+        (root / "docs/scaling/cells" / f"{name}.json").write_text(json.dumps(rec))
+
+    cell("amd", amd, [1.5, 1.5, 1.5])  # another CPU kind: 667 sentences/s, not used while AMX records exist
+    s = study._Study(StudyOptions(root=root, dry_run=True), lambda line: None)
+    assert s.rates()[("gemma3-270m", "bfloat16")] == pytest.approx(1000 / 1.5)
+    cell("amx", amx, [10.0, 20.0, 3600.0])  # 100, 50 and (an hour's pause) 0.28 sentences/s
+    s = study._Study(StudyOptions(root=root, dry_run=True), lambda line: None)
+    assert s.rates()[("gemma3-270m", "bfloat16")] == pytest.approx(50.0)
+
+
 def test_plain_at_best_layers_is_done_when_both_layers_are_the_last(tmp_path):
     """qwen2.5-coder-1.5b's case: the chosen setting and plain PromptEOL's best layer are both -1, whose plain
     cell is the `none` cell: nothing to run (it used to fail as 'ended without its output' and run again)."""

@@ -24,25 +24,28 @@ class StudyEstimates:
     log: dict[str, Any]
 
     def rates(self) -> dict[tuple[str, str], float]:
-        """Measured sentences/s per (model, dtype): encoded sentences / encode seconds of every finished task
-        (cells and partial records), at this machine's thread count where such records exist."""
+        """Measured sentences/s per (model, dtype): the median over every finished task (cells and partial
+        records) of its encoded sentences / encode seconds, from the records of this machine's thread count and
+        CPU kind (AMX, AVX512-BF16 or neither) where such records exist. A median, because a task's time may
+        include a pause of the queue (slower) or vectors read from the embedding cache (faster)."""
+        import statistics
+
         import torch
 
+        from ..records import cpu_flags
+
         threads = torch.get_num_threads()
-        per: dict[tuple[str, str, bool], list[tuple[int, float]]] = {}
+        kind = _cpu_kind(cpu_flags())
+        per: dict[tuple[str, str], dict[tuple[bool, bool], list[float]]] = {}
         for folder in (self.opts.cells_dir, self.opts.precision_dir):
             for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
                 for model, dtype, host, task in _measured_tasks(path):
                     enc = (task.get("elapsed_s") or {}).get("encode")
                     if enc and enc > 1 and task.get("sentences"):
-                        key = (model, dtype, host.get("torch_threads") == threads)
-                        per.setdefault(key, []).append((int(task["sentences"]), float(enc)))
-        out: dict[tuple[str, str], float] = {}
-        for (model, dtype, same), pairs in per.items():
-            if not same and (model, dtype, True) in per:
-                continue
-            out[(model, dtype)] = sum(n for n, _ in pairs) / sum(t for _, t in pairs)
-        return out
+                        match = (host.get("torch_threads") == threads, _cpu_kind(host.get("flags") or {}) == kind)
+                        per.setdefault((model, dtype), {}).setdefault(match, []).append(int(task["sentences"]) / float(enc))
+        # the records closest to this run: same threads and CPU kind, else same threads, else same CPU kind, else any
+        return {key: statistics.median(groups[max(groups)]) for key, groups in per.items()}
 
     def rate(self, model: str, dtype: str, rates: dict[tuple[str, str], float]) -> float | None:
         from ..models.registry import PACKAGED_MODELS
@@ -135,6 +138,10 @@ class StudyEstimates:
                     got = walls.setdefault(key, [0.0, 0.0])
                     got[0], got[1] = got[0] + float(entry["wall_s"]), got[1] + est
         return {key: wall / est for key, (wall, est) in walls.items()}
+
+
+def _cpu_kind(flags: dict) -> str:
+    return "amx" if flags.get("amx_bf16") else "avx512bf16" if flags.get("avx512_bf16") else "other"
 
 
 def _split_sentences(step: Step) -> int:
