@@ -165,6 +165,20 @@ def test_rates_are_medians_of_this_machines_kind_of_records(tmp_path, monkeypatc
     assert s.rates()[("gemma3-270m", "bfloat16")] == pytest.approx(50.0)
 
 
+def test_the_estimates_sentence_counts_are_the_datas(data_dir):
+    """The queue's estimates count each cell's unique sentences: checked against the data as the harness reads it."""
+    from prompteol.evaluation.data import load_task_data
+    from prompteol.evaluation.runner import _unique_sentences
+    from prompteol.scale.steps import STSB_DEV_SENTENCES, TRANSFER_SENTENCES
+
+    def count(tasks):
+        return sum(len(_unique_sentences(load_task_data(t, data_dir))) for t in tasks)
+
+    assert count(["STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness"]) == STS_SENTENCES
+    assert count(["MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC"]) == TRANSFER_SENTENCES
+    assert count(["STSBenchmark-dev"]) == STSB_DEV_SENTENCES
+
+
 def test_plain_at_best_layers_is_done_when_both_layers_are_the_last(tmp_path):
     """qwen2.5-coder-1.5b's case: the chosen setting and plain PromptEOL's best layer are both -1, whose plain
     cell is the `none` cell: nothing to run (it used to fail as 'ended without its output' and run again)."""

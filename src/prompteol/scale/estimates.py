@@ -10,7 +10,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .steps import DEMO_SEARCH, SETTINGS_SEARCH, STS_SENTENCES, STSB_DEV_SENTENCES, Step, StudyOptions, fast_dtype
+from .steps import (
+    DEMO_SEARCH,
+    SETTINGS_SEARCH,
+    STS_SENTENCES,
+    STSB_DEV_SENTENCES,
+    TRANSFER_SENTENCES,
+    Step,
+    StudyOptions,
+    fast_dtype,
+)
 
 __all__ = ["StudyEstimates", "SEARCH_KINDS"]
 
@@ -75,7 +84,7 @@ class StudyEstimates:
             return 70 * 2 * SETTINGS_SEARCH["max_pairs"] + SETTINGS_SEARCH["finalists"] * 1382
         if step.kind == "plain-layers":  # before the selection: the usual two layers
             return STS_SENTENCES * (len(self.cell_files(step)) if self.selection(step.model) is not None else 2)
-        return STS_SENTENCES if step.params.get("tasks", "sts") == "sts" else 60_000
+        return STS_SENTENCES if step.params.get("tasks", "sts") == "sts" else TRANSFER_SENTENCES
 
     def estimate(self, step: Step, rates: dict[tuple[str, str], float],
                  factors: dict[tuple[str, str | None], float] | None = None, whole: bool = False) -> float | None:  # fmt: skip

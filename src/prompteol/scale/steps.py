@@ -21,8 +21,9 @@ CANDIDATES = ("src/prompteol/data/candidates/wordnet-200.jsonl",
               "src/prompteol/data/candidates/stsb-train-selflabel-smollm2-135m.jsonl")  # fmt: skip
 DEMO_SEARCH = {"max_candidates": 200, "max_pairs": 40, "rescore": 8, "seed": 0}
 SETTINGS_SEARCH = {"max_pairs": 300, "seed": 0, "finalists": 5}
-STS_SENTENCES = 28_530  # the 7 STS tasks' unique sentences (checked against the data when it is read)
+STS_SENTENCES = 28_530  # the 7 STS tasks' unique sentences (tests/scale/test_scale_study.py checks these counts)
 STSB_DEV_SENTENCES = 2_909
+TRANSFER_SENTENCES = 119_152  # the 7 transfer tasks' unique sentences (SST2 69,669 of them)
 
 
 @dataclass(frozen=True)
