@@ -512,11 +512,11 @@ def derived(n: Number, operands: list[tuple[Number, float]], row: Sequence[float
     def near(m: Number, line: int, column: int | None) -> bool:
         return n.column is None or m.line == line or m.column == column
 
-    for i, (ma, a) in enumerate(operands):
+    for ma, a in operands:
         if not near(ma, n.line, n.column):
             continue
-        for j, (mb, b) in enumerate(operands):
-            if i == j and not (n.unit in ("x", "%") and a):  # a quantity against itself: 1.00x, 100%
+        for mb, b in operands:
+            if ma is mb and not (n.unit in ("x", "%") and a == b and a):  # a quantity against itself: 1.00x, 100%
                 continue
             if not (near(mb, n.line, n.column) or mb.column == ma.column):
                 continue
@@ -625,7 +625,9 @@ def check_document(path: Path, text: str | None = None) -> list[Problem]:
             for row in rows.values():
                 for n, consensus in row_outliers(row):
                     outliers[id(n)] = f"none of {consensus}, where the other numbers of its row are"
-        operands = [(n, found[0][0]) for n, found in matched if id(n) not in outliers]
+        # every value a number matched (rounded as written, several records may hold one): a difference or ratio
+        # of the block is checked against each pair, not only against the smallest value each number matched
+        operands = [(n, v) for n, found in matched if id(n) not in outliers for v in dict.fromkeys(f[0] for f in found)]
         for n, _ in matched:
             if id(n) in outliers and not derived(n, operands):
                 problems.append(Problem(path, n.line, n.text, f"matches values of its records, but {outliers[id(n)]}"))
