@@ -110,15 +110,22 @@ def build_plan(models: tuple[str, ...] = STUDY_MODELS, stages: str = "abcdf") ->
             cell("d", m, "best-training-free", (f"methods/{m}",))
             steps.append(Step(f"cell/{m}/plain-at-best-layers", "d", "plain-layers", m, {}, (f"methods/{m}",)))
     if "f" in stages:
-        for m in models:
+
+        def stsb_dev(m: str) -> None:
             screen = SCREEN_ON.get(m)
             needs = (f"demos-stsb-dev/{screen}",) if screen and screen in models else ()
             steps.append(Step(f"demos-stsb-dev/{m}", "f", "demos", m, {"split": "stsb-dev", "preset": "searched-stsb-dev",
                                                                        "screen_on": screen}, needs))  # fmt: skip
             cell("f", m, "stsb-dev", (f"demos-stsb-dev/{m}",))
+
+        for m in small:
+            stsb_dev(m)
+        # the transfer cells (two sizes: the paper's third claim) before the largest model's hours of stsb-dev
         for m in [m for m in ("smollm2-135m", "qwen2.5-coder-0.5b") if m in models]:
             cell("f", m, "none", tasks="transfer", mode="fast")
             cell("f", m, "best-training-free", (f"methods/{m}",), tasks="transfer", mode="fast")
+        for m in big:
+            stsb_dev(m)
     return steps
 
 
