@@ -489,3 +489,33 @@ def test_plot_series_one_line_per_setting_whatever_layer_each_model_reads():
     assert list(colors) == ["none", "best-training-free", "paper"] and len(set(map(str, colors.values()))) == 3
     single = _series([row("a", 1e8, "none", -1, 60.0), row("b", 1e9, "none", -1, 70.0)], "sts_avg")
     assert list(single) == ["none"]  # one layer in the whole report: no layer in the label
+
+
+def test_report_puts_transfer_cells_in_their_own_table(tmp_path):
+    """A transfer-only cell (the study's stage f) is a row of the transfer table, not a row of blanks in the STS
+    table; a cell of every task is in both; a failed transfer cell is marked in the transfer table."""
+    from prompteol.evaluation.tasks import TASK_GROUPS
+    from prompteol.scale.grid import CELL_SCHEMA, Cell, write_json_atomic
+    from prompteol.scale.report import cell_rows, load_cells, to_markdown
+
+    folder = tmp_path / "cells"
+    _synthetic(folder)
+    cell = Cell("smollm2-135m", "none", -1, "transfer", "fast")
+    tasks = {t: {"score": 80.0 + k} for k, t in enumerate(TASK_GROUPS["transfer"])}
+    tasks["MRPC"]["f1"] = 81.25
+    block = {"schema": CELL_SCHEMA, "id": cell.id, "status": "ok", "model": "smollm2-135m", "demo": "none",
+             "demonstrations": [], "demo_preset": None, "layer": -1, "tasks": "transfer", "mode": "fast",
+             "dtype": "float32", "num_parameters": 134_500_000, "wall_s": 4000.0}  # fmt: skip
+    write_json_atomic(cell.path(folder), {"mode": "fast", "tasks": tasks, "averages": {"transfer": 83.0}, "cell": block})
+    bad = Cell("qwen2.5-coder-0.5b", "none", -1, "transfer", "fast")
+    write_json_atomic(bad.path(folder), {"cell": {"schema": CELL_SCHEMA, "id": bad.id, "status": "failed",
+                      "error": "killed", "model": "qwen2.5-coder-0.5b", "demo": "none", "layer": -1, "tasks": "transfer",
+                      "num_parameters": 630_000_000}})  # fmt: skip
+    md = to_markdown(cell_rows(load_cells(folder)))
+    sts_part, _, rest = md.partition("Transfer tasks (")
+    transfer_part = rest.split("Published for reference")[0]
+    line = "| smollm2-135m | 134M | none | -1 | 80.00 | 81.00 | 82.00 | 83.00 | 84.00 | 85.00 | 86.00 / 81.25 | 83.00 | fast |"
+    assert line in transfer_part and "66.7 min" in transfer_part
+    assert "| qwen2.5-coder-0.5b | 630M | none | -1 | **failed** |" in transfer_part and "failed: killed" in transfer_part
+    assert "qwen2.5-coder-0.5b" not in sts_part and sts_part.count("| smollm2-135m |") == 2  # the two "all" cells only
+    assert transfer_part.count("| smollm2-135m |") == 3 and transfer_part.count("| qwen2.5-coder-1.5b |") == 2

@@ -4,7 +4,8 @@ Writes into the output folder (default: DIR itself):
 
 - ``results.csv``: one row per cell file, every score as stored (full precision);
 - ``results.md``: a paper-style table (model, parameters, demonstration, STS12-16, STS-B, SICK-R,
-  STS avg, transfer avg when present, dtype, wall time; failed cells marked with their message),
+  STS avg, transfer avg when present, dtype, wall time; failed cells marked with their message), then,
+  when some cell ran them, a table of the 7 transfer tasks (a transfer-only cell appears there alone),
   followed by the published OPT numbers for reference;
 - ``sts_avg_vs_parameters.png``, ``transfer_avg_vs_parameters.png``,
   ``sts_tasks_vs_parameters.png``: one line per demonstration setting over the parameter count
@@ -171,7 +172,47 @@ def _score(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else ""
 
 
+def _has_any(row: dict, names: Iterable[str]) -> bool:
+    return any(row.get(n) is not None for n in names)
+
+
+def _transfer_only(row: dict) -> bool:
+    """A cell of the transfer tasks alone (its row goes to the transfer table only)."""
+    if row["status"] != "ok":
+        return row.get("tasks") == "transfer"
+    return _has_any(row, TASK_GROUPS["transfer"]) and not _has_any(row, STS_COLUMNS)
+
+
+def transfer_markdown(rows: list[dict]) -> list[str]:
+    """The transfer tasks' table (accuracy; MRPC accuracy / F1) of the cells that ran them; [] when none did."""
+    picked = [r for r in rows if _has_any(r, TASK_GROUPS["transfer"]) or (r["status"] != "ok" and r.get("tasks") in ("transfer", "all"))]
+    if not picked:
+        return []
+    head = ["model", "parameters", "demonstration", "layer", *TASK_GROUPS["transfer"], "transfer avg", "mode", "dtype",
+            "wall time", "notes"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in picked:
+        failed = r["status"] != "ok"
+        cells = [_md(r["model"]), fmt_params(r["num_parameters"]), _md(_demo_label(r)), str(r["layer"])]
+        if failed:
+            cells += ["**failed**"] + [""] * len(TASK_GROUPS["transfer"])
+        else:
+            scores = [_score(r.get(n)) for n in TASK_GROUPS["transfer"]]
+            if r.get("MRPC_f1") is not None and scores[-1]:
+                scores[-1] += f" / {r['MRPC_f1']:.2f}"
+            cells += scores + [_score(r.get("transfer_avg"))]
+        notes = [f"failed: {r.get('error') or 'no message'}"] if failed else []
+        if not failed and r.get("transfer_avg") is None:
+            notes.append("not all 7 transfer tasks")
+        cells += [str(r.get("mode") or ""), r.get("dtype") or "", _fmt_time(r.get("wall_s")), _md("; ".join(notes))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return ["", "Transfer tasks (accuracy; MRPC accuracy / F1; `fast` = 5-fold cross-validation, `test` = 10-fold):", "",
+            *lines]  # fmt: skip
+
+
 def to_markdown(rows: list[dict], source: str = "") -> str:
+    transfer_rows = transfer_markdown(rows)
+    rows = [r for r in rows if not _transfer_only(r)]  # the STS table: cells with STS tasks (and others, e.g. dev)
     layers = {r["layer"] for r in rows}
     dev = any(r.get("STSBenchmark-dev") is not None for r in rows)
     transfer = any(r.get("transfer_avg") is not None for r in rows)
@@ -204,6 +245,7 @@ def to_markdown(rows: list[dict], source: str = "") -> str:
             notes.append("not all 7 STS tasks")
         cells.append(_md("; ".join(notes)))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += transfer_rows
     lines += ["", f"Published for reference ({PUBLISHED_SOURCE}):", ""]
     pub_head = ["model", "parameters", "demonstration"] + list(STS_COLUMNS.values()) + ["STS avg"]
     lines += ["| " + " | ".join(pub_head) + " |", "|" + "|".join("---" for _ in pub_head) + "|"]
