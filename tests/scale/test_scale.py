@@ -501,7 +501,7 @@ def test_report_puts_transfer_cells_in_their_own_table(tmp_path):
     folder = tmp_path / "cells"
     _synthetic(folder)
     cell = Cell("smollm2-135m", "none", -1, "transfer", "fast")
-    tasks = {t: {"score": 80.0 + k} for k, t in enumerate(TASK_GROUPS["transfer"])}
+    tasks = {t: {"score": 80.0 + k, "classifier": "lbfgs"} for k, t in enumerate(TASK_GROUPS["transfer"])}
     tasks["MRPC"]["f1"] = 81.25
     block = {"schema": CELL_SCHEMA, "id": cell.id, "status": "ok", "model": "smollm2-135m", "demo": "none",
              "demonstrations": [], "demo_preset": None, "layer": -1, "tasks": "transfer", "mode": "fast",
@@ -511,7 +511,9 @@ def test_report_puts_transfer_cells_in_their_own_table(tmp_path):
     write_json_atomic(bad.path(folder), {"cell": {"schema": CELL_SCHEMA, "id": bad.id, "status": "failed",
                       "error": "killed", "model": "qwen2.5-coder-0.5b", "demo": "none", "layer": -1, "tasks": "transfer",
                       "num_parameters": 630_000_000}})  # fmt: skip
-    md = to_markdown(cell_rows(load_cells(folder)))
+    rows = cell_rows(load_cells(folder))
+    assert {r["id"]: r["classifier"] for r in rows}[cell.id] == "lbfgs"  # the plot's note says which classifier
+    md = to_markdown(rows)
     sts_part, _, rest = md.partition("Transfer tasks (")
     transfer_part = rest.split("Published for reference")[0]
     line = "| smollm2-135m | 134M | none | -1 | 80.00 | 81.00 | 82.00 | 83.00 | 84.00 | 85.00 | 86.00 / 81.25 | 83.00 | fast |"

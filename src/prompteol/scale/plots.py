@@ -180,6 +180,10 @@ def plot_transfer_avg(rows: list[dict], path: Path) -> Path:
                 label=f"{_PUBLISHED_LABEL}: {name}, one demonstration")  # fmt: skip
     if not series:
         _note(ax, "no cell has all 7 transfer tasks yet")
+    fitted = sorted({str(r.get("classifier")) for r in rows if r.get("transfer_avg") is not None and r.get("classifier")})
+    if fitted and fitted != ["senteval"]:  # the paper's point is SentEval's classifier: say when ours differs
+        ax.text(0.0, -0.13, f"ours: {', '.join(fitted)} classifier; published: SentEval's (not directly comparable)",
+                transform=ax.transAxes, ha="left", va="top", fontsize=7, color="0.3")  # fmt: skip
     _params_axis(ax)
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("transfer avg (7 tasks, accuracy)")

@@ -99,6 +99,8 @@ def cell_rows(cells: Iterable[tuple[Path, dict]]) -> list[dict[str, Any]]:
             row[name] = res.get("score") if isinstance(res, dict) else None
         mrpc = tasks.get("MRPC")
         row["MRPC_f1"] = mrpc.get("f1") if isinstance(mrpc, dict) else None
+        fitted = [tasks[t].get("classifier") for t in TASK_GROUPS["transfer"] if isinstance(tasks.get(t), dict)]
+        row["classifier"] = next((c for c in fitted if c), None)  # the transfer tasks' classifier (lbfgs / senteval)
         averages = data.get("averages") or {}
         row["sts_avg"] = averages.get("sts")
         row["transfer_avg"] = averages.get("transfer")
@@ -119,7 +121,7 @@ def _row_order(row: dict) -> tuple:
 def csv_columns() -> list[str]:
     return (["id", "model", "num_parameters", "demo", "demo_preset", "demonstrations", "layer", "tasks", "mode"]
             + list(TASK_GROUPS["sts"]) + ["sts_avg"] + [n for n in TASKS if n not in TASK_GROUPS["all"]]
-            + list(TASK_GROUPS["transfer"]) + ["MRPC_f1", "transfer_avg"]
+            + list(TASK_GROUPS["transfer"]) + ["MRPC_f1", "transfer_avg", "classifier"]
             + ["dtype", "wall_s", "status", "error", "imported_from", "file"])  # fmt: skip
 
 
