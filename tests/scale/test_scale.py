@@ -513,7 +513,8 @@ def test_report_puts_transfer_cells_in_their_own_table(tmp_path):
                       "num_parameters": 630_000_000}})  # fmt: skip
     rows = cell_rows(load_cells(folder))
     assert {r["id"]: r["classifier"] for r in rows}[cell.id] == "lbfgs"  # the plot's note says which classifier
-    md = to_markdown(rows)
+    md = to_markdown(rows, "cells")
+    assert f"From the cell files of `cells` ({len(rows)} cells)" in md  # every cell counted, both tables
     sts_part, _, rest = md.partition("Transfer tasks (")
     transfer_part = rest.split("Published for reference")[0]
     line = "| smollm2-135m | 134M | none | -1 | 80.00 | 81.00 | 82.00 | 83.00 | 84.00 | 85.00 | 86.00 / 81.25 | 83.00 | fast |"

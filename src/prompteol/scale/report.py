@@ -213,7 +213,7 @@ def transfer_markdown(rows: list[dict]) -> list[str]:
 
 
 def to_markdown(rows: list[dict], source: str = "") -> str:
-    transfer_rows = transfer_markdown(rows)
+    transfer_rows, count = transfer_markdown(rows), len(rows)
     rows = [r for r in rows if not _transfer_only(r)]  # the STS table: cells with STS tasks (and others, e.g. dev)
     layers = {r["layer"] for r in rows}
     dev = any(r.get("STSBenchmark-dev") is not None for r in rows)
@@ -223,7 +223,7 @@ def to_markdown(rows: list[dict], source: str = "") -> str:
     head += (["transfer avg"] if transfer else []) + ["dtype", "wall time", "notes"]
     lines = ["# prompteol scale: results", ""]
     if source:
-        lines += [f"From the cell files of `{source}` ({len(rows)} cells). Spearman x100 (STS), accuracy (transfer).",
+        lines += [f"From the cell files of `{source}` ({count} cells). Spearman x100 (STS), accuracy (transfer).",
                   ""]  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
