@@ -165,6 +165,50 @@ def test_rates_are_medians_of_this_machines_kind_of_records(tmp_path, monkeypatc
     assert s.rates()[("gemma3-270m", "bfloat16")] == pytest.approx(50.0)
 
 
+def test_cells_are_scaled_by_their_measured_cost(tmp_path, monkeypatch):
+    """A transfer cell costs more per sentence than the STS rate says (longer sentences, classifier fits), and a
+    demonstration setting may cost more than plain PromptEOL (Contrastive Prompting adds a forward): both measured
+    from the finished cells and applied to the remaining ones; the STS rate itself ignores transfer tasks."""
+    import dataclasses
+
+    import torch
+
+    from prompteol import records
+    from prompteol.scale.steps import TRANSFER_SENTENCES
+
+    root = _root(tmp_path)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(records, "cpu_flags", lambda: {"avx512_bf16": True, "amx_bf16": True})
+    host = {"torch_threads": 2, "flags": {"avx512_bf16": True, "amx_bf16": True}}
+
+    def cell(name, demo, tasks):
+        rec = {"cell": {"status": "ok", "model": "gemma3-270m", "dtype": "bfloat16", "demo": demo, "host": host},
+               "tasks": tasks}  # fmt: skip
+        (root / "docs/scaling/cells" / f"{name}.json").write_text(json.dumps(rec))
+
+    sts = {f"STS1{i}": {"sentences": 1000, "elapsed_s": {"encode": 10.0, "total": 10.0}} for i in range(3)}  # 100/s
+    cell("none", "none", sts)
+    cell("btf", "best-training-free", {k: {"sentences": 1000, "elapsed_s": {"encode": 15.0}} for k in sts})  # 1.5x
+    transfer = {"MR": {"sentences": 1000, "elapsed_s": {"encode": 20.0, "total": 25.0}},  # 2.5x, fits included
+                "SUBJ": {"sentences": 1000, "elapsed_s": {"encode": 0.5, "total": 4.0}}}  # cached: not a measure
+    cell("none-transfer", "none", transfer)
+    s = study._Study(StudyOptions(root=root, dry_run=True), lambda line: None)
+    rates = s.rates()
+    base = 1000 / 12  # the STS tasks' median (3 at 100/s, 3 at 66.7/s): the transfer tasks are not among them
+    assert rates[("gemma3-270m", "bfloat16")] == pytest.approx(base)
+    ratios = s.cost_ratios(rates)
+    assert ratios[("transfer",)] == pytest.approx(2.5)  # against `none`'s own STS rate
+    assert ratios[("demo", "gemma3-270m", "best-training-free")] == pytest.approx(base / (1000 / 15))
+    assert ratios[("demo", "gemma3-270m", "none")] == pytest.approx(base / 100)
+    by_id = {st.id: st for st in build_plan(stages="f")}
+    # (the plan has no gemma3-270m transfer cell: qwen2.5-coder-0.5b's, given this model)
+    step = dataclasses.replace(by_id["cell/qwen2.5-coder-0.5b/best-training-free/transfer-fast/L-1"], model="gemma3-270m")
+    plain = s.estimate(step, rates)
+    assert plain == pytest.approx(TRANSFER_SENTENCES / base)
+    # best-training-free's STS time per sentence (0.015 s), times the transfer tasks' measured 2.5
+    assert s.estimate(step, rates, ratios=ratios) == pytest.approx(TRANSFER_SENTENCES * 0.015 * 2.5)
+
+
 def test_the_estimates_sentence_counts_are_the_datas(data_dir):
     """The queue's estimates count each cell's unique sentences: checked against the data as the harness reads it."""
     from prompteol.evaluation.data import load_task_data

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.tasks import TASK_GROUPS
 from .steps import (
     DEMO_SEARCH,
     SETTINGS_SEARCH,
@@ -25,6 +26,7 @@ __all__ = ["StudyEstimates", "SEARCH_KINDS"]
 
 #: the step kinds whose estimate is scaled by the finished ones' measured wall time (:meth:`StudyEstimates.search_factors`)
 SEARCH_KINDS = ("demos", "methods")
+_TRANSFER = frozenset(TASK_GROUPS["transfer"])
 
 
 class StudyEstimates:
@@ -32,29 +34,69 @@ class StudyEstimates:
     steps: list[Step]
     log: dict[str, Any]
 
-    def rates(self) -> dict[tuple[str, str], float]:
-        """Measured sentences/s per (model, dtype): the median over every finished task (cells and partial
-        records) of its encoded sentences / encode seconds, from the records of this machine's thread count and
-        CPU kind (AMX, AVX512-BF16 or neither) where such records exist. A median, because a task's time may
-        include a pause of the queue (slower) or vectors read from the embedding cache (faster)."""
-        import statistics
-
+    def _measured(self) -> dict[tuple[str, str], list[tuple[str, str, dict]]]:
+        """Per (model, dtype): ``(demo setting, task name, task result)`` of every finished task (cells and partial
+        records), from the records of this machine's thread count and CPU kind (AMX, AVX512-BF16 or neither)
+        where such records exist (else the same threads, else the same CPU kind, else any)."""
         import torch
 
         from ..records import cpu_flags
 
         threads = torch.get_num_threads()
         kind = _cpu_kind(cpu_flags())
-        per: dict[tuple[str, str], dict[tuple[bool, bool], list[float]]] = {}
+        per: dict[tuple[str, str], dict[tuple[bool, bool], list[tuple[str, str, dict]]]] = {}
         for folder in (self.opts.cells_dir, self.opts.precision_dir):
             for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-                for model, dtype, host, task in _measured_tasks(path):
-                    enc = (task.get("elapsed_s") or {}).get("encode")
-                    if enc and enc > 1 and task.get("sentences"):
-                        match = (host.get("torch_threads") == threads, _cpu_kind(host.get("flags") or {}) == kind)
-                        per.setdefault((model, dtype), {}).setdefault(match, []).append(int(task["sentences"]) / float(enc))
-        # the records closest to this run: same threads and CPU kind, else same threads, else same CPU kind, else any
-        return {key: statistics.median(groups[max(groups)]) for key, groups in per.items()}
+                for model, dtype, demo, host, name, task in _measured_tasks(path):
+                    match = (host.get("torch_threads") == threads, _cpu_kind(host.get("flags") or {}) == kind)
+                    per.setdefault((model, dtype), {}).setdefault(match, []).append((demo, name, task))
+        return {key: groups[max(groups)] for key, groups in per.items()}
+
+    def rates(self, measured: dict | None = None) -> dict[tuple[str, str], float]:
+        """Measured sentences/s per (model, dtype) on the STS tasks (7-task cells and STS-B dev): the median over
+        the finished tasks of :meth:`_measured` of their encoded sentences / encode seconds. A median, because a
+        task's time may include a pause of the queue (slower) or vectors read from the embedding cache (faster)."""
+        import statistics
+
+        out = {}
+        for key, tasks in (self._measured() if measured is None else measured).items():
+            got = [_sentences(task) / _encode_s(task) for _, name, task in tasks if name not in _TRANSFER and _timed(task)]
+            if got:
+                out[key] = statistics.median(got)
+        return out
+
+    def cost_ratios(self, rates: dict[tuple[str, str], float]) -> dict[tuple[str, ...], float]:
+        """How much longer than :meth:`rates` says a cell takes, measured: ``("transfer",)``: the transfer tasks'
+        seconds per sentence (longer sentences, the classifier fits) over the STS seconds per sentence of the same
+        model and demonstration setting, the median over the settings that ran some; ``("demo", model, setting)``: the model's STS rate over its rate
+        in that demonstration setting's cells (a demonstration lengthens the prompt, Contrastive Prompting adds a
+        forward). Unmeasured: 1."""
+        import statistics
+
+        out: dict[tuple[str, ...], float] = {}
+        transfer = []
+        for key, tasks in self._measured().items():
+            base = rates.get(key)
+            if not base:
+                continue
+            spent: dict[str, list[float]] = {}  # demo setting -> [transfer seconds, transfer sentences]
+            by_demo: dict[str, list[float]] = {}
+            for demo, name, task in tasks:
+                if not _timed(task):
+                    continue
+                if name in _TRANSFER:  # the task's whole time: encoding and its classifier fits
+                    got = spent.setdefault(demo, [0.0, 0.0])
+                    got[0] += float((task.get("elapsed_s") or {}).get("total") or _encode_s(task))
+                    got[1] += _sentences(task)
+                else:
+                    by_demo.setdefault(demo, []).append(_sentences(task) / _encode_s(task))
+            for demo, got in by_demo.items():
+                out[("demo", key[0], demo)] = base / statistics.median(got)
+            for demo, (seconds, sentences) in spent.items():  # against the STS rate of the same setting
+                transfer.append(seconds / sentences * (statistics.median(by_demo[demo]) if demo in by_demo else base))
+        if transfer:
+            out[("transfer",)] = statistics.median(transfer)
+        return out
 
     def rate(self, model: str, dtype: str, rates: dict[tuple[str, str], float]) -> float | None:
         from ..models.registry import PACKAGED_MODELS
@@ -87,13 +129,19 @@ class StudyEstimates:
         return STS_SENTENCES if step.params.get("tasks", "sts") == "sts" else TRANSFER_SENTENCES
 
     def estimate(self, step: Step, rates: dict[tuple[str, str], float],
-                 factors: dict[tuple[str, str | None], float] | None = None, whole: bool = False) -> float | None:  # fmt: skip
+                 factors: dict[tuple[str, str | None], float] | None = None, whole: bool = False,
+                 ratios: dict[tuple[str, ...], float] | None = None) -> float | None:  # fmt: skip
         """Seconds ``step`` should take: its sentences (``whole``: all of them, else those not yet encoded) at the
-        measured rate; a search (``demos``, ``methods``) times ``factors`` (:meth:`search_factors`) where known."""
+        measured rate; a search (``demos``, ``methods``) times ``factors`` (:meth:`search_factors`) where known; a
+        cell times its kind's ``ratios`` (:meth:`cost_ratios`) where measured."""
         rate = self.rate(step.model, fast_dtype(step.model), rates)
         if not rate:
             return None
         seconds = max(0, self.sentences(step) - (0 if whole else self.finished_sentences(step))) / rate
+        if ratios and step.kind == "cell":
+            seconds *= ratios.get(("demo", step.model, str(step.params.get("demo"))), 1.0)
+            if step.params.get("tasks", "sts") == "transfer":
+                seconds *= ratios.get(("transfer",), 1.0)
         if step.kind == "precision" and fast_dtype(step.model) != "float32":
             f32 = self.rate(step.model, "float32", rates)
             seconds = STSB_DEV_SENTENCES / rate + (STSB_DEV_SENTENCES / f32 if f32 else 0)
@@ -149,6 +197,19 @@ class StudyEstimates:
         return {key: wall / est for key, (wall, est) in walls.items()}
 
 
+def _sentences(task: dict) -> float:
+    return float(task.get("sentences") or 0)
+
+
+def _encode_s(task: dict) -> float:
+    return float((task.get("elapsed_s") or {}).get("encode") or 0.0)
+
+
+def _timed(task: dict) -> bool:
+    """A task that encoded something (not all from the embedding cache: over a second of encoding)."""
+    return _encode_s(task) > 1 and _sentences(task) > 0
+
+
 def _cpu_kind(flags: dict) -> str:
     return "amx" if flags.get("amx_bf16") else "avx512bf16" if flags.get("avx512_bf16") else "other"
 
@@ -184,7 +245,8 @@ def _partial_tasks(path: Path) -> dict[str, Any]:
 
 
 def _measured_tasks(path: Path):
-    """``(model, dtype, host, task result)`` of each task computed (not imported) in a cell or partial file."""
+    """``(model, dtype, demo setting, host, task name, task result)`` of each task computed (not imported) in a
+    cell or partial file."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -196,9 +258,9 @@ def _measured_tasks(path: Path):
         resumed = c.get("resumed_tasks") or {}
         for name, task in (data.get("tasks") or {}).items():
             host = (resumed.get(name) or {}).get("host") or c.get("host") or {}
-            yield str(c.get("model")), str(c.get("dtype")), host, task
+            yield str(c.get("model")), str(c.get("dtype")), str(c.get("demo")), host, name, task
     elif isinstance(data.get("partial"), dict):
         ident = data["partial"].get("identity", {})
-        model = str(ident.get("cell", "")).split("__")[0]
-        for task in (data.get("tasks") or {}).values():
-            yield model, str(ident.get("dtype")), (task.get("run") or {}).get("host") or {}, task
+        model, demo = (str(ident.get("cell", "")).split("__") + [""])[:2]
+        for name, task in (data.get("tasks") or {}).items():
+            yield model, str(ident.get("dtype")), demo, (task.get("run") or {}).get("host") or {}, name, task

@@ -174,6 +174,7 @@ class _Study(StudyEstimates):
     def status(self) -> tuple[list[tuple[Step, str, float | None]], dict[str, bool]]:
         rates = self.rates()
         factors = self.search_factors(rates)
+        ratios = self.cost_ratios(rates)
         done = {s.id: self.is_done(s) for s in self.steps}
         rows = []
         for step in self.steps:
@@ -185,7 +186,7 @@ class _Study(StudyEstimates):
                 state = f"failed before ({err[:80]}); runs again"
             else:
                 state = "to run"
-            rows.append((step, state, None if done[step.id] else self.estimate(step, rates, factors)))
+            rows.append((step, state, None if done[step.id] else self.estimate(step, rates, factors, ratios=ratios)))
         return rows, done
 
     def print_status(self) -> None:
@@ -202,6 +203,10 @@ class _Study(StudyEstimates):
         if rates:
             self.say("measured rates (sentences/s, 7-task and STS-B dev encodes, this thread count where known): "
                      + ", ".join(f"{m} {d} {r:.1f}" for (m, d), r in sorted(rates.items())))  # fmt: skip
+        ratios = self.cost_ratios(rates)
+        if ratios:
+            self.say("cells scaled by their measured cost (time per sentence against the model's STS rate): "
+                     + ", ".join(" ".join(k[1:] if k[0] == "demo" else k) + f" x{r:.2f}" for k, r in sorted(ratios.items())))  # fmt: skip
         pooled = {kind: f for (kind, model), f in self.search_factors(rates).items() if model is None}
         if pooled:
             self.say("searches scaled by the wall time of the finished ones (per model where measured, else pooled): "
