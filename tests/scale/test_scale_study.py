@@ -96,6 +96,38 @@ def test_search_estimates_are_scaled_by_the_finished_searches_wall_time(tmp_path
     assert f"methods x{pooled:.2f}" in capsys.readouterr().out
 
 
+def test_search_factors_prefer_searches_timed_on_this_kind_of_machine(tmp_path, monkeypatch):
+    """A search timed on a slower machine (a model's only one, logged before the queue recorded its host) does not
+    scale the estimate made with this machine's rates: the pooled factor of this machine's kind is used instead;
+    and a finished step's log entry records the host."""
+    import torch
+
+    from prompteol import records
+
+    root = _root(tmp_path)
+    for cell in (REPO / "docs/scaling/cells").glob("gemma3-270m__none__L-1__sts-test*.json"):  # a measured rate
+        shutil.copy(cell, root / "docs/scaling/cells" / cell.name)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(records, "cpu_flags", lambda: {"avx512_bf16": True, "amx_bf16": True})
+    opts = StudyOptions(root=root, dry_run=True)
+    s = study._Study(opts, lambda line: None)
+    rates = s.rates()
+    by_id = {step.id: step for step in s.steps}
+    old, new = by_id["demos/gemma3-270m"], by_id["demos/qwen2.5-coder-0.5b"]
+    log = {"schema": "prompteol.queue/1", "steps": {
+        old.id: {"status": "ok", "wall_s": 4 * s.estimate(old, rates, whole=True)},  # no host: another sitting
+        new.id: {"status": "ok", "wall_s": 1.5 * s.estimate(new, rates, whole=True), "host": s.host()}}}  # fmt: skip
+    assert s.host() == {"torch_threads": 2, "cpu_kind": "amx"}
+    opts.log_file.write_text(json.dumps(log))
+    factors = study._Study(opts, lambda line: None).search_factors(rates)
+    assert factors[("demos", None)] == pytest.approx(1.5) and factors[("demos", new.model)] == pytest.approx(1.5)
+    assert ("demos", old.model) not in factors, "its own factor was timed on another kind of machine"
+    log["steps"][new.id].pop("host")  # no entry of this kind: all of them, as before
+    opts.log_file.write_text(json.dumps(log))
+    factors = study._Study(opts, lambda line: None).search_factors(rates)
+    assert factors[("demos", old.model)] == pytest.approx(4.0) and 1.5 < factors[("demos", None)] < 4.0
+
+
 def test_a_started_cell_is_estimated_by_its_remaining_tasks(tmp_path):
     """A cell resumed after a stop costs only the tasks its partial record has not finished."""
     from prompteol.scale.run import partial_path
@@ -267,6 +299,7 @@ def test_a_failed_step_is_recorded_and_the_queue_goes_on(tmp_path, monkeypatch, 
     entry = log["steps"]["precision/smollm2-135m"]
     assert entry["status"] == "failed" and "out of memory (simulated)" in entry["error"]
     assert log["steps"]["precision/gemma3-270m"]["status"] == "ok" and "wall_s" in log["steps"]["precision/gemma3-270m"]
+    assert set(log["steps"]["precision/gemma3-270m"]["host"]) == {"torch_threads", "cpu_kind"}  # for search_factors
     assert not (root / "docs/scaling/.queue.lock").exists()
     # the next run tries the failed step again (once), then the rest
     order.clear()

@@ -185,16 +185,38 @@ class StudyEstimates:
         """Measured wall time / estimate of the finished searches (the queue log's ``wall_s``), per (kind, model)
         and per kind (``(kind, None)``, all models pooled): a search's sentence count is a rough model (settings
         differ in cost: echo doubles the tokens, Contrastive Prompting adds a forward), so the remaining searches
-        are scaled by what the finished ones took. A step resumed across runs logs its last run's time only."""
-        walls: dict[tuple[str, str | None], list[float]] = {}
+        are scaled by what the finished ones took. A step resumed across runs logs its last run's time only.
+
+        The estimates use this machine's rates, so a search timed on another kind of machine would skew its
+        factor: the log's ``host`` (threads, CPU kind; logged since the queue recorded it) picks the closest
+        entries, as :meth:`rates` does, and a model's own factor is used only when it is as close as the pooled
+        one (else the pooled factor of this machine's kind)."""
+        import torch
+
+        from ..records import cpu_flags
+
+        here = (torch.get_num_threads(), _cpu_kind(cpu_flags()))
+        walls: dict[tuple[str, str | None], dict[tuple[bool, bool], list[float]]] = {}
         for step in self.steps:
             entry = self.log["steps"].get(step.id, {})
             est = self.estimate(step, rates, whole=True) if step.kind in SEARCH_KINDS and entry.get("status") == "ok" else None
             if est and entry.get("wall_s"):
+                host = entry.get("host") or {}
+                match = (host.get("torch_threads") == here[0], host.get("cpu_kind") == here[1])
                 for key in ((step.kind, step.model), (step.kind, None)):
-                    got = walls.setdefault(key, [0.0, 0.0])
+                    got = walls.setdefault(key, {}).setdefault(match, [0.0, 0.0])
                     got[0], got[1] = got[0] + float(entry["wall_s"]), got[1] + est
-        return {key: wall / est for key, (wall, est) in walls.items()}
+        best = {key: max(groups) for key, groups in walls.items()}
+        return {key: groups[best[key]][0] / groups[best[key]][1] for key, groups in walls.items()
+                if key[1] is None or best[key] >= best[(key[0], None)]}  # fmt: skip
+
+    def host(self) -> dict[str, Any]:
+        """What the queue log records of the machine that ran a step (:meth:`search_factors` reads it)."""
+        import torch
+
+        from ..records import cpu_flags
+
+        return {"torch_threads": torch.get_num_threads(), "cpu_kind": _cpu_kind(cpu_flags())}
 
 
 def _sentences(task: dict) -> float:

@@ -239,7 +239,7 @@ class _Study(StudyEstimates):
                 ok, error = False, f"{type(exc).__name__}: {exc}"
             wall = round(time.perf_counter() - t0, 1)
             self._write_log(nxt, status="ok" if ok else "failed", finished=_now(), wall_s=wall, error=error,
-                            tried_this_run=True, command=self.opts.command)  # fmt: skip
+                            tried_this_run=True, command=self.opts.command, host=self.host())  # fmt: skip
             self.say(f"== {nxt.id}: {'done' if ok else 'FAILED: ' + str(error)} in {_fmt_s(wall)}")
             failures += 0 if ok else 1
         for entry in self.log["steps"].values():
