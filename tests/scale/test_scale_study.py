@@ -47,6 +47,10 @@ def test_plan_gives_every_model_a_result_before_spending_more_on_one():
     assert by_id["cell/gemma3-270m/default"].needs == ("demos/gemma3-270m",)
     # the `none` cells of all three new models come before any demonstration search
     assert max(ids.index(f"cell/{m}/none") for m in STUDY_MODELS[1:]) < min(ids.index(f"demos/{m}") for m in STUDY_MODELS[1:])
+    # stage f: plain PromptEOL's transfer at both sizes (the paper's transfer claim) before either best setting's
+    transfer = [i for i in ids if "/transfer-" in i]
+    assert [i.split("/")[2] for i in transfer] == ["none", "none", "best-training-free", "best-training-free"]
+    assert max(ids.index(i) for i in transfer) < ids.index("demos-stsb-dev/qwen2.5-coder-1.5b")
 
 
 def test_status_from_the_files_alone(tmp_path, capsys):
