@@ -52,14 +52,14 @@ class StudyEstimates:
                     per.setdefault((model, dtype), {}).setdefault(match, []).append((demo, name, task))
         return {key: groups[max(groups)] for key, groups in per.items()}
 
-    def rates(self, measured: dict | None = None) -> dict[tuple[str, str], float]:
+    def rates(self) -> dict[tuple[str, str], float]:
         """Measured sentences/s per (model, dtype) on the STS tasks (7-task cells and STS-B dev): the median over
         the finished tasks of :meth:`_measured` of their encoded sentences / encode seconds. A median, because a
         task's time may include a pause of the queue (slower) or vectors read from the embedding cache (faster)."""
         import statistics
 
         out = {}
-        for key, tasks in (self._measured() if measured is None else measured).items():
+        for key, tasks in self._measured().items():
             got = [_sentences(task) / _encode_s(task) for _, name, task in tasks if name not in _TRANSFER and _timed(task)]
             if got:
                 out[key] = statistics.median(got)
@@ -68,9 +68,9 @@ class StudyEstimates:
     def cost_ratios(self, rates: dict[tuple[str, str], float]) -> dict[tuple[str, ...], float]:
         """How much longer than :meth:`rates` says a cell takes, measured: ``("transfer",)``: the transfer tasks'
         seconds per sentence (longer sentences, the classifier fits) over the STS seconds per sentence of the same
-        model and demonstration setting, the median over the settings that ran some; ``("demo", model, setting)``: the model's STS rate over its rate
-        in that demonstration setting's cells (a demonstration lengthens the prompt, Contrastive Prompting adds a
-        forward). Unmeasured: 1."""
+        model and demonstration setting, the median over the settings that ran some; ``("demo", model, setting)``:
+        the model's STS rate over its rate in that setting's cells (a demonstration lengthens the prompt,
+        Contrastive Prompting adds a forward). Unmeasured: 1."""
         import statistics
 
         out: dict[tuple[str, ...], float] = {}
@@ -191,18 +191,14 @@ class StudyEstimates:
         factor: the log's ``host`` (threads, CPU kind; logged since the queue recorded it) picks the closest
         entries, as :meth:`rates` does, and a model's own factor is used only when it is as close as the pooled
         one (else the pooled factor of this machine's kind)."""
-        import torch
-
-        from ..records import cpu_flags
-
-        here = (torch.get_num_threads(), _cpu_kind(cpu_flags()))
+        here = self.host()
         walls: dict[tuple[str, str | None], dict[tuple[bool, bool], list[float]]] = {}
         for step in self.steps:
             entry = self.log["steps"].get(step.id, {})
             est = self.estimate(step, rates, whole=True) if step.kind in SEARCH_KINDS and entry.get("status") == "ok" else None
             if est and entry.get("wall_s"):
                 host = entry.get("host") or {}
-                match = (host.get("torch_threads") == here[0], host.get("cpu_kind") == here[1])
+                match = (host.get("torch_threads") == here["torch_threads"], host.get("cpu_kind") == here["cpu_kind"])
                 for key in ((step.kind, step.model), (step.kind, None)):
                     got = walls.setdefault(key, {}).setdefault(match, [0.0, 0.0])
                     got[0], got[1] = got[0] + float(entry["wall_s"]), got[1] + est
