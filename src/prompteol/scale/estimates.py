@@ -38,12 +38,8 @@ class StudyEstimates:
         """Per (model, dtype): ``(demo setting, task name, task result)`` of every finished task (cells and partial
         records), from the records of this machine's thread count and CPU kind (AMX, AVX512-BF16 or neither)
         where such records exist (else the same threads, else the same CPU kind, else any)."""
-        import torch
-
-        from ..records import cpu_flags
-
-        threads = torch.get_num_threads()
-        kind = _cpu_kind(cpu_flags())
+        here = self.host()
+        threads, kind = here["torch_threads"], here["cpu_kind"]
         per: dict[tuple[str, str], dict[tuple[bool, bool], list[tuple[str, str, dict]]]] = {}
         for folder in (self.opts.cells_dir, self.opts.precision_dir):
             for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
