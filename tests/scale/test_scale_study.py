@@ -365,6 +365,45 @@ def test_methods_report_attributes_gains_at_equal_layer(tmp_path):
     assert "the scored settings `docs/methods/m/selection/layer-template.jsonl`" in text
 
 
+def test_methods_report_adds_the_transfer_table_when_transfer_cells_exist(tmp_path):
+    """best-training-free's transfer cell against plain PromptEOL's (none, layer -1), with the differences."""
+    from prompteol.evaluation.tasks import TASK_GROUPS
+    from prompteol.scale.methods_report import methods_rows, write_methods_report
+
+    root = tmp_path
+    sel_dir = root / "docs/methods/m/selection"
+    sel_dir.mkdir(parents=True)
+    (sel_dir / "selection.json").write_text(json.dumps({
+        "split_description": "split", "n_pairs": 300, "n_pairs_full": 691, "best_plain_layer": -1, "bests": {},
+        "best": {"options": {"template": "ke", "layer": -6}, "score": 60.0}, "plain_full": 50.0}))  # fmt: skip
+    cells = root / "docs/scaling/cells"
+    cells.mkdir(parents=True)
+
+    def transfer_cell(name, demo, layer, base):
+        tasks = {t: {"score": base + i, "classifier": "lbfgs"} for i, t in enumerate(TASK_GROUPS["transfer"])}
+        tasks["MRPC"]["f1"] = 80.0
+        avg = sum(t["score"] for t in tasks.values()) / len(tasks)
+        (cells / name).write_text(json.dumps({"averages": {"transfer": avg}, "tasks": tasks, "cell": {
+            "status": "ok", "model": "m", "demo": demo, "layer": layer, "tasks": "transfer", "mode": "fast",
+            "dtype": "float32"}}))  # fmt: skip
+
+    transfer_cell("plain.json", "none", -1, 80.0)
+    (row,) = methods_rows(root)
+    assert row["transfer"]["best"] is None and row["transfer"]["plain_last"]["avg"] == pytest.approx(83.0)
+    text = write_methods_report(root).read_text()
+    assert "| best-training-free (layer -6) | not yet |" in text
+    assert "| plain PromptEOL, no demonstration, layer -1 | 80.00 | 81.00 |" in text and "86.00 / 80.00 | 83.00 |" in text
+    assert "fast mode, lbfgs classifier, float32), from `docs/scaling/cells/plain.json`" in text
+    assert "| difference |" not in text
+    transfer_cell("best.json", "best-training-free", -6, 81.5)
+    text = write_methods_report(root).read_text()
+    assert "| difference | +1.50 | +1.50 |" in text and "| +1.50 |" in text
+    # a model without transfer cells gets no transfer table
+    for f in ("plain.json", "best.json"):
+        (cells / f).unlink()
+    assert "7 transfer tasks" not in write_methods_report(root).read_text()
+
+
 def test_generated_tables_go_between_their_markers(tmp_path):
     from prompteol.errors import ConfigError
     from prompteol.scale.report import update_doc_block

@@ -11,7 +11,8 @@ Records read (all committed):
   finalists rescored on the whole split, the choice;
 - ``docs/methods/<model>/selection/<family>.jsonl``: every scored setting (for plain at a given layer);
 - the cells of ``docs/scaling/cells``: ``none`` at each layer (plain PromptEOL) and
-  ``best-training-free``, each with its 7 STS tasks.
+  ``best-training-free``, each with its 7 STS tasks; where they exist, the transfer cells of the same two
+  settings (plain at the last layer, ``best-training-free`` at its layer), shown as a second table.
 
 Nothing here imports torch.
 """
@@ -22,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.tasks import TASK_GROUPS
 from .report import STS_COLUMNS, load_cells
 
 __all__ = ["methods_rows", "methods_markdown", "write_methods_report"]
@@ -60,6 +62,31 @@ def _cells_by_model(cells_dir: Path) -> dict[str, dict[tuple[str, int], dict]]:
     return out
 
 
+def _transfer_cells_by_model(cells_dir: Path) -> dict[str, dict[tuple[str, int], dict]]:
+    """``{model: {(demo, layer): record}}`` of the finished cells that ran the 7 transfer tasks."""
+    out: dict[str, dict[tuple[str, int], dict]] = {}
+    for path, data in load_cells(cells_dir):
+        c = data["cell"]
+        if c.get("status") != "ok" or c.get("tasks") not in ("transfer", "all"):
+            continue
+        if (data.get("averages") or {}).get("transfer") is None:
+            continue
+        out.setdefault(str(c["model"]), {})[(str(c["demo"]), int(c["layer"]))] = {**data, "file": path.name}
+    return out
+
+
+def _transfer(data: dict | None) -> dict[str, Any] | None:
+    """A transfer cell's scores (accuracy; MRPC's F1 too), average, mode, classifier and file; None when absent."""
+    if data is None:
+        return None
+    tasks = data.get("tasks") or {}
+    scores = {t: tasks[t]["score"] for t in TASK_GROUPS["transfer"] if isinstance(tasks.get(t), dict)}
+    classifier = next((tasks[t].get("classifier") for t in scores if tasks[t].get("classifier")), None)
+    return {"scores": scores, "mrpc_f1": (tasks.get("MRPC") or {}).get("f1"), "avg": data["averages"]["transfer"],
+            "mode": data["cell"].get("mode"), "classifier": classifier, "dtype": data["cell"].get("dtype"),
+            "file": data["file"]}  # fmt: skip
+
+
 def _sts(data: dict | None) -> float | None:
     return None if data is None else (data.get("averages") or {}).get("sts")
 
@@ -68,6 +95,7 @@ def methods_rows(root: str | Path) -> list[dict[str, Any]]:
     """One summary per model that has a selection record."""
     root = Path(root)
     cells = _cells_by_model(root / "docs" / "scaling" / "cells")
+    transfer = _transfer_cells_by_model(root / "docs" / "scaling" / "cells")
     rows = []
     for sel_path in sorted((root / "docs" / "methods").glob("*/selection/selection.json")):
         sel = json.loads(sel_path.read_text(encoding="utf-8"))
@@ -99,6 +127,8 @@ def methods_rows(root: str | Path) -> list[dict[str, Any]]:
                     "plain_best_layer": _sts(mine.get(("none", plain_layer)))},
             "tasks": {STS_COLUMNS[t]: s["score"] for t, s in (best_cell or {}).get("tasks", {}).items() if t in STS_COLUMNS},
             "dtype": (best_cell or {}).get("cell", {}).get("dtype"),
+            "transfer": {"best": _transfer(transfer.get(model, {}).get(("best-training-free", layer))),
+                         "plain_last": _transfer(transfer.get(model, {}).get(("none", -1)))},
         })  # fmt: skip
     return rows
 
@@ -149,7 +179,36 @@ def methods_markdown(rows: list[dict[str, Any]]) -> str:
             out.append(f"| plain PromptEOL, layer {r['best_plain_layer']} (its best layer on the selection split) | "
                        f"{_f(s['plain_best_layer'])} | | |")  # fmt: skip
         out.append("")
+        out += _transfer_markdown(r)
     return "\n".join(out) + "\n"
+
+
+def _transfer_markdown(r: dict[str, Any]) -> list[str]:
+    """The transfer table of one model: best-training-free against plain PromptEOL (no demonstration, layer -1)."""
+    best, plain = r["transfer"]["best"], r["transfer"]["plain_last"]
+    if best is None and plain is None:
+        return []
+    names = TASK_GROUPS["transfer"]
+    done = [t for t in (best, plain) if t]
+    how = ", ".join(sorted({f"{t['mode']} mode, {t['classifier'] or 'senteval'} classifier, {t['dtype']}" for t in done}))
+    files = " and ".join(f"`docs/scaling/cells/{t['file']}`" for t in done)
+    out = [f"Transfer, accuracy (MRPC: accuracy / F1; {how}), from {files}:\n",
+           "| 7 transfer tasks | " + " | ".join(names) + " | avg |", "|---|" + "---|" * (len(names) + 1)]  # fmt: skip
+
+    def line(label: str, t: dict | None) -> str:
+        if t is None:
+            return f"| {label} | " + " | ".join(["not yet"] * (len(names) + 1)) + " |"
+        cells = [_f(t["scores"].get(n)) for n in names]
+        if t["mrpc_f1"] is not None:
+            cells[names.index("MRPC")] += f" / {t['mrpc_f1']:.2f}"
+        return f"| {label} | " + " | ".join(cells) + f" | {_f(t['avg'])} |"
+
+    out.append(line(f"best-training-free (layer {r['layer']})", best))
+    out.append(line("plain PromptEOL, no demonstration, layer -1", plain))
+    if best and plain:
+        diffs = [_f(_gain(best["scores"].get(n), plain["scores"].get(n)), True) for n in names]
+        out.append("| difference | " + " | ".join(diffs) + f" | {_f(_gain(best['avg'], plain['avg']), True)} |")
+    return out + [""]
 
 
 def write_methods_report(root: str | Path, output: str | Path | None = None) -> Path:
