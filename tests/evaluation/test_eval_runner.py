@@ -115,8 +115,10 @@ def test_cli_classifier_and_seeds_reach_evaluate(data_dir, tmp_path, monkeypatch
     base = ["eval", "--model", "m", "--tasks", "MR", "--data-dir", str(data_dir), "--no-progress"]
     assert main(base + ["--classifier", "senteval", "--seeds", "3", "--mode", "fast"]) == 0
     assert main(base) == 0
-    assert [(k["classifier"], k["seeds"], k["mode"]) for k in seen] == [("senteval", 3, "fast"), ("lbfgs", 1, "test")]
-    for bad in (["--seeds", "0"], ["--seeds", "two"], ["--classifier", "svm"]):
+    assert main(base + ["--max-iter", "5000"]) == 0
+    assert [(k["classifier"], k["seeds"], k["mode"], k["max_iter"]) for k in seen] == [
+        ("senteval", 3, "fast", None), ("lbfgs", 1, "test", None), ("lbfgs", 1, "test", 5000)]  # fmt: skip
+    for bad in (["--seeds", "0"], ["--seeds", "two"], ["--classifier", "svm"], ["--max-iter", "0"]):
         with pytest.raises(SystemExit) as exc:
             main(base + bad)
         assert exc.value.code == 2

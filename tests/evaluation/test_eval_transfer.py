@@ -338,3 +338,19 @@ def test_one_seed_keeps_the_single_run_shape(data_dir, monkeypatch):
     assert proto["hyperparameters"]["solver"] == "lbfgs" and proto["kfold"] == 5
     two = evaluate(HashedBoW(dim=64), tasks="MRPC", data_dir=data_dir, mode="fast", seeds=2)["tasks"]["MRPC"]
     assert two["runs"][0]["acc"] == res["acc"]  # seed 1111 first, the same run as a single-seed one
+
+
+def test_max_iter_caps_the_lbfgs_fits_and_is_recorded(data_dir, monkeypatch):
+    """A cap of 1 iteration: every fit stops there and is counted; the protocol records the cap."""
+    _small_mrpc(monkeypatch)
+    capped = evaluate(HashedBoW(dim=64), tasks="MRPC", data_dir=data_dir, mode="fast", max_iter=1)
+    res = capped["tasks"]["MRPC"]
+    assert res["fits"] == 4 * 5 + 1 and res["not_converged"] == res["fits"]
+    assert capped["protocol"]["transfer"]["hyperparameters"]["max_iter"] == 1
+    assert "max_iter=1)" in capped["protocol"]["transfer"]["description"]
+    default = evaluate(HashedBoW(dim=64), tasks="MRPC", data_dir=data_dir, mode="fast")
+    assert default["protocol"]["transfer"]["hyperparameters"]["max_iter"] == 1000
+    assert default["tasks"]["MRPC"]["not_converged"] < default["tasks"]["MRPC"]["fits"]
+    for bad in (0, -3, 2.5, True, "100"):
+        with pytest.raises(ConfigError, match="max_iter"):
+            evaluate(HashedBoW(dim=64), tasks="MRPC", data_dir=data_dir, mode="fast", max_iter=bad)

@@ -35,6 +35,9 @@ def register(sub) -> None:
                    help="transfer classifier: lbfgs = scikit-learn L-BFGS logistic regression to convergence; "
                    "senteval = SentEval's PyTorch classifier (Adam/RMSprop, early stopping) with the --mode's "
                    "settings (default: %(default)s)")  # fmt: skip
+    p.add_argument("--max-iter", type=positive_int, default=None, metavar="N",
+                   help="the lbfgs classifier's iteration cap; fits that reach it are counted in each task's "
+                   "not_converged (default: 1000; ignored by --classifier senteval)")  # fmt: skip
     p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
                    help="run the transfer classifiers with N seeds (1111, 1112, ...), encoding once; the score is "
                    "the mean, the results also hold each seed's score and the sample std (default: %(default)s)")  # fmt: skip
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             options = encode_options_from_args(args, show_progress=progress)
             res = evaluate(encoder, tasks, data_dir=root, mode=args.mode, options=options,
-                           classifier=args.classifier, seeds=args.seeds,
+                           classifier=args.classifier, seeds=args.seeds, max_iter=args.max_iter,
                            on_task=_task_line(out, name, len(tasks), getattr(args, "quiet", False)))  # fmt: skip
         except KeyboardInterrupt:
             print(_interrupted(encoder, kind, args), file=sys.stderr)

@@ -47,6 +47,7 @@ def evaluate(
     *,
     classifier: str = "lbfgs",
     seeds: int = 1,
+    max_iter: int | None = None,
     done: Mapping[str, dict] | None = None,
     on_task: Callable[[str, dict], None] | None = None,
 ) -> dict[str, Any]:
@@ -67,6 +68,8 @@ def evaluate(
         seeds: run the transfer classifiers with this many seeds (1111, 1112, ...: fold shuffles
             and classifier); sentences are encoded once. With more than one, each transfer
             result holds the per-seed scores, their ``mean`` (the ``score``) and sample ``std``.
+        max_iter: the ``lbfgs`` classifier's iteration cap (default ``transfer.MAX_ITER``, 1000);
+            fits that reach it are counted in each task's ``not_converged``. Ignored by ``senteval``.
         done: results of tasks finished earlier (``{name: task result}``, as this function returns
             them): those tasks are taken as they are, not encoded again (the caller checks that
             they were computed by the same encoder; see :mod:`prompteol.scale.run`).
@@ -80,13 +83,14 @@ def evaluate(
     """
     if mode not in MODES:
         raise ConfigError(f"mode should be one of {list(MODES)}, got {mode!r}")
-    from .transfer import CLASSIFIERS, SEED
+    from .transfer import CLASSIFIERS, MAX_ITER, SEED, check_max_iter
 
     if classifier not in CLASSIFIERS:
         raise ConfigError(f"classifier should be one of {list(CLASSIFIERS)}, got {classifier!r}")
     if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
         raise ConfigError(f"seeds should be a whole number >= 1, got {seeds!r}")
     seed_list = [SEED + i for i in range(int(seeds))]
+    max_iter = check_max_iter(MAX_ITER if max_iter is None else max_iter)
     if not callable(getattr(encoder, "encode", None)):
         raise InputError(f"encoder should have an encode(sentences) -> array method; got {type(encoder).__name__}")
     task_list = resolve_tasks(tasks)
@@ -111,7 +115,7 @@ def evaluate(
         if isinstance(data, StsPairs):
             res = _sts_task(task, data, vectors, index)
         else:
-            res = _transfer_task(task, data, vectors, index, mode, classifier, seed_list)
+            res = _transfer_task(task, data, vectors, index, mode, classifier, seed_list, max_iter)
         t2 = time.perf_counter()
         res = {"score": main_score(task, res), "main_score": task.main_score, **res, "sentences": len(sentences),
                "elapsed_s": {"encode": round(t1 - t0, 3), "score": round(t2 - t1, 3), "total": round(t2 - t0, 3)}}  # fmt: skip
@@ -129,7 +133,7 @@ def evaluate(
         "averages": _averages(results),
         "encode_s": _encode_seconds([r for name, r in results.items() if name not in done], described),
         "encoder": {"class": f"{type(encoder).__module__}.{type(encoder).__qualname__}", **described},
-        "protocol": _protocol(mode, task_list, classifier, seed_list),
+        "protocol": _protocol(mode, task_list, classifier, seed_list, max_iter),
         "data": {"root": str(root.resolve()), "sha256": checksums},
         "versions": package_versions(),
         "elapsed_s": round(time.perf_counter() - t_start, 3),
@@ -196,24 +200,26 @@ def _features(ex: Examples, vectors: np.ndarray, index: dict[str, int], pair: bo
 
 
 def _transfer_task(task: Task, data: dict[str, Examples], vectors, index, mode: str, classifier: str = "lbfgs",
-                   seeds: list[int] | None = None) -> dict:  # fmt: skip
+                   seeds: list[int] | None = None, max_iter: int | None = None) -> dict:  # fmt: skip
     """Score one transfer task with each seed; one seed keeps the single-run shape."""
     from .transfer import SEED
 
     feats = {name: _features(ex, vectors, index, task.pair_features) for name, ex in data.items()}
     labels = {name: ex.labels for name, ex in data.items()}
     seeds = seeds or [SEED]
-    runs = [_transfer_once(task, feats, labels, mode, classifier, seed) for seed in seeds]
+    runs = [_transfer_once(task, feats, labels, mode, classifier, seed, max_iter) for seed in seeds]
     if len(runs) == 1:
         return {"classifier": classifier, **runs[0]}
     return _combine_seeds(task, classifier, seeds, runs)
 
 
-def _transfer_once(task: Task, feats: dict, labels: dict, mode: str, classifier: str, seed: int) -> dict:
+def _transfer_once(task: Task, feats: dict, labels: dict, mode: str, classifier: str, seed: int,
+                   max_iter: int | None = None) -> dict:  # fmt: skip
     from . import transfer
 
     kfold = MODES[mode]
-    opts: dict[str, Any] = {"seed": seed, "classifier": classifier, "nclasses": task.nclasses or None}
+    opts: dict[str, Any] = {"seed": seed, "classifier": classifier, "nclasses": task.nclasses or None,
+                            "max_iter": transfer.MAX_ITER if max_iter is None else max_iter}  # fmt: skip
     if classifier == "senteval":
         from .senteval_classifier import SENTEVAL_PARAMS
 
@@ -267,8 +273,11 @@ def _averages(results: dict[str, dict]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------- metadata
-def _protocol(mode: str, tasks: list[Task], classifier: str = "lbfgs", seeds: list[int] | None = None) -> dict:
+def _protocol(mode: str, tasks: list[Task], classifier: str = "lbfgs", seeds: list[int] | None = None,
+              max_iter: int | None = None) -> dict:  # fmt: skip
     from .transfer import CLASSIFIER_THREADS, L2_GRID, MAX_ITER, SEED
+
+    max_iter = MAX_ITER if max_iter is None else max_iter
 
     seeds = seeds or [SEED]
     out: dict[str, Any] = {
@@ -306,9 +315,9 @@ def _protocol(mode: str, tasks: list[Task], classifier: str = "lbfgs", seeds: li
                 "batch 32, tenacity 3, epoch_size 2; SimCSE's fast mode uses batch 128); max_epoch = MLP default"
             )
         else:
-            transfer["description"] = f"sklearn LogisticRegression(lbfgs, C = 1/(l2 * n_train), max_iter={MAX_ITER})"
+            transfer["description"] = f"sklearn LogisticRegression(lbfgs, C = 1/(l2 * n_train), max_iter={max_iter})"
             transfer["hyperparameters"] = {
-                "solver": "lbfgs", "C": "1 / (l2 * n_train)", "tol": 1e-4, "max_iter": MAX_ITER,
+                "solver": "lbfgs", "C": "1 / (l2 * n_train)", "tol": 1e-4, "max_iter": max_iter,
                 "features": "centred on the training part's mean", "dtype": "float64",
                 "blas_threads": CLASSIFIER_THREADS,
             }  # fmt: skip

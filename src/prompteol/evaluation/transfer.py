@@ -43,6 +43,7 @@ __all__ = [
     "L2_GRID",
     "SEED",
     "MAX_ITER",
+    "check_max_iter",
     "CLASSIFIERS",
     "l2_to_C",
     "inner_kfold",
@@ -82,16 +83,16 @@ class FitStats:
         return {"fits": self.fits, "epochs": self.epochs, "max_epoch_reached": self.max_epoch_reached}
 
 
-def _fit(X: np.ndarray, y: np.ndarray, l2: float, stats: FitStats, seed: int = SEED):
+def _fit(X: np.ndarray, y: np.ndarray, l2: float, stats: FitStats, seed: int = SEED, max_iter: int = MAX_ITER):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    clf = LogisticRegression(C=l2_to_C(l2, len(y)), max_iter=MAX_ITER, random_state=seed)
+    clf = LogisticRegression(C=l2_to_C(l2, len(y)), max_iter=max_iter, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # counted below instead
         clf.fit(X, y)
     stats.fits += 1
-    if int(np.max(clf.n_iter_)) >= MAX_ITER:
+    if int(np.max(clf.n_iter_)) >= max_iter:
         stats.not_converged += 1
     return clf
 
@@ -99,10 +100,11 @@ def _fit(X: np.ndarray, y: np.ndarray, l2: float, stats: FitStats, seed: int = S
 class _Centred:
     """An L-BFGS classifier fitted on centred features; scores and predicts raw features."""
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, l2: float, stats: FitStats, seed: int = SEED):
+    def __init__(self, X: np.ndarray, y: np.ndarray, l2: float, stats: FitStats, seed: int = SEED,
+                 max_iter: int = MAX_ITER):  # fmt: skip
         X = np.asarray(X, dtype=np.float64)  # fit in double precision, whatever the encoder gave
         self.mean = X.mean(axis=0)  # (H,)
-        self.clf = _fit(X - self.mean, y, l2, stats, seed)
+        self.clf = _fit(X - self.mean, y, l2, stats, seed, max_iter)
 
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
         return self.clf.score(X - self.mean, y)
@@ -114,12 +116,13 @@ class _Centred:
 class _Fitter:
     """Fits one classifier for one l2. ``val``: the held-out data SentEval's classifier early-stops
     on (its ``validation_data``); ``None`` = hold out ``VALIDATION_SPLIT`` of the training data.
-    L-BFGS ignores ``val``."""
+    L-BFGS ignores ``val``; ``max_iter`` is its iteration cap (the senteval classifier ignores it)."""
 
-    def __init__(self, classifier: str, seed: int, params, nclasses: int):
+    def __init__(self, classifier: str, seed: int, params, nclasses: int, max_iter: int = MAX_ITER):
         if classifier not in CLASSIFIERS:
             raise ConfigError(f"classifier should be one of {list(CLASSIFIERS)}, got {classifier!r}")
         self.classifier, self.seed, self.nclasses = classifier, int(seed), int(nclasses)
+        self.max_iter = check_max_iter(max_iter)
         self.stats = FitStats()
         if classifier == "senteval":
             from .senteval_classifier import SENTEVAL_PARAMS
@@ -130,7 +133,7 @@ class _Fitter:
 
     def __call__(self, X: np.ndarray, y: np.ndarray, l2: float, val: tuple | None = None):
         if self.classifier == "lbfgs":
-            return _Centred(X, y, l2, self.stats, self.seed)
+            return _Centred(X, y, l2, self.stats, self.seed, self.max_iter)
         from .senteval_classifier import VALIDATION_SPLIT, SentEvalLogReg
 
         clf = SentEvalLogReg(X.shape[1], self.nclasses, l2reg=l2, params=self.params, seed=self.seed)
@@ -155,6 +158,13 @@ class _Fitter:
         return self.stats.record(self.classifier)
 
 
+def check_max_iter(max_iter) -> int:
+    """``max_iter`` as a whole number >= 1, else a :class:`ConfigError`."""
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ConfigError(f"max_iter (the L-BFGS iteration cap) should be a whole number >= 1, got {max_iter!r}")
+    return int(max_iter)
+
+
 def _nclasses(*labels: np.ndarray) -> int:
     return int(max(int(np.max(y)) for y in labels if len(y))) + 1
 
@@ -177,14 +187,15 @@ def _grid_scores(X: np.ndarray, y: np.ndarray, k: int, fit: _Fitter) -> list[flo
 
 def inner_kfold(
     X: np.ndarray, y: np.ndarray, k: int, *, seed: int = SEED, classifier: str = "lbfgs", params=None,
-    nclasses: int | None = None,
+    nclasses: int | None = None, max_iter: int = MAX_ITER,
 ) -> dict:  # fmt: skip
     """SentEval's InnerKFoldClassifier (MR, CR, SUBJ, MPQA).
 
     ``params``: the :class:`~prompteol.evaluation.senteval_classifier.SentEvalParams` of the
-    ``senteval`` classifier (default: the ``test`` ones); ignored by ``lbfgs``.
+    ``senteval`` classifier (default: the ``test`` ones); ignored by ``lbfgs``. ``max_iter``: the
+    ``lbfgs`` iteration cap (fits that reach it are counted in ``not_converged``).
     """
-    fit = _Fitter(classifier, seed, params, nclasses or _nclasses(y))
+    fit = _Fitter(classifier, seed, params, nclasses or _nclasses(y), max_iter)
     dev, test, chosen = [], [], []
     with fit.threads():
         for tr, te in _folds(k, seed).split(X, y):
@@ -202,10 +213,10 @@ def inner_kfold(
 
 def kfold_then_test(
     X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, k: int, *, seed: int = SEED,
-    classifier: str = "lbfgs", params=None, nclasses: int | None = None,
+    classifier: str = "lbfgs", params=None, nclasses: int | None = None, max_iter: int = MAX_ITER,
 ) -> dict:  # fmt: skip
     """SentEval's KFoldClassifier (TREC, MRPC): k-fold on train picks l2, then train -> test."""
-    fit = _Fitter(classifier, seed, params, nclasses or _nclasses(y, y_test))
+    fit = _Fitter(classifier, seed, params, nclasses or _nclasses(y, y_test), max_iter)
     with fit.threads():
         scores = _grid_scores(X, y, k, fit)
         best = int(np.argmax(scores))
@@ -222,9 +233,10 @@ def kfold_then_test(
 def split_select(
     X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
     *, seed: int = SEED, classifier: str = "lbfgs", params=None, nclasses: int | None = None,
+    max_iter: int = MAX_ITER,
 ) -> dict:  # fmt: skip
     """SentEval's SplitClassifier (SST-2): pick l2 on dev, score test (senteval: early-stopping on dev)."""
-    fit = _Fitter(classifier, seed, params, nclasses or _nclasses(y, y_dev, y_test))
+    fit = _Fitter(classifier, seed, params, nclasses or _nclasses(y, y_dev, y_test), max_iter)
     fitted, scores = [], []
     with fit.threads():
         for l2 in L2_GRID:
