@@ -502,7 +502,8 @@ def test_report_puts_transfer_cells_in_their_own_table(tmp_path):
     _synthetic(folder)
     cell = Cell("smollm2-135m", "none", -1, "transfer", "fast")
     tasks = {t: {"score": 80.0 + k, "classifier": "lbfgs"} for k, t in enumerate(TASK_GROUPS["transfer"])}
-    tasks["MRPC"]["f1"] = 81.25
+    tasks["MRPC"].update(f1=81.25, fits=21, not_converged=21)  # every MRPC fit stopped at the iteration cap
+    tasks["TREC"].update(fits=21, not_converged=0)
     block = {"schema": CELL_SCHEMA, "id": cell.id, "status": "ok", "model": "smollm2-135m", "demo": "none",
              "demonstrations": [], "demo_preset": None, "layer": -1, "tasks": "transfer", "mode": "fast",
              "dtype": "float32", "num_parameters": 134_500_000, "wall_s": 4000.0}  # fmt: skip
@@ -519,6 +520,8 @@ def test_report_puts_transfer_cells_in_their_own_table(tmp_path):
     transfer_part = rest.split("Published for reference")[0]
     line = "| smollm2-135m | 134M | none | -1 | 80.00 | 81.00 | 82.00 | 83.00 | 84.00 | 85.00 | 86.00 / 81.25 | 83.00 | fast |"
     assert line in transfer_part and "66.7 min" in transfer_part
+    assert "| fits at the L-BFGS iteration cap: MRPC 21/21 |" in transfer_part  # TREC's 0 of 21 is not a note
+    assert {r["id"]: r["not_converged"] for r in rows}[cell.id] == "MRPC 21/21"
     assert "| qwen2.5-coder-0.5b | 630M | none | -1 | **failed** |" in transfer_part and "failed: killed" in transfer_part
     assert "qwen2.5-coder-0.5b" not in sts_part and sts_part.count("| smollm2-135m |") == 2  # the two "all" cells only
     assert transfer_part.count("| smollm2-135m |") == 3 and transfer_part.count("| qwen2.5-coder-1.5b |") == 2

@@ -381,7 +381,7 @@ def test_methods_report_adds_the_transfer_table_when_transfer_cells_exist(tmp_pa
 
     def transfer_cell(name, demo, layer, base):
         tasks = {t: {"score": base + i, "classifier": "lbfgs"} for i, t in enumerate(TASK_GROUPS["transfer"])}
-        tasks["MRPC"]["f1"] = 80.0
+        tasks["MRPC"].update(f1=80.0, fits=21, not_converged=21 if demo == "none" else 0)
         avg = sum(t["score"] for t in tasks.values()) / len(tasks)
         (cells / name).write_text(json.dumps({"averages": {"transfer": avg}, "tasks": tasks, "cell": {
             "status": "ok", "model": "m", "demo": demo, "layer": layer, "tasks": "transfer", "mode": "fast",
@@ -395,6 +395,7 @@ def test_methods_report_adds_the_transfer_table_when_transfer_cells_exist(tmp_pa
     assert "| plain PromptEOL, no demonstration, layer -1 | 80.00 | 81.00 |" in text and "86.00 / 80.00 | 83.00 |" in text
     assert "fast mode, lbfgs classifier, float32), from `docs/scaling/cells/plain.json`" in text
     assert "| difference |" not in text
+    assert "iteration cap (their scores are the capped iterate's; docs/evaluation.md): plain: MRPC 21/21." in text
     transfer_cell("best.json", "best-training-free", -6, 81.5)
     text = write_methods_report(root).read_text()
     assert "| difference | +1.50 | +1.50 |" in text and "| +1.50 |" in text

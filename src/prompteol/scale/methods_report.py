@@ -82,7 +82,9 @@ def _transfer(data: dict | None) -> dict[str, Any] | None:
     tasks = data.get("tasks") or {}
     scores = {t: tasks[t]["score"] for t in TASK_GROUPS["transfer"] if isinstance(tasks.get(t), dict)}
     classifier = next((tasks[t].get("classifier") for t in scores if tasks[t].get("classifier")), None)
+    capped = {t: f"{tasks[t]['not_converged']}/{tasks[t].get('fits', '?')}" for t in scores if tasks[t].get("not_converged")}
     return {"scores": scores, "mrpc_f1": (tasks.get("MRPC") or {}).get("f1"), "avg": data["averages"]["transfer"],
+            "capped": capped,
             "mode": data["cell"].get("mode"), "classifier": classifier, "dtype": data["cell"].get("dtype"),
             "file": data["file"]}  # fmt: skip
 
@@ -208,6 +210,11 @@ def _transfer_markdown(r: dict[str, Any]) -> list[str]:
     if best and plain:
         diffs = [_f(_gain(best["scores"].get(n), plain["scores"].get(n)), True) for n in names]
         out.append("| difference | " + " | ".join(diffs) + f" | {_f(_gain(best['avg'], plain['avg']), True)} |")
+    capped = [f"{label}: {', '.join(f'{t} {n}' for t, n in t_['capped'].items())}"
+              for label, t_ in (("best-training-free", best), ("plain", plain)) if t_ and t_["capped"]]  # fmt: skip
+    if capped:
+        out += ["", "Fits stopped at the L-BFGS iteration cap (their scores are the capped iterate's; "
+                "docs/evaluation.md): " + "; ".join(capped) + "."]  # fmt: skip
     return out + [""]
 
 

@@ -101,6 +101,9 @@ def cell_rows(cells: Iterable[tuple[Path, dict]]) -> list[dict[str, Any]]:
         row["MRPC_f1"] = mrpc.get("f1") if isinstance(mrpc, dict) else None
         fitted = [tasks[t].get("classifier") for t in TASK_GROUPS["transfer"] if isinstance(tasks.get(t), dict)]
         row["classifier"] = next((c for c in fitted if c), None)  # the transfer tasks' classifier (lbfgs / senteval)
+        # lbfgs fits that stopped at the iteration cap, per task: "MRPC 21/21" (their scores are the capped iterate's)
+        capped = [(t, tasks[t]) for t in TASK_GROUPS["transfer"] if isinstance(tasks.get(t), dict) and tasks[t].get("not_converged")]
+        row["not_converged"] = ", ".join(f"{t} {r['not_converged']}/{r.get('fits', '?')}" for t, r in capped) or None
         averages = data.get("averages") or {}
         row["sts_avg"] = averages.get("sts")
         row["transfer_avg"] = averages.get("transfer")
@@ -121,7 +124,7 @@ def _row_order(row: dict) -> tuple:
 def csv_columns() -> list[str]:
     return (["id", "model", "num_parameters", "demo", "demo_preset", "demonstrations", "layer", "tasks", "mode"]
             + list(TASK_GROUPS["sts"]) + ["sts_avg"] + [n for n in TASKS if n not in TASK_GROUPS["all"]]
-            + list(TASK_GROUPS["transfer"]) + ["MRPC_f1", "transfer_avg", "classifier"]
+            + list(TASK_GROUPS["transfer"]) + ["MRPC_f1", "transfer_avg", "classifier", "not_converged"]
             + ["dtype", "wall_s", "status", "error", "imported_from", "file"])  # fmt: skip
 
 
@@ -206,6 +209,8 @@ def transfer_markdown(rows: list[dict]) -> list[str]:
         notes = [f"failed: {r.get('error') or 'no message'}"] if failed else []
         if not failed and r.get("transfer_avg") is None:
             notes.append("not all 7 transfer tasks")
+        if not failed and r.get("not_converged"):
+            notes.append(f"fits at the L-BFGS iteration cap: {r['not_converged']}")
         cells += [str(r.get("mode") or ""), r.get("dtype") or "", _fmt_time(r.get("wall_s")), _md("; ".join(notes))]
         lines.append("| " + " | ".join(cells) + " |")
     return ["", "Transfer tasks (accuracy; MRPC accuracy / F1; `fast` = 5-fold cross-validation, `test` = 10-fold):", "",
