@@ -354,3 +354,32 @@ def test_max_iter_caps_the_lbfgs_fits_and_is_recorded(data_dir, monkeypatch):
     for bad in (0, -3, 2.5, True, "100"):
         with pytest.raises(ConfigError, match="max_iter"):
             evaluate(HashedBoW(dim=64), tasks="MRPC", data_dir=data_dir, mode="fast", max_iter=bad)
+
+
+def test_newton_reaches_the_lbfgs_objective_optimum(data_dir):
+    """classifier='newton' solves lbfgs's objective: where L-BFGS converges, the same fits (to a sentence or two)."""
+    X, y = _subj_subset(data_dir, n=800, dim=256)
+    tr, te = np.arange(0, 800, 2), np.arange(1, 800, 2)
+    lbfgs = kfold_then_test(X[tr], y[tr], X[te], y[te], k=5)
+    newton = kfold_then_test(X[tr], y[tr], X[te], y[te], k=5, classifier="newton")
+    assert lbfgs["not_converged"] == 0 and newton["not_converged"] == 0 and newton["fits"] == lbfgs["fits"]
+    assert abs(newton["acc"] - lbfgs["acc"]) <= 0.5 and newton["l2"] == lbfgs["l2"]
+    capped = kfold_then_test(X[tr], y[tr], X[te], y[te], k=5, max_iter=2)  # an L-BFGS stopped far from it
+    assert capped["not_converged"] == capped["fits"]
+
+
+def test_newton_classifier_end_to_end_and_multiclass_version(data_dir, monkeypatch):
+    import sklearn
+
+    from prompteol.evaluation.transfer import _check_newton_multiclass
+
+    _small_mrpc(monkeypatch)
+    out = evaluate(HashedBoW(dim=64), tasks="MRPC", data_dir=data_dir, mode="fast", classifier="newton")
+    res, proto = out["tasks"]["MRPC"], out["protocol"]["transfer"]
+    assert res["classifier"] == "newton" and res["not_converged"] == 0 and res["fits"] == 4 * 5 + 1
+    assert proto["hyperparameters"]["solver"] == "newton-cholesky" and "optimum" in proto["description"]
+    _check_newton_multiclass(np.array([0, 1, 2]))  # this scikit-learn (>= 1.6 in the dev environment)
+    monkeypatch.setattr(sklearn, "__version__", "1.5.2")
+    _check_newton_multiclass(np.array([0, 1, 1]))  # binary: any version
+    with pytest.raises(ConfigError, match="needs scikit-learn >= 1.6"):
+        _check_newton_multiclass(np.array([0, 1, 2]))

@@ -31,13 +31,14 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=["test", "fast"], default="test",
                    help="transfer protocol: test = 10-fold (SentEval's full mode), fast = 5-fold; STS is identical "
                    "in both (default: %(default)s)")  # fmt: skip
-    p.add_argument("--classifier", choices=["lbfgs", "senteval"], default="lbfgs",
-                   help="transfer classifier: lbfgs = scikit-learn L-BFGS logistic regression to convergence; "
-                   "senteval = SentEval's PyTorch classifier (Adam/RMSprop, early stopping) with the --mode's "
+    p.add_argument("--classifier", choices=["lbfgs", "newton", "senteval"], default="lbfgs",
+                   help="transfer classifier: lbfgs = scikit-learn L-BFGS logistic regression to convergence (or "
+                   "--max-iter); newton = the same objective solved to its optimum by Newton-Cholesky (for features "
+                   "on which L-BFGS stops at its cap, e.g. MRPC); senteval = SentEval's PyTorch classifier (Adam/RMSprop, early stopping) with the --mode's "
                    "settings (default: %(default)s)")  # fmt: skip
     p.add_argument("--max-iter", type=positive_int, default=None, metavar="N",
                    help="the lbfgs classifier's iteration cap; fits that reach it are counted in each task's "
-                   "not_converged (default: 1000; ignored by --classifier senteval)")  # fmt: skip
+                   "not_converged (default: 1000; lbfgs only)")  # fmt: skip
     p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
                    help="run the transfer classifiers with N seeds (1111, 1112, ...), encoding once; the score is "
                    "the mean, the results also hold each seed's score and the sample std (default: %(default)s)")  # fmt: skip

@@ -98,7 +98,7 @@ def register(sub) -> None:
     g.add_argument("--output", "-o", default=None, help="folder of the cell files (required)")
     g.add_argument("--data-dir", default=None, help="SentEval data root (default: $PROMPTEOL_DATA)")
     add_encode_args(g, ("batch_size", "max_batch_tokens"))
-    g.add_argument("--classifier", choices=["lbfgs", "senteval"], default="lbfgs",
+    g.add_argument("--classifier", choices=["lbfgs", "newton", "senteval"], default="lbfgs",
                    help="transfer classifier (see `prompteol eval --help`; default: %(default)s)")  # fmt: skip
     g.add_argument("--seeds", type=int, default=1, metavar="N", help="transfer classifier seeds (default: 1)")
     g.add_argument("--dtype", choices=_DTYPES, default="auto",

@@ -314,6 +314,16 @@ def _protocol(mode: str, tasks: list[Task], classifier: str = "lbfgs", seeds: li
                 "evaluation.py (test: adam, batch 64, tenacity 5, epoch_size 4 = SimCSE's; fast: rmsprop, "
                 "batch 32, tenacity 3, epoch_size 2; SimCSE's fast mode uses batch 128); max_epoch = MLP default"
             )
+        elif classifier == "newton":
+            from .transfer import NEWTON_MAX_ITER, NEWTON_TOL
+
+            transfer["description"] = (f"sklearn LogisticRegression(newton-cholesky, C = 1/(l2 * n_train), "
+                                       f"tol={NEWTON_TOL}): the lbfgs classifier's objective, solved to its optimum")  # fmt: skip
+            transfer["hyperparameters"] = {
+                "solver": "newton-cholesky", "C": "1 / (l2 * n_train)", "tol": NEWTON_TOL, "max_iter": NEWTON_MAX_ITER,
+                "features": "centred on the training part's mean", "dtype": "float64",
+                "blas_threads": CLASSIFIER_THREADS,
+            }  # fmt: skip
         else:
             transfer["description"] = f"sklearn LogisticRegression(lbfgs, C = 1/(l2 * n_train), max_iter={max_iter})"
             transfer["hyperparameters"] = {

@@ -1,4 +1,4 @@
-"""SentEval's transfer protocols with two interchangeable classifiers.
+"""SentEval's transfer protocols with three interchangeable classifiers.
 
 ``classifier="lbfgs"`` (the default) is scikit-learn's L-BFGS LogisticRegression, a stand-in for
 SentEval's PyTorch classifier: SentEval (``usepytorch=True``, as SimCSE/PromptEOL run it) trains
@@ -11,6 +11,12 @@ Mean loss + (l2/2)||w||^2 has the same minimiser as sklearn's ``C * sum(loss) + 
 so the L2 grid keeps its meaning (the intercept is not penalised by sklearn). Features are
 centred on the training part's mean first: with an unpenalised intercept the optimum is the
 same, and L-BFGS converges much faster on LLM states, which share a large mean.
+
+``classifier="newton"`` fits the same objective with scikit-learn's Newton-Cholesky solver
+(``tol=1e-8``): second order, so it reaches the optimum where L-BFGS stops at its iteration cap
+(MRPC's ``[|u-v|, u*v]`` features of LLM states are badly scaled: docs/evaluation.md). Where L-BFGS
+converges the two agree to the last sentence or two; multiclass tasks (TREC) need scikit-learn >= 1.6
+(multinomial Newton-Cholesky).
 
 ``classifier="senteval"`` is SentEval's own classifier and early-stopping protocol
 (:mod:`prompteol.evaluation.senteval_classifier`): each grid fit early-stops on the fold it is
@@ -61,8 +67,13 @@ MAX_ITER = 1000
 #: and, on a shared CPU, far faster: OpenMP workers spinning under contention slowed a 4k x 256 fit
 #: 60x. The ``senteval`` classifier runs on torch's threads, as the caller set them.
 CLASSIFIER_THREADS = 1
-#: the classifiers: scikit-learn L-BFGS to convergence, or SentEval's PyTorch protocol
-CLASSIFIERS = ("lbfgs", "senteval")
+#: the classifiers: scikit-learn L-BFGS to convergence (or its cap), the same objective by Newton-Cholesky,
+#: or SentEval's PyTorch protocol
+CLASSIFIERS = ("lbfgs", "newton", "senteval")
+#: Newton-Cholesky's tolerance and iteration cap (it converges in tens of iterations)
+NEWTON_TOL, NEWTON_MAX_ITER = 1e-8, 200
+#: the scikit-learn solver of each sklearn classifier
+SOLVERS = {"lbfgs": "lbfgs", "newton": "newton-cholesky"}
 
 
 def l2_to_C(l2: float, n_train: int) -> float:
@@ -78,16 +89,22 @@ class FitStats:
     max_epoch_reached: int = 0  # senteval: fits that ran to max_epoch without early stopping
 
     def record(self, classifier: str) -> dict:
-        if classifier == "lbfgs":
+        if classifier in SOLVERS:
             return {"fits": self.fits, "not_converged": self.not_converged}
         return {"fits": self.fits, "epochs": self.epochs, "max_epoch_reached": self.max_epoch_reached}
 
 
-def _fit(X: np.ndarray, y: np.ndarray, l2: float, stats: FitStats, seed: int = SEED, max_iter: int = MAX_ITER):
+def _fit(X: np.ndarray, y: np.ndarray, l2: float, stats: FitStats, seed: int = SEED, max_iter: int = MAX_ITER,
+         solver: str = "lbfgs"):  # fmt: skip
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    clf = LogisticRegression(C=l2_to_C(l2, len(y)), max_iter=max_iter, random_state=seed)
+    if solver == "newton-cholesky":
+        _check_newton_multiclass(y)
+        clf = LogisticRegression(C=l2_to_C(l2, len(y)), solver=solver, tol=NEWTON_TOL, max_iter=max_iter,
+                                 random_state=seed)  # fmt: skip
+    else:
+        clf = LogisticRegression(C=l2_to_C(l2, len(y)), max_iter=max_iter, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # counted below instead
         clf.fit(X, y)
@@ -101,10 +118,10 @@ class _Centred:
     """An L-BFGS classifier fitted on centred features; scores and predicts raw features."""
 
     def __init__(self, X: np.ndarray, y: np.ndarray, l2: float, stats: FitStats, seed: int = SEED,
-                 max_iter: int = MAX_ITER):  # fmt: skip
+                 max_iter: int = MAX_ITER, solver: str = "lbfgs"):  # fmt: skip
         X = np.asarray(X, dtype=np.float64)  # fit in double precision, whatever the encoder gave
         self.mean = X.mean(axis=0)  # (H,)
-        self.clf = _fit(X - self.mean, y, l2, stats, seed, max_iter)
+        self.clf = _fit(X - self.mean, y, l2, stats, seed, max_iter, solver)
 
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
         return self.clf.score(X - self.mean, y)
@@ -116,13 +133,13 @@ class _Centred:
 class _Fitter:
     """Fits one classifier for one l2. ``val``: the held-out data SentEval's classifier early-stops
     on (its ``validation_data``); ``None`` = hold out ``VALIDATION_SPLIT`` of the training data.
-    L-BFGS ignores ``val``; ``max_iter`` is its iteration cap (the senteval classifier ignores it)."""
+    L-BFGS and Newton ignore ``val``; ``max_iter`` is L-BFGS's iteration cap (the others ignore it)."""
 
     def __init__(self, classifier: str, seed: int, params, nclasses: int, max_iter: int = MAX_ITER):
         if classifier not in CLASSIFIERS:
             raise ConfigError(f"classifier should be one of {list(CLASSIFIERS)}, got {classifier!r}")
         self.classifier, self.seed, self.nclasses = classifier, int(seed), int(nclasses)
-        self.max_iter = check_max_iter(max_iter)
+        self.max_iter = check_max_iter(max_iter) if classifier == "lbfgs" else NEWTON_MAX_ITER
         self.stats = FitStats()
         if classifier == "senteval":
             from .senteval_classifier import SENTEVAL_PARAMS
@@ -132,8 +149,8 @@ class _Fitter:
             self.params = None
 
     def __call__(self, X: np.ndarray, y: np.ndarray, l2: float, val: tuple | None = None):
-        if self.classifier == "lbfgs":
-            return _Centred(X, y, l2, self.stats, self.seed, self.max_iter)
+        if self.classifier in SOLVERS:
+            return _Centred(X, y, l2, self.stats, self.seed, self.max_iter, SOLVERS[self.classifier])
         from .senteval_classifier import VALIDATION_SPLIT, SentEvalLogReg
 
         clf = SentEvalLogReg(X.shape[1], self.nclasses, l2reg=l2, params=self.params, seed=self.seed)
@@ -147,8 +164,8 @@ class _Fitter:
         return clf
 
     def threads(self):
-        """One BLAS thread around the L-BFGS fits; torch's own setting for the senteval classifier."""
-        if self.classifier != "lbfgs":
+        """One BLAS thread around the scikit-learn fits; torch's own setting for the senteval classifier."""
+        if self.classifier not in SOLVERS:
             return contextlib.nullcontext()
         from threadpoolctl import threadpool_limits
 
@@ -163,6 +180,18 @@ def check_max_iter(max_iter) -> int:
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ConfigError(f"max_iter (the L-BFGS iteration cap) should be a whole number >= 1, got {max_iter!r}")
     return int(max_iter)
+
+
+def _check_newton_multiclass(y: np.ndarray) -> None:
+    """Multinomial Newton-Cholesky exists from scikit-learn 1.6 (older versions fit one-vs-rest: another objective)."""
+    if len(np.unique(y)) <= 2:
+        return
+    import sklearn
+
+    major, minor = (int(p) for p in sklearn.__version__.split(".")[:2])
+    if (major, minor) < (1, 6):
+        raise ConfigError(f"classifier 'newton' on a multiclass task needs scikit-learn >= 1.6 (multinomial "
+                          f"Newton-Cholesky); this is {sklearn.__version__}: upgrade it or use --classifier lbfgs")  # fmt: skip
 
 
 def _nclasses(*labels: np.ndarray) -> int:
@@ -245,7 +274,7 @@ def split_select(
             scores.append(round(100 * clf.score(X_dev, y_dev), 2))
         best = int(np.argmax(scores))
         # SentEval refits the chosen l2 with the same seed, data and validation set. Both fits are
-        # deterministic (L-BFGS to convergence; the senteval classifier given its seed), so the refit
+        # deterministic (L-BFGS / Newton to convergence; the senteval classifier given its seed), so the refit
         # would be the same model: we reuse it.
         acc = fitted[best].score(X_test, y_test)
     return {
