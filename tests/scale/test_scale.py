@@ -190,6 +190,20 @@ def test_cell_names_and_demo_settings():
     default, tagged = (build_cells(["m"], ["none"], [], "sts", "test", opts)[0].id
                        for opts in ({"pooling": "last"}, {"pooling": "mean"}))  # fmt: skip
     assert default == "m__none__L-1__sts-test" and tagged.startswith("m__none__L-1__sts-test__o")
+    # the transfer classifier and seeds name a cell apart, but only when it runs transfer tasks, and only off default
+    from pathlib import Path
+
+    from prompteol.scale.run import SweepOptions
+
+    def cell_id(tasks, **kw):
+        opts = SweepOptions(models=["m"], demos=["none"], output=Path("."), tasks=tasks, mode="fast", **kw)
+        return build_cells(["m"], ["none"], [], tasks, "fast", opts.tag_options())[0].id
+
+    assert cell_id("transfer") == cell_id("transfer", classifier="lbfgs", seeds=1) == "m__none__L-1__transfer-fast"
+    ids = {cell_id("transfer", classifier="senteval"), cell_id("transfer", classifier="newton"),
+           cell_id("transfer", seeds=5), cell_id("MR,STS12", classifier="senteval")}  # fmt: skip
+    assert len(ids) == 4 and all("__o" in i for i in ids)
+    assert cell_id("sts", classifier="senteval", seeds=3) == "m__none__L-1__sts-fast"  # STS has no classifier
     assert resolve_demo("paper", "smollm2-135m") == ("paper-opt-125m", [resolve_demo("paper-opt-125m", "x")[1][0]])
     assert resolve_demo("default", "smollm2-135m")[0] == "searched-leakfree"
     assert resolve_demo("paper", "anything", num_parameters=2_600_000_000)[0] == "paper-opt-2.7b"
@@ -388,6 +402,14 @@ def test_import_results_file(sweep, tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(["scale", "import", str(src), "--demo", "paper", "-o", str(tmp_path / "x")]) == 2
     assert "computed with []" in capsys.readouterr().err
+    # a record whose transfer tasks used another classifier is a cell of its own name (never an lbfgs cell's)
+    other = {**rec, "tasks": {**rec["tasks"], "MR": {"score": 80.0, "classifier": "senteval"}},
+             "protocol": {"transfer": {"classifier": "senteval", "seeds": [1111]}}}  # fmt: skip
+    src.write_text(json.dumps(other))
+    assert main(["scale", "import", str(src), "--demo", "none", "-o", str(tmp_path / "s")]) == 0
+    (imported,) = (tmp_path / "s").glob("*.json")
+    assert imported.name.startswith("tiny-random-llama__none__L-1__sts16+mr-test__o")
+    src.write_text(json.dumps(rec))
     del rec["versions"], rec["encoder"]["dtype"]
     src.write_text(json.dumps(rec))
     assert main(["scale", "import", str(src), "--demo", "none", "-o", str(tmp_path / "y")]) == 2

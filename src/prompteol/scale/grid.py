@@ -113,6 +113,18 @@ def tasks_slug(tasks: str) -> str:
     return slug
 
 
+def transfer_tag(tasks: str, classifier: str = "lbfgs", seeds: int = 1) -> dict[str, Any]:
+    """The transfer protocol's settings that name a cell apart (with the encoder options of :func:`options_tag`):
+    a classifier other than ``lbfgs`` or more than one seed, when the cell's tasks include a transfer task, so a
+    sweep with ``--classifier senteval`` never takes an ``lbfgs`` cell of the same encoder for its own."""
+    from ..evaluation.tasks import resolve_tasks
+
+    if not any(t.kind == "transfer" for t in resolve_tasks(tasks)):
+        return {}
+    return {**({"transfer_classifier": classifier} if classifier != "lbfgs" else {}),
+            **({"transfer_seeds": int(seeds)} if int(seeds) != 1 else {})}  # fmt: skip
+
+
 def options_tag(options: dict[str, Any]) -> str | None:
     """A short hash of the encoder options given (other than the defaults), ``None`` without any."""
     from ..encoder.config import EncoderConfig

@@ -18,7 +18,16 @@ from pathlib import Path
 
 from ..encoder.prompts.templates import parse_demonstrations
 from ..errors import ConfigError
-from .grid import CELL_SCHEMA, Cell, cell_state, options_tag, parse_demo_settings, resolve_demo, write_json_atomic
+from .grid import (
+    CELL_SCHEMA,
+    Cell,
+    cell_state,
+    options_tag,
+    parse_demo_settings,
+    resolve_demo,
+    transfer_tag,
+    write_json_atomic,
+)
 
 __all__ = ["import_results", "REQUIRED"]
 
@@ -100,8 +109,10 @@ def import_results(results: str | Path, demo: str, output: str | Path, force: bo
         shown = [d.to_dict() for d in recorded]
         raise ConfigError(f"--demo {setting!r} means {[d.to_dict() for d in expected]} for {model}, but {src} was "
                           f"computed with {shown}; give the setting it was run with")  # fmt: skip
-    tag = options_tag({k: enc[k] for k in _TAGGED if k in enc})
     names = list(data["tasks"])
+    proto = (data.get("protocol") or {}).get("transfer") or {}
+    tag = options_tag({**{k: enc[k] for k in _TAGGED if k in enc},
+                       **transfer_tag(",".join(names), proto.get("classifier", "lbfgs"), len(proto.get("seeds") or [1]))})  # fmt: skip
     cell = Cell(model, setting, int(enc.get("layer", -1)), _tasks_text(names), data["mode"], tag)
     path = cell.path(output)
     if cell_state(path) == "done" and not force:

@@ -38,7 +38,7 @@ from ..encoder.prompts.templates import Demonstration
 from ..errors import ConfigError
 from ..fileio import FileLock, write_json_atomic
 from ..resume import differences, read_record
-from .grid import CELL_SCHEMA, Cell, build_cells
+from .grid import CELL_SCHEMA, Cell, build_cells, transfer_tag
 from .memory import resolve_device
 from .plan import PROBE_SENTENCES, CellPlan, ModelPlan, SweepPlanner, error_text, fmt_seconds, loaded_dtype, param_count
 
@@ -78,8 +78,10 @@ class SweepOptions:
     demo_overrides: dict[str, tuple[str | None, list[Demonstration]]] = field(default_factory=dict)
 
     def tag_options(self) -> dict[str, Any]:
-        """The options that make a cell's file name differ from the defaults' (an explicit dtype is one)."""
-        return {**self.encoder_options, **({"dtype": self.dtype} if self.dtype != "auto" else {})}
+        """The options that make a cell's file name differ from the defaults' (an explicit dtype is one; a
+        transfer classifier other than lbfgs or several seeds, for cells with transfer tasks)."""
+        return {**self.encoder_options, **({"dtype": self.dtype} if self.dtype != "auto" else {}),
+                **transfer_tag(self.tasks, self.classifier, self.seeds)}  # fmt: skip
 
 
 @dataclass
