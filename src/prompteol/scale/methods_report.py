@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.tasks import TASK_GROUPS
-from .report import STS_COLUMNS, load_cells
+from .report import STS_COLUMNS, capped_fits, load_cells
 
 __all__ = ["methods_rows", "methods_markdown", "write_methods_report"]
 
@@ -82,7 +82,7 @@ def _transfer(data: dict | None) -> dict[str, Any] | None:
     tasks = data.get("tasks") or {}
     scores = {t: tasks[t]["score"] for t in TASK_GROUPS["transfer"] if isinstance(tasks.get(t), dict)}
     classifier = next((tasks[t].get("classifier") for t in scores if tasks[t].get("classifier")), None)
-    capped = {t: f"{tasks[t]['not_converged']}/{tasks[t].get('fits', '?')}" for t in scores if tasks[t].get("not_converged")}
+    capped = capped_fits(tasks)
     return {"scores": scores, "mrpc_f1": (tasks.get("MRPC") or {}).get("f1"), "avg": data["averages"]["transfer"],
             "capped": capped,
             "mode": data["cell"].get("mode"), "classifier": classifier, "dtype": data["cell"].get("dtype"),

@@ -102,8 +102,7 @@ def cell_rows(cells: Iterable[tuple[Path, dict]]) -> list[dict[str, Any]]:
         fitted = [tasks[t].get("classifier") for t in TASK_GROUPS["transfer"] if isinstance(tasks.get(t), dict)]
         row["classifier"] = next((c for c in fitted if c), None)  # the transfer tasks' classifier (lbfgs / senteval)
         # lbfgs fits that stopped at the iteration cap, per task: "MRPC 21/21" (their scores are the capped iterate's)
-        capped = [(t, tasks[t]) for t in TASK_GROUPS["transfer"] if isinstance(tasks.get(t), dict) and tasks[t].get("not_converged")]
-        row["not_converged"] = ", ".join(f"{t} {r['not_converged']}/{r.get('fits', '?')}" for t, r in capped) or None
+        row["not_converged"] = ", ".join(f"{t} {n}" for t, n in capped_fits(tasks).items()) or None
         averages = data.get("averages") or {}
         row["sts_avg"] = averages.get("sts")
         row["transfer_avg"] = averages.get("transfer")
@@ -112,6 +111,12 @@ def cell_rows(cells: Iterable[tuple[Path, dict]]) -> list[dict[str, Any]]:
         rows.append(row)
     rows.sort(key=_row_order)
     return rows
+
+
+def capped_fits(tasks: dict) -> dict[str, str]:
+    """``{task: "capped/fits"}`` of the transfer tasks whose L-BFGS fits stopped at the iteration cap."""
+    return {t: f"{tasks[t]['not_converged']}/{tasks[t].get('fits', '?')}" for t in TASK_GROUPS["transfer"]
+            if isinstance(tasks.get(t), dict) and tasks[t].get("not_converged")}  # fmt: skip
 
 
 def _row_order(row: dict) -> tuple:
