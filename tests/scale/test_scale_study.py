@@ -132,6 +132,47 @@ def test_search_factors_prefer_searches_timed_on_this_kind_of_machine(tmp_path, 
     assert factors[("demos", old.model)] == pytest.approx(4.0) and 1.5 < factors[("demos", None)] < 4.0
 
 
+def test_a_resumed_search_is_timed_by_the_part_its_run_computed(tmp_path, monkeypatch):
+    """A search resumed across runs logs only its last run's wall time: that run is compared with the sentences it
+    encoded (the log's ``resumed_sentences``), and a run that only finished a search (here 95% done before it) does
+    not time the search at all: it made a factor of 0.02 in the study's log."""
+    import torch
+
+    from prompteol import records
+
+    root = _root(tmp_path)
+    for cell in (REPO / "docs/scaling/cells").glob("gemma3-270m__none__L-1__sts-test*.json"):  # a measured rate
+        shutil.copy(cell, root / "docs/scaling/cells" / cell.name)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(records, "cpu_flags", lambda: {"avx512_bf16": True, "amx_bf16": True})
+    opts = StudyOptions(root=root, dry_run=True)
+    s = study._Study(opts, lambda line: None)
+    rates = s.rates()
+    step = {st.id: st for st in s.steps}["demos/gemma3-270m"]
+    total, whole = s.sentences(step), s.estimate(step, rates, whole=True)
+    entry = {"status": "ok", "host": s.host(), "resumed_sentences": total // 4, "wall_s": 2.0 * whole * (total - total // 4) / total}
+    opts.log_file.write_text(json.dumps({"schema": "prompteol.queue/1", "steps": {step.id: entry}}))
+    factors = study._Study(opts, lambda line: None).search_factors(rates)
+    assert factors[("demos", step.model)] == pytest.approx(2.0) and factors[("demos", None)] == pytest.approx(2.0)
+    entry.update(resumed_sentences=int(total * 0.95), wall_s=0.02 * whole)
+    opts.log_file.write_text(json.dumps({"schema": "prompteol.queue/1", "steps": {step.id: entry}}))
+    assert study._Study(opts, lambda line: None).search_factors(rates) == {}
+
+
+def test_a_started_run_logs_what_it_resumes(tmp_path, monkeypatch):
+    """The queue logs, when a step starts, the sentences already done (0 for a fresh step)."""
+    root = _root(tmp_path)
+    s = study._Study(StudyOptions(root=root, dry_run=True), lambda line: None)
+    monkeypatch.setattr(s, "finished_sentences", lambda st: 123)
+    seen: dict[str, dict] = {}
+    monkeypatch.setattr(s, "run_step", lambda st: seen.setdefault(st.id, dict(s.log["steps"][st.id])))
+    monkeypatch.setattr(s, "is_done", lambda st: st.id in seen)
+    s.opts.max_steps = 1
+    s.run()
+    (entry,) = seen.values()
+    assert entry["status"] == "running" and entry["resumed_sentences"] == 123
+
+
 def test_a_started_cell_is_estimated_by_its_remaining_tasks(tmp_path):
     """A cell resumed after a stop costs only the tasks its partial record has not finished."""
     from prompteol.scale.run import partial_path

@@ -181,7 +181,10 @@ class StudyEstimates:
         """Measured wall time / estimate of the finished searches (the queue log's ``wall_s``), per (kind, model)
         and per kind (``(kind, None)``, all models pooled): a search's sentence count is a rough model (settings
         differ in cost: echo doubles the tokens, Contrastive Prompting adds a forward), so the remaining searches
-        are scaled by what the finished ones took. A step resumed across runs logs its last run's time only.
+        are scaled by what the finished ones took. A step resumed across runs logs its last run's time only, so
+        it is compared with the part that run computed (the log's ``resumed_sentences``, the sentences already
+        encoded when it started); a run that resumed more than half of its step is too short to time the search
+        and is left out.
 
         The estimates use this machine's rates, so a search timed on another kind of machine would skew its
         factor: the log's ``host`` (threads, CPU kind; logged since the queue recorded it) picks the closest
@@ -192,6 +195,9 @@ class StudyEstimates:
         for step in self.steps:
             entry = self.log["steps"].get(step.id, {})
             est = self.estimate(step, rates, whole=True) if step.kind in SEARCH_KINDS and entry.get("status") == "ok" else None
+            total, resumed = self.sentences(step), float(entry.get("resumed_sentences") or 0)
+            if est and resumed:
+                est = est * (total - resumed) / total if resumed <= total / 2 else None
             if est and entry.get("wall_s"):
                 host = entry.get("host") or {}
                 match = (host.get("torch_threads") == here["torch_threads"], host.get("cpu_kind") == here["cpu_kind"])

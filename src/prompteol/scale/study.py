@@ -229,7 +229,8 @@ class _Study(StudyEstimates):
             ran += 1
             self.say(f"\n== [{nxt.stage}] {nxt.id} ({_now()})")
             t0 = time.perf_counter()
-            self._write_log(nxt, status="running", started=_now(), error=None)
+            self._write_log(nxt, status="running", started=_now(), error=None,
+                            resumed_sentences=self.finished_sentences(nxt))  # what this run does not pay for
             try:
                 self.run_step(nxt)
                 ok = self.is_done(nxt)
