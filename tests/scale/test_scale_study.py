@@ -101,10 +101,8 @@ def test_search_estimates_are_scaled_by_the_finished_searches_wall_time(tmp_path
     assert f"methods x{pooled:.2f}" in capsys.readouterr().out
 
 
-def test_search_factors_prefer_searches_timed_on_this_kind_of_machine(tmp_path, monkeypatch):
-    """A search timed on a slower machine (a model's only one, logged before the queue recorded its host) does not
-    scale the estimate made with this machine's rates: the pooled factor of this machine's kind is used instead;
-    and a finished step's log entry records the host."""
+def _amx_study_with_a_rate(tmp_path, monkeypatch):
+    """A study on a 2-thread AMX machine whose root has gemma3-270m's measured STS rate."""
     import torch
 
     from prompteol import records
@@ -116,7 +114,14 @@ def test_search_factors_prefer_searches_timed_on_this_kind_of_machine(tmp_path, 
     monkeypatch.setattr(records, "cpu_flags", lambda: {"avx512_bf16": True, "amx_bf16": True})
     opts = StudyOptions(root=root, dry_run=True)
     s = study._Study(opts, lambda line: None)
-    rates = s.rates()
+    return opts, s, s.rates()
+
+
+def test_search_factors_prefer_searches_timed_on_this_kind_of_machine(tmp_path, monkeypatch):
+    """A search timed on a slower machine (a model's only one, logged before the queue recorded its host) does not
+    scale the estimate made with this machine's rates: the pooled factor of this machine's kind is used instead;
+    and a finished step's log entry records the host."""
+    opts, s, rates = _amx_study_with_a_rate(tmp_path, monkeypatch)
     by_id = {step.id: step for step in s.steps}
     old, new = by_id["demos/gemma3-270m"], by_id["demos/qwen2.5-coder-0.5b"]
     log = {"schema": "prompteol.queue/1", "steps": {
@@ -137,18 +142,7 @@ def test_a_resumed_search_is_timed_by_the_part_its_run_computed(tmp_path, monkey
     """A search resumed across runs logs only its last run's wall time: that run is compared with the sentences it
     encoded (the log's ``resumed_sentences``), and a run that only finished a search (here 95% done before it) does
     not time the search at all: it made a factor of 0.02 in the study's log."""
-    import torch
-
-    from prompteol import records
-
-    root = _root(tmp_path)
-    for cell in (REPO / "docs/scaling/cells").glob("gemma3-270m__none__L-1__sts-test*.json"):  # a measured rate
-        shutil.copy(cell, root / "docs/scaling/cells" / cell.name)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(records, "cpu_flags", lambda: {"avx512_bf16": True, "amx_bf16": True})
-    opts = StudyOptions(root=root, dry_run=True)
-    s = study._Study(opts, lambda line: None)
-    rates = s.rates()
+    opts, s, rates = _amx_study_with_a_rate(tmp_path, monkeypatch)
     step = {st.id: st for st in s.steps}["demos/gemma3-270m"]
     total, whole = s.sentences(step), s.estimate(step, rates, whole=True)
     entry = {"status": "ok", "host": s.host(), "resumed_sentences": total // 4, "wall_s": 2.0 * whole * (total - total // 4) / total}

@@ -16,7 +16,7 @@ d. ``methods``: each model's settings search (:mod:`prompteol.scale.selection`, 
    ``<root>/docs/methods/<model>/selection``), stored as its ``best-training-free`` preset; then the
    best setting on the 7 STS tasks, with plain PromptEOL at the same read-out layer and at its own best layer;
 f. the ``stsb-dev`` demonstration (the paper's protocol, not leak-free) and its cells; fast transfer
-   cells for ``none`` and ``best-training-free`` on smollm2-135m and qwen2.5-coder-0.5b.
+   cells for ``none`` and ``best-training-free`` on smollm2-135m, gemma3-270m and qwen2.5-coder-0.5b.
 
 What makes a step done is its output on disk (a cell file with ``status: ok``, a preset, a selection
 record), so a rerun skips it, on this machine or another one with the committed files. A cell keeps each
