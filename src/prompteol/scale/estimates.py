@@ -195,8 +195,9 @@ class StudyEstimates:
         for step in self.steps:
             entry = self.log["steps"].get(step.id, {})
             est = self.estimate(step, rates, whole=True) if step.kind in SEARCH_KINDS and entry.get("status") == "ok" else None
-            total, resumed = self.sentences(step), float(entry.get("resumed_sentences") or 0)
-            if est and resumed:
+            resumed = float(entry.get("resumed_sentences") or 0)
+            if est and resumed:  # compare the sitting's time with the part it computed
+                total = self.sentences(step)
                 est = est * (total - resumed) / total if resumed <= total / 2 else None
             if est and entry.get("wall_s"):
                 host = entry.get("host") or {}
